@@ -1,0 +1,227 @@
+"""The ``Benchmark`` interface: tasks, metrics, data, model, losses, references and protocol.
+
+A benchmark module (under ``datasets/``, installed as ``mtlbench.datasets``) registers one
+subclass of :class:`Benchmark`. The trainer knows benchmarks only through this interface.
+
+The model of every benchmark is a :class:`MultiTaskModel`: a shared ``encoder`` and one head
+per task. ``forward`` returns the shared representation (for MGDA-UB and feature-conditioned
+routers) and the list of per-task outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+from mtlbench.registry import ConfigError, Registry, coerce, unknown
+
+Split = Literal["train", "val", "test"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One evaluation metric of one task (``name`` is unique within a benchmark)."""
+
+    name: str
+    task: str
+    higher_is_better: bool
+    unit: str = ""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Single-task reference values with their provenance (a citation, a file, trial ids)."""
+
+    values: dict[str, float]
+    source: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Protocol:
+    """The training protocol shared by all benchmarks; benchmarks subclass it to add options.
+
+    ``scheduler``: ``None``, ``"step:STEP_SIZE:GAMMA"`` (StepLR, per epoch) or
+    ``"plateau:FACTOR:PATIENCE:MIN_LR"`` (ReduceLROnPlateau on the selection score).
+    ``selection``: ``"best_val_delta_m"`` (validation Delta m%, the leak-free default),
+    ``"last"``, or ``"last10_test_mean"`` (the published rule of NYU-v2 / Cityscapes; it reads
+    the test set and is labelled so in records and reports).
+    ``max_steps``: stop each epoch after this many steps (``None``: the whole split); smoke runs
+    and quickstarts use it, and records keep it.
+    """
+
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 1e-3
+    optimizer: Literal["adam", "sgd"] = "adam"
+    weight_decay: float = 0.0
+    scheduler: str | None = None
+    selection: Literal["best_val_delta_m", "last", "last10_test_mean"] = "best_val_delta_m"
+    max_steps: int | None = None
+    eval_every: int = 1
+
+    def replace(self, **changes: Any) -> Protocol:
+        """A copy with ``changes`` applied, each checked against the field's type."""
+        hints = typing.get_type_hints(type(self))
+        valid = {f.name for f in dataclasses.fields(self)}
+        checked = {}
+        for key, value in changes.items():
+            if key not in valid:
+                raise unknown(f"protocol option of {type(self).__name__}:", key, valid)
+            checked[key] = coerce(value, hints[key], f"protocol.{key}")
+        return dataclasses.replace(self, **checked)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class MultiTaskModel(nn.Module):
+    """A shared encoder and one head per task; ``forward`` returns ``(representation, outputs)``."""
+
+    def __init__(self, encoder: nn.Module, heads: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.heads = nn.ModuleList(heads)
+
+    def forward(self, x: Any) -> tuple[Tensor, list[Tensor]]:
+        rep = self.encoder(x)
+        return rep, [head(rep) for head in self.heads]
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return list(self.encoder.parameters())
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return list(self.heads.parameters())
+
+
+class Evaluator:
+    """Accumulates one split's outputs; ``compute`` returns ``{metric or diagnostic: value}``."""
+
+    def update(self, outputs: list[Tensor], batch: Any) -> None:
+        raise NotImplementedError
+
+    def compute(self) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class DataUnavailable(ConfigError):
+    """The benchmark's data is missing; the message says where to get it and where to put it."""
+
+
+class Benchmark:
+    """Base class of benchmarks. Subclasses set the class attributes and implement the methods.
+
+    ``data_root`` is where the user keeps the data (``None`` for benchmarks whose data ships in
+    packages); ``seed`` fixes data splits and shuffling.
+    """
+
+    name: ClassVar[str] = ""
+    tasks: ClassVar[tuple[str, ...]] = ()
+    metrics: ClassVar[tuple[Metric, ...]] = ()
+    protocol_type: ClassVar[type[Protocol]] = Protocol
+    paper: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    # Dimension of the pooled shared representation (for feature-conditioned routers).
+    feature_dim: ClassVar[int | None] = None
+
+    def __init__(self, protocol: Protocol, data_root: Path | None = None, seed: int = 0) -> None:
+        self.protocol = protocol
+        self.data_root = Path(data_root) if data_root is not None else None
+        self.seed = seed
+
+    @classmethod
+    def default_protocol(cls) -> Protocol:
+        return cls.protocol_type()
+
+    @classmethod
+    def smoke_protocol(cls) -> dict[str, Any]:
+        """Protocol overrides for ``--smoke``: a few steps of everything, for checking a setup."""
+        return {"epochs": 1, "max_steps": 2}
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.tasks)
+
+    def task_metrics(self, task: str) -> list[Metric]:
+        return [m for m in self.metrics if m.task == task]
+
+    def reference(self) -> Reference | None:
+        """The published single-task reference, if the benchmark has one."""
+        return None
+
+    def check_data(self) -> list[str]:
+        """What is missing from ``data_root`` (empty when the data is ready)."""
+        return []
+
+    def build_model(self) -> MultiTaskModel:
+        raise NotImplementedError
+
+    def batches(self, split: Split, epoch: int = 0) -> Iterable[Any]:
+        """The batches of a split; the train split is shuffled by ``(seed, epoch)``."""
+        raise NotImplementedError
+
+    def task_losses(self, outputs: list[Tensor], batch: Any) -> Tensor:
+        """The K task losses of a batch, as one tensor."""
+        raise NotImplementedError
+
+    def evaluator(self) -> Evaluator:
+        raise NotImplementedError
+
+    def to_device(self, batch: Any, device: torch.device) -> Any:
+        """Move a batch to ``device`` (tensors, and tuples / lists / dicts of them)."""
+        return move(batch, device)
+
+    def model_input(self, batch: Any) -> Any:
+        """The part of a batch the model consumes (default: its first element)."""
+        return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+    def record_extra(self, model: MultiTaskModel) -> dict[str, Any]:
+        """Benchmark-specific values for the run record (the toy's final point)."""
+        return {}
+
+
+def move(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: move(v, device) for k, v in batch.items()}
+    if hasattr(batch, "to"):
+        return batch.to(device)
+    return batch
+
+
+def tensor_batches(
+    tensors: Sequence[Tensor], batch_size: int, shuffle: bool, generator: torch.Generator | None
+) -> Iterator[tuple[Tensor, ...]]:
+    """Mini-batches of in-memory tensors (faster than a DataLoader for small data)."""
+    n = tensors[0].shape[0]
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        yield tuple(t[idx] for t in tensors)
+
+
+BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
+register = BENCHMARKS.register
+
+
+def get(name: str) -> type[Benchmark]:
+    import mtlbench.datasets  # noqa: F401  (registers the built-in benchmarks)
+
+    return BENCHMARKS.get(name)  # type: ignore[return-value]
+
+
+def names() -> list[str]:
+    import mtlbench.datasets  # noqa: F401
+
+    return BENCHMARKS.names()
+

@@ -1,0 +1,196 @@
+"""The gradient engine: gives each method what it declares it needs.
+
+* ``losses`` methods: one backward pass of their objective.
+* ``gramian`` / ``jacobian`` methods: the per-task Jacobian ``J`` (K x P) of the shared
+  parameters in **one batched vector-Jacobian product** (``torch.autograd.grad`` with
+  ``is_grads_batched=True``, i.e. ``vmap`` over the backward pass), not K sequential backward
+  passes; the method's update is written into ``.grad``. A ``sequential`` mode (K backward
+  passes, as LibMTL and the nash-mtl family do) is kept for comparison and as a fallback for
+  operations that ``vmap`` does not support.
+* ``wrt="representation"`` (MGDA-UB, Sener & Koltun 2018): Gramian methods get ``G`` from the
+  gradients w.r.t. the shared representation ``Z`` instead, and the update is one backward pass
+  of ``sum_k w_k l_k``.
+
+Head parameters follow a recorded policy, ``head_grads``:
+
+* ``"weighted"`` (default, the nash-mtl / FAMO code): each head gets the gradient of
+  ``sum_k c_k l_k`` with the coefficients ``c`` the method reports (its task weights for
+  Gramian methods), exactly as back-propagating the weighted loss would.
+* ``"unit"`` (LibMTL's backward mode): each head gets its own task's unweighted gradient,
+  the gradient of ``sum_k l_k``.
+
+Only K x K matrices travel to the CPU (float64) for solvers; ``J`` stays on its device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from mtlbench.method import (
+    GradientMethod,
+    GramianWeighting,
+    LossWeighting,
+    Method,
+    StepContext,
+    scale_factor,
+)
+from mtlbench.registry import ConfigError
+
+JacobianMode = Literal["batched", "sequential"]
+HeadPolicy = Literal["weighted", "unit"]
+GradTarget = Literal["parameters", "representation"]
+
+
+def flat_grads(grads: Sequence[Tensor | None], params: Sequence[Tensor], batch: int | None) -> Tensor:
+    """Concatenate (possibly ``None``) gradients into one flat (batch x P) or P tensor."""
+    parts = []
+    for g, p in zip(grads, params, strict=True):
+        if g is None:
+            shape = (batch, p.numel()) if batch is not None else (p.numel(),)
+            parts.append(torch.zeros(shape, device=p.device, dtype=p.dtype))
+        else:
+            parts.append(g.reshape(batch, -1) if batch is not None else g.reshape(-1))
+    return torch.cat(parts, dim=-1)
+
+
+def jacobian(
+    losses: Tensor,
+    params: Sequence[Tensor],
+    mode: JacobianMode = "batched",
+    retain_graph: bool = False,
+) -> Tensor:
+    """The K x P Jacobian of ``losses`` (K,) with respect to ``params`` (P values in all).
+
+    ``batched`` back-propagates the K unit vectors in one vmapped pass; ``sequential`` runs K
+    backward passes. Both return the same matrix (up to floating-point summation order).
+    """
+    k = losses.shape[0]
+    params = list(params)
+    if mode == "batched":
+        eye = torch.eye(k, device=losses.device, dtype=losses.dtype)
+        grads = torch.autograd.grad(
+            losses, params, grad_outputs=eye, retain_graph=retain_graph,
+            is_grads_batched=True, allow_unused=True,
+        )
+        return flat_grads(grads, params, batch=k)
+    if mode == "sequential":
+        rows = []
+        for i in range(k):
+            grads = torch.autograd.grad(
+                losses[i], params, retain_graph=retain_graph or i < k - 1, allow_unused=True
+            )
+            rows.append(flat_grads(grads, params, batch=None))
+        return torch.stack(rows)
+    raise ValueError(f"jacobian mode must be 'batched' or 'sequential', got {mode!r}")
+
+
+def write_grad(params: Sequence[nn.Parameter], flat: Tensor) -> None:
+    """Add a flat P-vector into the ``.grad`` of ``params`` (allocating where empty)."""
+    offset = 0
+    for p in params:
+        n = p.numel()
+        g = flat[offset : offset + n].view_as(p)
+        if p.grad is None:
+            p.grad = g.detach().clone()
+        else:
+            p.grad.add_(g)
+        offset += n
+    if offset != flat.numel():
+        raise ValueError(f"update has {flat.numel()} values, parameters have {offset}")
+
+
+@dataclass
+class StepResult:
+    """What one backward step produced: the task weights the method used (for logging)."""
+
+    weights: Tensor
+
+
+class GradientEngine:
+    """Runs the backward step of one training step for any registered method.
+
+    ``shared`` are the parameters every task uses (the encoder), ``heads`` the task-specific
+    ones. Method parameters (LDC-MTL's router, UW's log-variances) receive their gradients
+    through the method's own objective.
+    """
+
+    def __init__(
+        self,
+        shared: Sequence[nn.Parameter],
+        heads: Sequence[nn.Parameter],
+        *,
+        mode: JacobianMode = "batched",
+        wrt: GradTarget = "parameters",
+        head_grads: HeadPolicy = "weighted",
+        update_scale: str = "reference",
+    ) -> None:
+        self.shared = [p for p in shared if p.requires_grad]
+        self.heads = [p for p in heads if p.requires_grad]
+        self.mode = mode
+        self.wrt = wrt
+        self.head_grads = head_grads
+        self.update_scale = update_scale
+
+    def check(self, method: Method) -> None:
+        """Fail early when a method cannot run under these engine options."""
+        if self.wrt == "representation" and not isinstance(method, (GramianWeighting, LossWeighting)):
+            raise ConfigError(
+                f"method {method.name!r} needs the rows of the Jacobian; representation "
+                "gradients (wrt=representation) only serve Gramian methods"
+            )
+
+    def backward(
+        self, method: Method, losses: Tensor, ctx: StepContext, representation: Tensor | None = None
+    ) -> StepResult:
+        """Fill ``.grad`` of the shared, head and method parameters for one step."""
+        factor = scale_factor(method, self.update_scale)
+        if isinstance(method, LossWeighting):
+            out = method.objective(losses, ctx)
+            (out.loss * factor).backward()
+            return StepResult(weights=out.weights.detach() * factor)
+        if not isinstance(method, GradientMethod):
+            raise TypeError(f"{type(method).__name__} is neither a loss nor a gradient method")
+        if self.wrt == "representation":
+            return self._representation_step(method, losses, representation, factor)
+        # J keeps the graph only while the heads still need it; their backward then frees it.
+        jac = jacobian(losses, self.shared, self.mode, retain_graph=bool(self.heads))
+        agg = method.aggregate(jac, losses.detach())
+        write_grad(self.shared, agg.update.detach() * factor)
+        self._heads_backward(losses, agg.head_weights.detach() * factor)
+        return StepResult(weights=agg.weights.detach() * factor)
+
+    def _heads_backward(self, losses: Tensor, coefficients: Tensor) -> None:
+        if not self.heads:
+            return
+        if self.head_grads == "unit":
+            coefficients = torch.ones_like(coefficients)
+        grads = torch.autograd.grad(
+            (coefficients.to(losses) * losses).sum(), self.heads, allow_unused=True
+        )
+        write_grad(self.heads, flat_grads(grads, self.heads, batch=None))
+
+    def _representation_step(
+        self, method: GradientMethod, losses: Tensor, representation: Tensor | None, factor: float
+    ) -> StepResult:
+        if representation is None:
+            raise ConfigError("wrt=representation needs a model that returns its representation")
+        if not isinstance(method, GramianWeighting):
+            raise ConfigError(f"method {method.name!r} is not a Gramian method")
+        jz = jacobian(losses, [representation], self.mode, retain_graph=True)
+        gramian = (jz @ jz.T).to("cpu", torch.float64)
+        w = method.gramian_weights(gramian, losses.detach().to("cpu", torch.float64))
+        w = w.to(losses) * factor
+        # One backward of sum_k w_k l_k for the shared part; heads per the policy.
+        keep = bool(self.heads) and self.head_grads == "unit"
+        torch.autograd.backward(
+            (w * losses).sum(), inputs=self.shared if keep else self.shared + self.heads,
+            retain_graph=keep,
+        )
+        if keep:
+            self._heads_backward(losses, torch.ones_like(w))
+        return StepResult(weights=w.detach())
