@@ -133,7 +133,7 @@ class Benchmark:
 
     def __init__(self, protocol: Protocol, data_root: Path | None = None, seed: int = 0) -> None:
         self.protocol = protocol
-        self.data_root = Path(data_root) if data_root is not None else None
+        self.data_root = Path(data_root) if data_root is not None else default_data_root(self.name)
         self.seed = seed
 
     @classmethod
@@ -157,8 +157,15 @@ class Benchmark:
         return None
 
     def check_data(self) -> list[str]:
-        """What is missing from ``data_root`` (empty when the data is ready)."""
+        """What is missing from ``data_root``, one line each saying where to get it and where
+        to put it (empty when the data is ready). Loaders raise :class:`DataUnavailable` with
+        the same lines."""
         return []
+
+    @classmethod
+    def write_fixture(cls, root: Path) -> None:
+        """Write a tiny dataset in the real on-disk format under ``root`` (for tests)."""
+        raise ConfigError(f"benchmark {cls.name!r} needs no data files, so it has no fixture")
 
     def build_model(self) -> MultiTaskModel:
         raise NotImplementedError
@@ -185,6 +192,14 @@ class Benchmark:
     def record_extra(self, model: MultiTaskModel) -> dict[str, Any]:
         """Benchmark-specific values for the run record (the toy's final point)."""
         return {}
+
+
+def default_data_root(benchmark: str) -> Path:
+    """Where a benchmark's data lives unless ``--data-root`` says otherwise:
+    ``$MTLBENCH_DATA/<benchmark>``, by default ``~/mtlbench-data/<benchmark>``."""
+    import os
+
+    return Path(os.environ.get("MTLBENCH_DATA", Path.home() / "mtlbench-data")) / benchmark
 
 
 def move(batch: Any, device: torch.device) -> Any:
