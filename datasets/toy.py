@@ -58,18 +58,27 @@ STANDARD_STEPS = 50_000  # FAMO's default ``n_epochs`` (one step each)
 PARETO_X2 = -8.3552  # ``plot_2d_pareto``: the front is x2 = -8.3552, x1 in [-7, 7]
 
 
-def toy_losses(x: Tensor, scale: float = 0.1) -> Tensor:
-    """``(L1, L2)`` at the points ``x`` of shape ``(..., 2)``; output shape ``(..., 2)``."""
+def toy_loss(x: Tensor, task: int, scale: float = 0.1) -> Tensor:
+    """``L1`` (``task`` 0) or ``L2`` (``task`` 1) at the points ``x`` of shape ``(..., 2)``.
+
+    Each head computes only its own loss: the toy's cost per step is all Python overhead and
+    small autograd nodes, so computing both losses in both heads would double it.
+    """
     x1, x2 = x[..., 0], x[..., 1]
-    f1_log = torch.clamp((0.5 * (-x1 - 7) - torch.tanh(-x2)).abs(), LOWER).log() + 6
-    f2_log = torch.clamp((0.5 * (-x1 + 3) + torch.tanh(-x2) + 2).abs(), LOWER).log() + 6
-    f1_sq = ((-x1 + 7).pow(2) + 0.1 * (-x2 - 8).pow(2)) / 10 - 20
-    f2_sq = ((-x1 - 7).pow(2) + 0.1 * (-x2 - 8).pow(2)) / 10 - 20
     c1 = torch.clamp(torch.tanh(0.5 * x2), min=0)
     c2 = torch.clamp(torch.tanh(-0.5 * x2), min=0)
-    l1 = scale * (c1 * f1_log + c2 * f1_sq)
-    l2 = c1 * f2_log + c2 * f2_sq
-    return torch.stack([l1, l2], dim=-1)
+    if task == 0:
+        f_log = torch.clamp((0.5 * (-x1 - 7) - torch.tanh(-x2)).abs(), LOWER).log() + 6
+        f_sq = ((-x1 + 7).pow(2) + 0.1 * (-x2 - 8).pow(2)) / 10 - 20
+        return scale * (c1 * f_log + c2 * f_sq)
+    f_log = torch.clamp((0.5 * (-x1 + 3) + torch.tanh(-x2) + 2).abs(), LOWER).log() + 6
+    f_sq = ((-x1 - 7).pow(2) + 0.1 * (-x2 - 8).pow(2)) / 10 - 20
+    return c1 * f_log + c2 * f_sq
+
+
+def toy_losses(x: Tensor, scale: float = 0.1) -> Tensor:
+    """``(L1, L2)`` at the points ``x`` of shape ``(..., 2)``; output shape ``(..., 2)``."""
+    return torch.stack([toy_loss(x, 0, scale), toy_loss(x, 1, scale)], dim=-1)
 
 
 def pareto_front(scale: float = 0.1, n: int = 200) -> Tensor:
@@ -100,7 +109,7 @@ class ToyLoss(nn.Module):
 
     def forward(self, rep: Tensor) -> Tensor:
         x = rep[0]
-        return torch.cat([toy_losses(x, self.scale)[self.task : self.task + 1], x.detach()])
+        return torch.cat([toy_loss(x, self.task, self.scale).unsqueeze(0), x.detach()])
 
 
 @dataclass

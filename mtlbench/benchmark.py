@@ -239,4 +239,3 @@ def names() -> list[str]:
     import mtlbench.datasets  # noqa: F401
 
     return BENCHMARKS.names()
-

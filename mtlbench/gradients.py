@@ -46,7 +46,9 @@ HeadPolicy = Literal["weighted", "unit"]
 GradTarget = Literal["parameters", "representation"]
 
 
-def flat_grads(grads: Sequence[Tensor | None], params: Sequence[Tensor], batch: int | None) -> Tensor:
+def flat_grads(
+    grads: Sequence[Tensor | None], params: Sequence[Tensor], batch: int | None
+) -> Tensor:
     """Concatenate (possibly ``None``) gradients into one flat (batch x P) or P tensor."""
     parts = []
     for g, p in zip(grads, params, strict=True):
@@ -74,8 +76,12 @@ def jacobian(
     if mode == "batched":
         eye = torch.eye(k, device=losses.device, dtype=losses.dtype)
         grads = torch.autograd.grad(
-            losses, params, grad_outputs=eye, retain_graph=retain_graph,
-            is_grads_batched=True, allow_unused=True,
+            losses,
+            params,
+            grad_outputs=eye,
+            retain_graph=retain_graph,
+            is_grads_batched=True,
+            allow_unused=True,
         )
         return flat_grads(grads, params, batch=k)
     if mode == "sequential":
@@ -138,7 +144,9 @@ class GradientEngine:
 
     def check(self, method: Method) -> None:
         """Fail early when a method cannot run under these engine options."""
-        if self.wrt == "representation" and not isinstance(method, (GramianWeighting, LossWeighting)):
+        if self.wrt == "representation" and not isinstance(
+            method, (GramianWeighting, LossWeighting)
+        ):
             raise ConfigError(
                 f"method {method.name!r} needs the rows of the Jacobian; representation "
                 "gradients (wrt=representation) only serve Gramian methods"
@@ -188,7 +196,8 @@ class GradientEngine:
         # One backward of sum_k w_k l_k for the shared part; heads per the policy.
         keep = bool(self.heads) and self.head_grads == "unit"
         torch.autograd.backward(
-            (w * losses).sum(), inputs=self.shared if keep else self.shared + self.heads,
+            (w * losses).sum(),
+            inputs=self.shared if keep else self.shared + self.heads,
             retain_graph=keep,
         )
         if keep:

@@ -21,6 +21,7 @@ Schema ``mtlbench.record/1`` (every key always present; ``None`` where not appli
     extra         benchmark-specific (the toy's final point and trajectory)
     environment   {python, torch, mtlbench, platform, host, device_name, git_commit,
                    slurm: {job_id, array_job_id, array_task_id, node, restart_count}}
+    runner        {host, pid} of the process that wrote it (to tell a live run from a killed one)
     started_at / finished_at   ISO timestamps (UTC)
 """
 

@@ -1,0 +1,202 @@
+"""A trial: one (benchmark, method, hyper-parameters, seed) run, its resolved config and its id.
+
+Resolution merges, in order: the benchmark's default protocol and policies, the method's
+per-benchmark defaults from its reference code (``Method.benchmark_defaults``), then the
+user's overrides. Everything is validated before any training starts, so a typo is a one-line
+error, not a failed job. The trial id is a hash of the resolved config: two spellings of the same
+trial share one id, and one record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from mtlbench import benchmark as benchmarks
+from mtlbench.method import METHODS
+from mtlbench.method import names as method_names
+from mtlbench.registry import ConfigError, closest, coerce, unknown
+
+STL = "stl"  # the method name of single-task runs (mode "stl"): LS on one task's loss
+
+
+@dataclass(frozen=True)
+class Policies:
+    """Trainer policies: conventions the reference code bases differ on (methods.md, section 9),
+    made explicit and recorded in every run record.
+
+    * ``head_grads``: ``weighted`` (heads get ``sum_k c_k l_k``, the method's coefficients, as
+      nash-mtl / FAMO) or ``unit`` (heads get their own unweighted loss, as LibMTL).
+    * ``update_scale``: ``reference`` (each method as its reference code), ``sum`` (weights sum
+      to K, like LS) or ``mean`` (weights sum to 1).
+    * ``clip_grad_norm``: max norm of the model's gradient after backward, or ``None``.
+    * ``jacobian_mode``: ``batched`` (one vmapped backward) or ``sequential`` (K backward passes).
+    * ``grad_wrt``: ``parameters`` or ``representation`` (MGDA-UB style Gramians).
+    * ``post_step_mode``: the mode of the extra forward pass of post-step-loss methods (FAMO):
+      ``train`` as the reference code (BatchNorm statistics update twice), or ``eval``.
+    """
+
+    head_grads: Literal["weighted", "unit"] = "weighted"
+    update_scale: Literal["reference", "sum", "mean"] = "reference"
+    clip_grad_norm: float | None = None
+    jacobian_mode: Literal["batched", "sequential"] = "batched"
+    grad_wrt: Literal["parameters", "representation"] = "parameters"
+    post_step_mode: Literal["train", "eval"] = "train"
+
+    def replace(self, **changes: Any) -> Policies:
+        hints = typing.get_type_hints(Policies)
+        valid = {f.name for f in dataclasses.fields(self)}
+        for key in changes:
+            if key not in valid:
+                raise unknown("policy", key, valid)
+        return dataclasses.replace(
+            self, **{k: coerce(v, hints[k], f"policies.{k}") for k, v in changes.items()}
+        )
+
+
+@dataclass
+class TrialConfig:
+    """What a user asks for. ``overrides`` are ``key=value`` settings: a key is a method
+    hyper-parameter, a protocol option or a policy, optionally prefixed ``method.``,
+    ``protocol.`` or ``policies.`` where a name is ambiguous."""
+
+    benchmark: str
+    method: str
+    seed: int = 0
+    overrides: dict[str, Any] = field(default_factory=dict)
+    task: str | None = None  # the task of a single-task ("stl") run
+    data_root: str | None = None
+    smoke: bool = False
+
+
+@dataclass(frozen=True)
+class ResolvedTrial:
+    """A fully resolved, validated trial; ``to_dict`` is what records store and ids hash."""
+
+    benchmark: str
+    method: str
+    seed: int
+    hparams: dict[str, Any]
+    protocol: benchmarks.Protocol
+    policies: Policies
+    mode: Literal["mtl", "stl"]
+    task: str | None
+    data_root: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "benchmark": self.benchmark,
+            "method": self.method,
+            "seed": self.seed,
+            "mode": self.mode,
+            "task": self.task,
+            "hparams": dict(sorted(self.hparams.items())),
+            "protocol": self.protocol.to_dict(),
+            "policies": dataclasses.asdict(self.policies),
+        }
+
+    @property
+    def trial_id(self) -> str:
+        """Stable id: the hash of the resolved config (data root and device excluded, so a
+        trial keeps its id on another machine)."""
+        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+        task = f"-{self.task}" if self.task else ""
+        return f"{self.benchmark}-{self.method}{task}-s{self.seed}-{digest}"
+
+
+def _split_overrides(
+    overrides: dict[str, Any],
+    hparam_names: set[str],
+    protocol_names: set[str],
+    policy_names: set[str],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    hparams: dict[str, Any] = {}
+    protocol: dict[str, Any] = {}
+    policies: dict[str, Any] = {}
+    targets = {"method": hparams, "protocol": protocol, "policies": policies}
+    for key, value in overrides.items():
+        prefix, _, name = key.rpartition(".")
+        if prefix:
+            if prefix not in targets:
+                raise unknown("setting prefix", prefix, targets)
+            targets[prefix][name] = value
+            continue
+        owners = [
+            t
+            for t, names in (
+                ("method", hparam_names),
+                ("protocol", protocol_names),
+                ("policies", policy_names),
+            )
+            if key in names
+        ]
+        if not owners:
+            valid = hparam_names | protocol_names | policy_names
+            raise ConfigError(
+                f"unknown setting {key!r}.{closest(key, valid)} Valid: "
+                f"method: {', '.join(sorted(hparam_names)) or '(none)'}; "
+                f"protocol: {', '.join(sorted(protocol_names))}; "
+                f"policies: {', '.join(sorted(policy_names))}"
+            )
+        if len(owners) > 1:
+            raise ConfigError(
+                f"setting {key!r} is ambiguous: write {' or '.join(o + '.' + key for o in owners)}"
+            )
+        targets[owners[0]][key] = value
+    return hparams, protocol, policies
+
+
+def resolve(config: TrialConfig) -> ResolvedTrial:
+    """Validate ``config`` and resolve every default; raises ConfigError on any problem."""
+    bench_cls = benchmarks.get(config.benchmark)
+    stl = config.method == STL
+    if stl:
+        if config.task is None:
+            raise ConfigError(f"an stl run needs a task: one of {', '.join(bench_cls.tasks)}")
+        if config.task not in bench_cls.tasks:
+            raise unknown(f"task of {config.benchmark}", config.task, bench_cls.tasks)
+    elif config.task is not None:
+        raise ConfigError("a task is only given for single-task (stl) runs")
+    if not stl and config.method not in method_names():
+        raise unknown("method", config.method, [*method_names(), STL])
+
+    hparam_names = set() if stl else set(METHODS.hparams(config.method))
+    protocol_names = {f.name for f in dataclasses.fields(bench_cls.protocol_type)}
+    policy_names = {f.name for f in dataclasses.fields(Policies)}
+    user_h, user_p, user_pol = _split_overrides(
+        config.overrides, hparam_names, protocol_names, policy_names
+    )
+
+    method_defaults: dict[str, Any] = {}
+    if not stl:
+        method_defaults = dict(
+            METHODS.get(config.method).benchmark_defaults.get(config.benchmark, {})
+        )
+    protocol_defaults = method_defaults.pop("protocol", {})
+    policy_defaults = dict(getattr(bench_cls, "policies", {}))
+
+    protocol_changes = dict(protocol_defaults)
+    if config.smoke:
+        protocol_changes.update(bench_cls.smoke_protocol())
+    protocol_changes.update(user_p)
+    protocol = bench_cls.default_protocol().replace(**protocol_changes)
+    policies = Policies().replace(**{**policy_defaults, **user_pol})
+    hparams = {} if stl else METHODS.validate(config.method, {**method_defaults, **user_h})
+    if not stl:
+        hparams = {**METHODS.defaults(config.method), **hparams}
+    return ResolvedTrial(
+        benchmark=config.benchmark,
+        method=config.method,
+        seed=config.seed,
+        hparams=hparams,
+        protocol=protocol,
+        policies=policies,
+        mode="stl" if stl else "mtl",
+        task=config.task,
+        data_root=config.data_root,
+    )
