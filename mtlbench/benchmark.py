@@ -130,6 +130,9 @@ class Benchmark:
     description: ClassVar[str] = ""
     # Dimension of the pooled shared representation (for feature-conditioned routers).
     feature_dim: ClassVar[int | None] = None
+    # A benchmark that is a variant of another (qm9-small of qm9) takes the methods'
+    # per-benchmark defaults (``Method.benchmark_defaults``) of that one.
+    method_defaults_from: ClassVar[str | None] = None
 
     def __init__(self, protocol: Protocol, data_root: Path | None = None, seed: int = 0) -> None:
         self.protocol = protocol

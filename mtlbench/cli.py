@@ -126,8 +126,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.results:
         sweep.results = Path(args.results)
     options = dict(sweep.executor)
-    if args.executor:
-        options["kind"] = args.executor
+    if args.executor and args.executor != options.get("kind", "local"):
+        options = {"kind": args.executor}  # the spec's options belong to its own executor
     if args.workers:
         options["workers"] = args.workers
     todo = pending(sweep, retry_failed=args.retry_failed)
@@ -163,6 +163,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from mtlbench.report import build_report
 
     results = Path(args.results)
+    if not results.is_dir():
+        raise ConfigError(f"no results folder at {results}: run a sweep or `mtlbench run` first")
     out = ensure_writable(Path(args.out) if args.out else Path("reports") / results.name)
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     index = build_report(results, out, formats, task_avg=args.task_avg, published=args.published)
@@ -227,6 +229,7 @@ EXTENSIONS: list[Any] = []
 
 
 def _load_extensions() -> None:
+    EXTENSIONS.clear()  # main() may run more than once in one process (tests, notebooks)
     for module in ("mtlbench.status", "mtlbench.data_cli", "mtlbench.bench"):
         try:
             mod = __import__(module, fromlist=["add_command"])

@@ -74,8 +74,13 @@ def slurm_info() -> dict[str, str | None] | None:
         "node": "SLURMD_NODENAME",
         "restart_count": "SLURM_RESTART_COUNT",
         "partition": "SLURM_JOB_PARTITION",
+        "cpus_per_task": "SLURM_CPUS_PER_TASK",
+        "gpus": "SLURM_JOB_GPUS",
     }
-    return {k: os.environ.get(v) for k, v in keys.items()}
+    info = {k: os.environ.get(v) for k, v in keys.items()}
+    if info["gpus"] is None:  # not every site sets SLURM_JOB_GPUS; the visible devices then
+        info["gpus"] = os.environ.get("SLURM_STEP_GPUS") or os.environ.get("CUDA_VISIBLE_DEVICES")
+    return info
 
 
 def describe(device: torch.device) -> dict[str, Any]:

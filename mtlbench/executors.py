@@ -167,6 +167,8 @@ EXECUTORS = {"local": LocalExecutor}
 def make_executor(options: dict[str, Any], device: str = "auto") -> Executor:
     options = dict(options)
     kind = options.pop("kind", "local")
+    if kind == "slurm":
+        import mtlbench.slurm  # noqa: F401  (registers the SLURM executor)
     if kind not in EXECUTORS:
         raise unknown("executor", kind, EXECUTORS)
     try:

@@ -102,8 +102,11 @@ class Method(nn.Module):
     # For the shared property tests: a stochastic method (RLW, PCGrad's random order, GradDrop)
     # is exempt from exact permutation equivariance; a non-conflicting one promises
     # ``update . g_k >= 0`` for every task k (MGDA, UPGrad, ...).
+    # ``scale_equivariant``: scaling J by c > 0 scales the update by c (a promise the property
+    # tests check; loss-dependent or normalising methods such as MoCo or Nash-MTL do not make it).
     stochastic: ClassVar[bool] = False
     non_conflicting: ClassVar[bool] = False
+    scale_equivariant: ClassVar[bool] = False
 
     def __init__(self, n_tasks: int) -> None:
         super().__init__()
@@ -198,13 +201,15 @@ class GramianWeighting(GradientMethod):
 
 
 class JacobianMethod(GradientMethod):
-    """Methods that need the rows of J themselves (DB-MTL, GradDrop, MoCo, PCGrad)."""
+    """Methods that need the rows of J themselves (DB-MTL, GradDrop, MoCo); PCGrad, GradVac and
+    SDMGrad work from the Gramian alone and are :class:`GramianWeighting` methods."""
 
     needs: ClassVar[Need] = "jacobian"
 
 
 def sanitize(matrix: Tensor) -> Tensor:
-    """Replace NaN by 0 and +-inf by the largest finite float, before a solver sees ``matrix``."""
+    """Replace NaN by 0 and +-inf by the largest finite value of the dtype (torch's default for
+    ``nan_to_num``), before a solver sees ``matrix``."""
     return torch.nan_to_num(matrix, nan=0.0)
 
 

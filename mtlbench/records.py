@@ -64,6 +64,7 @@ def atomic_write_json(path: Path, data: Any) -> None:
             json.dump(_json_safe(data), f, indent=1, allow_nan=False)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; records are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -98,7 +99,8 @@ def iter_records(results_dir: Path, *, strict: bool = False) -> Iterator[dict[st
     if not root.exists():
         raise FileNotFoundError(f"results folder {root} does not exist")
     for path in sorted(root.rglob("*.json")):
-        if path.name.startswith(".") or "checkpoints" in path.parts or "references" in path.parts:
+        parts = path.relative_to(root).parts
+        if any(p.startswith(".") for p in parts) or {"checkpoints", "references"} & set(parts[:-1]):
             continue
         try:
             yield read_record(path)

@@ -30,22 +30,14 @@ from mtlbench import benchmark as benchmarks
 from mtlbench.benchmark import Benchmark, Metric, Reference
 from mtlbench.environment import describe, pick_device, rng_state, seed_everything, set_rng_state
 from mtlbench.gradients import GradientEngine
-from mtlbench.method import StepContext
 from mtlbench.method import create as create_method
 from mtlbench.metrics import delta_m_both, delta_m_metric_avg
 from mtlbench.records import SCHEMA, write_record
 from mtlbench.references import reference_for
+from mtlbench.step import Diverged, TrainingStep
 from mtlbench.trial import ResolvedTrial
 
 CHECKPOINT_VERSION = 1
-
-
-class Diverged(Exception):
-    """A loss (or the update) became NaN or infinite."""
-
-    def __init__(self, epoch: int, step: int, losses: list[float]) -> None:
-        super().__init__(f"non-finite loss at epoch {epoch}, step {step}: {losses}")
-        self.epoch, self.step, self.losses = epoch, step, losses
 
 
 @dataclass
@@ -295,45 +287,28 @@ class Trial:
         loss_sum = torch.zeros(k, dtype=torch.float64)
         weight_sum = torch.zeros(k, dtype=torch.float64)
         n = 0
-        post_eval = self.resolved.policies.post_step_mode == "eval"
+        step_fn = TrainingStep(
+            model,
+            method,
+            engine,
+            optimizer,
+            bench.task_losses,
+            bench.model_input,
+            clip_grad_norm=self.resolved.policies.clip_grad_norm,
+            post_step_eval=self.resolved.policies.post_step_mode == "eval",
+            task_index=task_index,
+        )
         t_epoch = time.perf_counter()
         for step, batch in enumerate(bench.batches("train", epoch)):
             if protocol.max_steps is not None and step >= protocol.max_steps:
                 break
             _sync(device)
             t0 = time.perf_counter()
-            batch = bench.to_device(batch, device)
-            optimizer.zero_grad(set_to_none=True)
-            rep, outputs = model(bench.model_input(batch))
-            losses = bench.task_losses(outputs, batch)
-            if task_index is not None:
-                losses = losses[task_index : task_index + 1]
-            if not bool(torch.isfinite(losses).all()):
-                raise Diverged(epoch, state.global_step, losses.detach().cpu().tolist())
-            ctx = StepContext(
-                step=state.global_step,
-                epoch=epoch,
-                features=rep if method.uses_features else None,
-            )
-            result = engine.backward(method, losses, ctx, representation=rep)
-            clip = self.resolved.policies.clip_grad_norm
-            if clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            optimizer.step()
-            if method.post_step_losses:
-                with torch.no_grad():
-                    if post_eval:
-                        model.eval()
-                    _, new_outputs = model(bench.model_input(batch))
-                    new_losses = bench.task_losses(new_outputs, batch)
-                    if task_index is not None:
-                        new_losses = new_losses[task_index : task_index + 1]
-                    model.train()
-                method.after_step(new_losses.detach())
+            losses, weights = step_fn(bench.to_device(batch, device), state.global_step, epoch)
             _sync(device)
             state.step_times.append(time.perf_counter() - t0)
             loss_sum += losses.detach().to("cpu", torch.float64)
-            weight_sum += result.weights.detach().to("cpu", torch.float64).reshape(-1)[:k]
+            weight_sum += weights.to("cpu", torch.float64).reshape(-1)[:k]
             n += 1
             state.global_step += 1
         state.train_s += time.perf_counter() - t_epoch
@@ -453,6 +428,7 @@ class Trial:
             "trial_id": self.resolved.trial_id,
             "model": model.state_dict(),
             "method": method.state_dict(),
+            "fallbacks": int(getattr(method, "fallbacks", 0)),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "state": state.__dict__,
@@ -471,6 +447,7 @@ class Trial:
             raise RuntimeError(f"checkpoint {self.checkpoint} belongs to another trial")
         model.load_state_dict(payload["model"])
         method.load_state_dict(payload["method"])
+        method.fallbacks = int(payload.get("fallbacks", 0))
         optimizer.load_state_dict(payload["optimizer"])
         if scheduler is not None and payload["scheduler"] is not None:
             scheduler.load_state_dict(payload["scheduler"])

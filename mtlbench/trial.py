@@ -175,7 +175,9 @@ def resolve(config: TrialConfig) -> ResolvedTrial:
     method_defaults: dict[str, Any] = {}
     if not stl:
         method_defaults = dict(
-            METHODS.get(config.method).benchmark_defaults.get(config.benchmark, {})
+            METHODS.get(config.method).benchmark_defaults.get(
+                bench_cls.method_defaults_from or config.benchmark, {}
+            )
         )
     protocol_defaults = method_defaults.pop("protocol", {})
     policy_defaults = dict(getattr(bench_cls, "policies", {}))

@@ -8,6 +8,8 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
+
+from mtlbench.benchmark import get
 from mtlbench.datasets.multidigits import (
     JITTER,
     LEFT_CORNER,
@@ -16,8 +18,6 @@ from mtlbench.datasets.multidigits import (
     build,
     source_digits,
 )
-
-from mtlbench.benchmark import get
 
 SMALL = {"n_train": 600, "n_val": 200, "n_test": 200}
 

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from mtlbench.datasets.toy import INITIAL_POINTS, PARETO_X2, Toy, pareto_front, toy_losses
 
 from mtlbench.benchmark import get
+from mtlbench.datasets.toy import INITIAL_POINTS, PARETO_X2, Toy, pareto_front, toy_losses
 from mtlbench.registry import ConfigError
 
 
