@@ -1,0 +1,90 @@
+"""DB-MTL: dual balancing, log losses plus EMA task gradients rescaled to the largest norm."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from mtlbench.method import Aggregate, JacobianMethod, Scale, register
+
+
+@register("db_mtl")
+class DBMTL(JacobianMethod):
+    """DB-MTL (Lin et al., "Dual-Balancing for Multi-Task Learning", arXiv 2308.12029), as the
+    reference implementation by its first author, LibMTL ``weighting/DB_MTL.py`` (methods.md
+    §5.2). At step ``t = 1, 2, ...``, with ``l*`` the ``min_losses`` (0 by default)::
+
+        g_k   = grad log(l_k - l*_k + 1e-8) = J_k / (l_k - l*_k + 1e-8)
+        beta_t = beta / t^beta_sigma
+        G_k   <- beta_t G_k + (1 - beta_t) g_k          (G = 0 at t = 0, no bias correction)
+        alpha_k = max_j |G_j| / (|G_k| + 1e-8)
+        update = sum_k alpha_k G_k
+
+    Each EMA gradient is rescaled to the largest norm and they are summed (``scale = "sum"``).
+    The task heads train on the unweighted log losses as in LibMTL: ``head_weights`` are
+    ``1 / (l_k - l*_k + 1e-8)``. The reported ``weights`` are the max-norm factors ``alpha``.
+
+    ``min_losses`` is our addition (LibMTL has no shift): it lets the log transform apply to
+    losses that go negative, such as the toy problem's (down to about -20), in the same way as
+    FAMO's ``l*``. The step counter and the EMA are buffers, saved in ``state_dict``. Like
+    LibMTL (which raises for ``rep_grad``), it needs the rows of J: the engine refuses
+    ``wrt="representation"`` for it.
+    """
+
+    paper: ClassVar[str] = "Lin et al., Dual-Balancing for Multi-Task Learning (arXiv 2308.12029)"
+    scale: ClassVar[Scale] = "sum"
+    # aggregate(c J) = c aggregate(J) for c > 0 on a fresh instance (the EMA is linear in J and
+    # alpha is scale-free).
+    scale_equivariant: ClassVar[bool] = True
+    benchmark_defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        # Our choice (not in LibMTL): FAMO's l* for the toy at its scale s = 0.1, [-21 s, -21].
+        "toy": {"min_losses": [-2.1, -21.0]},
+    }
+
+    def __init__(
+        self,
+        n_tasks: int,
+        beta: float = 0.9,
+        beta_sigma: float = 0.0,
+        min_losses: list[float] | None = None,
+    ) -> None:
+        super().__init__(n_tasks)
+        if min_losses is not None and len(min_losses) != n_tasks:
+            raise ValueError(f"min_losses has {len(min_losses)} values, expected {n_tasks}")
+        self.beta = beta
+        self.beta_sigma = beta_sigma
+        shift = min_losses if min_losses is not None else [0.0] * n_tasks
+        self.register_buffer("min_losses", torch.tensor(shift, dtype=torch.float64), False)
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        # (K, P) once the first Jacobian is seen; (K, 0) before.
+        self.register_buffer("ema", torch.zeros(n_tasks, 0))
+
+    def aggregate(self, jacobian: Tensor, losses: Tensor) -> Aggregate:
+        inv = 1.0 / (losses.detach().to(jacobian) - self.min_losses.to(jacobian) + 1e-8)
+        grads = jacobian * inv[:, None]
+        if self.ema.shape != grads.shape:
+            if int(self.step) != 0:
+                raise ValueError(
+                    f"DB-MTL's EMA has shape {tuple(self.ema.shape)}, the Jacobian "
+                    f"{tuple(grads.shape)}: the shared parameters changed during training"
+                )
+            self.ema = torch.zeros_like(grads)
+        self.step += 1
+        beta = (
+            self.beta if self.beta_sigma == 0 else self.beta / float(self.step) ** self.beta_sigma
+        )
+        ema = self.ema.to(grads)
+        ema = grads + beta * (ema - grads)  # = beta G + (1 - beta) g, LibMTL's arithmetic
+        self.ema = ema.detach()
+        norms = ema.norm(dim=1)
+        alpha = norms.max() / (norms + 1e-8)
+        return Aggregate(update=alpha @ ema, weights=alpha, head_weights=inv)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # The EMA's shape is only known after the first step: take the saved one.
+        saved = state_dict.get(prefix + "ema")
+        if saved is not None and saved.shape != self.ema.shape:
+            self.ema = torch.zeros(saved.shape, dtype=saved.dtype, device=self.ema.device)
+        super()._load_from_state_dict(state_dict, prefix, *args)
