@@ -1,0 +1,54 @@
+"""GLS: geometric loss strategy, the geometric mean of the task losses."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from mtlbench.method import LossWeighting, Objective, Scale, StepContext, register
+
+
+@register("gls")
+class GLS(LossWeighting):
+    """Geometric loss strategy (Chennupati et al., "MultiNet++: Multi-Stream Feature Aggregation
+    and Geometric Loss Strategy for Multi-Task Learning", CVPR 2019 Workshops, arXiv 1904.08492),
+    as LibMTL ``GLS``. With ``d_k = l_k - l*_k``::
+
+        L = (prod_k d_k)^(1/K) = exp(mean_k log d_k)
+        dL/dl_k = L / (K d_k)
+
+    The reported ``weights`` are these effective coefficients ``L / (K d_k)`` (1/K each when the
+    losses are equal, so ``scale = "mean"``). LibMTL reports ``l_k / (K prod l)`` instead, which
+    is not the gradient's coefficient; its objective is the same.
+
+    Differences from LibMTL, both deliberate: the geometric mean is computed as
+    ``exp(mean(log d))`` rather than ``prod(d)^(1/K)``, which is the same number but does not
+    underflow for many small losses (40 CelebA tasks at 0.05 give a product of 1e-52, zero in
+    float32); and ``min_losses`` (``l*``, 0 by default) is our addition, as FAMO's ``l*``, for
+    losses that go negative such as the toy problem's.
+    """
+
+    paper: ClassVar[str] = (
+        "Chennupati et al., MultiNet++: Multi-Stream Feature Aggregation and Geometric Loss "
+        "Strategy for Multi-Task Learning, CVPR 2019 Workshops (arXiv 1904.08492)"
+    )
+    scale: ClassVar[Scale] = "mean"
+    benchmark_defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        # Our choice: FAMO's l* for the toy at its scale s = 0.1, [-21 s, -21].
+        "toy": {"min_losses": [-2.1, -21.0]},
+    }
+
+    def __init__(self, n_tasks: int, min_losses: list[float] | None = None) -> None:
+        super().__init__(n_tasks)
+        if min_losses is not None and len(min_losses) != n_tasks:
+            raise ValueError(f"min_losses has {len(min_losses)} values, expected {n_tasks}")
+        shift = min_losses if min_losses is not None else [0.0] * n_tasks
+        self.register_buffer("min_losses", torch.tensor(shift, dtype=torch.float64), False)
+
+    def objective(self, losses: Tensor, ctx: StepContext) -> Objective:
+        shifted = losses - self.min_losses.to(losses)
+        loss = shifted.log().mean().exp()
+        weights = (loss / (self.n_tasks * shifted)).detach()
+        return Objective(loss=loss, weights=weights)

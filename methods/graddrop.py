@@ -1,0 +1,82 @@
+"""GradDrop: keep, per coordinate, only the gradients of one randomly chosen sign."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from mtlbench.method import Aggregate, JacobianMethod, Scale, register
+
+_EPS = 1e-8  # the reference's guard in the sign purity
+
+
+def sign_dropout(jacobian: Tensor, uniform: Tensor, leak: float = 0.0) -> tuple[Tensor, Tensor]:
+    """GradDrop's masking of the K x P ``jacobian`` with one uniform draw per coordinate.
+
+    Returns ``(masked, keep)``: ``masked[k] = g_k * (leak + (1 - leak) M_k)`` and the boolean
+    masks ``M`` (K x P). With ``P = (1 + sum_k g_k / (sum_k |g_k| + 1e-8)) / 2`` per coordinate,
+    ``M_k = (P > U and g_k > 0) or (P < U and g_k < 0)``.
+    """
+    purity = 0.5 * (1.0 + jacobian.sum(0) / (jacobian.abs().sum(0) + _EPS))
+    keep = ((purity > uniform) & (jacobian > 0)) | ((purity < uniform) & (jacobian < 0))
+    masked = jacobian * (leak + (1.0 - leak) * keep.to(jacobian))
+    return masked, keep
+
+
+@register("graddrop")
+class GradDrop(JacobianMethod):
+    """Gradient sign dropout (Chen et al., "Just Pick a Sign: Optimizing Deep Multitask Models
+    with Gradient Sign Dropout", NeurIPS 2020, arXiv 2010.06808), in the variant of the nash-mtl /
+    FAMO ``GradDrop`` (from the CAGrad code): applied to the per-task gradients of the shared
+    *parameters*, coordinate by coordinate. With ``U ~ Uniform(0, 1)`` drawn per coordinate::
+
+        P = 1/2 (1 + sum_k g_k / (sum_k |g_k| + 1e-8))           (sign purity)
+        M_k = [P > U] [g_k > 0] + [P < U] [g_k < 0]
+        update = mean_k g_k (leak + (1 - leak) M_k)
+
+    The reference multiplies the mean by K "to match the sum loss": ``scale = "mean"``,
+    ``reference_scale = "sum"``. ``leak`` (0 in the reference; the paper's leak parameter, also
+    LibMTL's) lets a fraction of the dropped gradients through. The task heads get their own
+    unweighted gradients, as in the reference (its K backward passes reach each head once):
+    ``head_weights = 1 / K`` on this mean scale (1 under the reference ×K).
+
+    The paper (and LibMTL) apply the masks to the gradients w.r.t. the shared *activations*,
+    multiplied by their signs, summed over the batch, and back-propagate the result; that
+    variant needs the activations themselves and is not implemented. The draw uses
+    ``torch.rand`` on the Jacobian's device (as the reference's ``rand_like``):
+    ``stochastic = True``. The reported ``weights`` are ``<update_k, g_k> / (K |g_k|^2)``, the
+    share of each task's squared gradient norm that survives the masks, on the mean scale.
+    """
+
+    paper: ClassVar[str] = (
+        "Chen et al., Just Pick a Sign: Optimizing Deep Multitask Models with Gradient Sign "
+        "Dropout, NeurIPS 2020 (arXiv 2010.06808)"
+    )
+    scale: ClassVar[Scale] = "mean"
+    reference_scale: ClassVar[Scale | None] = "sum"
+    stochastic: ClassVar[bool] = True
+    # The masks ignore a positive factor on J (up to the 1e-8 guard): aggregate(c J) =
+    # c aggregate(J) for the same draw.
+    scale_equivariant: ClassVar[bool] = True
+
+    def __init__(self, n_tasks: int, leak: float = 0.0, log_losses: bool = False) -> None:
+        super().__init__(n_tasks, log_losses=log_losses)
+        if not 0.0 <= leak <= 1.0:
+            raise ValueError(f"leak must be in [0, 1], got {leak}")
+        self.leak = leak
+
+    def aggregate(self, jacobian: Tensor, losses: Tensor) -> Aggregate:
+        factors = self.loss_transform(losses.detach()).to(jacobian)
+        grads = jacobian * factors[:, None]
+        uniform = torch.rand(jacobian.shape[1], device=jacobian.device, dtype=jacobian.dtype)
+        masked, _ = sign_dropout(grads, uniform, self.leak)
+        k = self.n_tasks
+        norms2 = (grads * grads).sum(1)
+        kept = (masked * grads).sum(1) / torch.where(norms2 > 0, norms2, 1.0)
+        return Aggregate(
+            update=masked.sum(0) / k,
+            weights=kept / k,
+            head_weights=factors / k,
+        )

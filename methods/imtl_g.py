@@ -1,0 +1,92 @@
+"""IMTL-G: the combination of task gradients with equal projections on every unit gradient."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from mtlbench.method import GramianWeighting, Scale, register, sanitize
+
+_RIDGE = 1e-8  # the reference's fallback ridge on a singular system (here relative)
+
+
+def imtl_g_weights(gramian: Tensor) -> Tensor:
+    """IMTL-G's closed form on the Gramian (float64). Raises ``RuntimeError`` (torch's error for a
+    singular system) and may return non-finite values; callers decide the fallback.
+
+    With ``n_k = |g_k|`` and ``M = G / n^T`` (``M_ab = <g_a, u_b>``, ``u_b = g_b / n_b``), the
+    reference's ``D = g_1 - g_a`` and ``U = u_1 - u_b`` (a, b = 2..K) give::
+
+        (D U^T)_ab = M_11 - M_1b - M_a1 + M_ab,      (g_1 U^T)_b = M_11 - M_1b
+        alpha_{2..K} = (g_1 U^T) (D U^T)^{-1},       alpha_1 = 1 - sum_{a>=2} alpha_a
+    """
+    k = gramian.shape[0]
+    if k == 1:
+        return torch.ones(1, dtype=gramian.dtype)
+    norms = gramian.diagonal().clamp_min(0.0).sqrt()
+    m = sanitize(gramian / norms[None, :])  # a zero gradient has no direction: u = 0
+    du = m[0, 0] - m[0, 1:][None, :] - m[1:, 0][:, None] + m[1:, 1:]
+    rhs = m[0, 0] - m[0, 1:]
+    try:
+        alpha = torch.linalg.solve(du.T, rhs)
+    except RuntimeError:
+        ridge = _RIDGE * float(du.abs().max().clamp_min(1e-300))
+        alpha = torch.linalg.solve(du.T + ridge * torch.eye(k - 1, dtype=du.dtype), rhs)
+    return torch.cat([(1.0 - alpha.sum()).view(1), alpha])
+
+
+@register("imtl_g")
+class IMTLG(GramianWeighting):
+    """IMTL-G, the gradient part of impartial multi-task learning (Liu et al., "Towards Impartial
+    Multi-task Learning", ICLR 2021, openreview IMPnRXEWpvr), as the nash-mtl / FAMO ``IMTLG``
+    and LibMTL ``IMTL`` (its gradient half). The update ``g = sum_k alpha_k g_k`` with
+    ``sum_k alpha_k = 1`` has equal projections on all unit task gradients
+    ``u_k = g_k / |g_k|``::
+
+        <g, u_1 - u_k> = 0   (k = 2..K)
+        =>  alpha_{2..K} = g_1 U^T (D U^T)^{-1},   alpha_1 = 1 - sum_{k>=2} alpha_k
+        with rows D_k = g_1 - g_k and U_k = u_1 - u_k
+
+    **A Gramian method**: every product above is an inner product of task gradients,
+    ``<g_a, u_b> = G_ab / sqrt(G_bb)``, so the weights are a function of ``G`` alone (derivation
+    in :func:`imtl_g_weights`), computed in float64; the update is ``alpha^T J`` as in the
+    reference (whose weighted loss ``sum alpha_k l_k`` also trains the heads with ``alpha``, the
+    default ``head_weights``). The weights are invariant to scaling ``G`` and sum to 1:
+    ``scale = "mean"`` (no reference rescales them).
+
+    As the reference, a singular ``D U^T`` is retried with a small ridge (``1e-8`` times its
+    largest entry here; the reference adds ``1e-8 I``, an absolute amount); a Gramian or result
+    that is still not finite falls back to the last weights (uniform at first), counted in
+    ``fallbacks``. A zero task gradient has no direction; its ``u`` is taken as 0 (the reference
+    divides by 0). IMTL-L, the loss-scale half of IMTL, is not part of this method.
+    """
+
+    paper: ClassVar[str] = (
+        "Liu et al., Towards Impartial Multi-task Learning, ICLR 2021 "
+        "(openreview.net/forum?id=IMPnRXEWpvr)"
+    )
+    scale: ClassVar[Scale] = "mean"
+    scale_equivariant: ClassVar[bool] = True
+
+    def __init__(self, n_tasks: int, log_losses: bool = False) -> None:
+        super().__init__(n_tasks, log_losses=log_losses)
+        self._last = [1.0 / n_tasks] * n_tasks
+
+    def weights(self, gramian: Tensor, losses: Tensor) -> Tensor:
+        if bool(torch.isfinite(gramian).all()):
+            try:
+                w = imtl_g_weights((gramian + gramian.T) / 2.0)
+            except RuntimeError:
+                w = None
+            if w is not None and bool(torch.isfinite(w).all()):
+                self._last = w.tolist()
+                return w
+        return self.fallback(torch.tensor(self._last, dtype=gramian.dtype))
+
+    def get_extra_state(self) -> dict[str, list[float]]:
+        return {"last_weights": list(self._last)}
+
+    def set_extra_state(self, state: dict[str, list[float]]) -> None:
+        self._last = [float(v) for v in state["last_weights"]]

@@ -1,0 +1,49 @@
+"""SI: scale-invariant linear scalarisation, the sum of the log losses."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from mtlbench.method import LossWeighting, Objective, Scale, StepContext, register
+
+
+@register("si")
+class SI(LossWeighting):
+    """Scale-invariant baseline (the ``scaleinvls`` of nash-mtl / FAMO; Navon et al., "Multi-Task
+    Learning as a Bargaining Game", ICML 2022, arXiv 2202.01017, which introduced it as a
+    baseline)::
+
+        L = sum_k log(l_k - l*_k),      grad L = sum_k grad l_k / (l_k - l*_k)
+
+    Multiplying a task's loss by a constant does not change the update. The reported ``weights``
+    are the effective coefficients ``1 / (l_k - l*_k)`` of the raw-loss gradients. ``scale =
+    "sum"`` (a sum of per-task terms, like LS).
+
+    ``min_losses`` (``l*``, 0 by default, which is exactly the reference ``sum(log(losses))``) is
+    our addition, as FAMO's ``l*``: it lets the log apply to losses that go negative, such as the
+    toy problem's (down to about -20).
+    """
+
+    paper: ClassVar[str] = (
+        "Scale-invariant baseline of Navon et al., Multi-Task Learning as a Bargaining Game, "
+        "ICML 2022 (arXiv 2202.01017)"
+    )
+    scale: ClassVar[Scale] = "sum"
+    benchmark_defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        # Our choice: FAMO's l* for the toy at its scale s = 0.1, [-21 s, -21].
+        "toy": {"min_losses": [-2.1, -21.0]},
+    }
+
+    def __init__(self, n_tasks: int, min_losses: list[float] | None = None) -> None:
+        super().__init__(n_tasks)
+        if min_losses is not None and len(min_losses) != n_tasks:
+            raise ValueError(f"min_losses has {len(min_losses)} values, expected {n_tasks}")
+        shift = min_losses if min_losses is not None else [0.0] * n_tasks
+        self.register_buffer("min_losses", torch.tensor(shift, dtype=torch.float64), False)
+
+    def objective(self, losses: Tensor, ctx: StepContext) -> Objective:
+        shifted = losses - self.min_losses.to(losses)
+        return Objective(loss=shifted.log().sum(), weights=(1.0 / shifted).detach())

@@ -1,0 +1,45 @@
+"""UW: uncertainty weighting with learned homoscedastic log-variances."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from mtlbench.method import LossWeighting, Objective, Scale, StepContext, register
+
+
+@register("uw")
+class UW(LossWeighting):
+    """Uncertainty weighting (Kendall, Gal & Cipolla, "Multi-Task Learning Using Uncertainty to
+    Weigh Losses for Scene Geometry and Semantics", CVPR 2018, arXiv 1705.07115), as the
+    nash-mtl / FAMO ``Uncertainty`` and LibMTL ``UW``. With ``s_k = log sigma_k`` (a parameter,
+    initialised to 0)::
+
+        L = sum_k 1/2 (exp(-s_k) l_k + s_k)
+        dL/dl_k = exp(-s_k) / 2,      dL/ds_k = (1 - exp(-s_k) l_k) / 2
+
+    so ``s_k`` tends to ``log l_k``. The ``s_k`` are trained by the trainer's optimizer in their
+    own parameter group at ``lr`` (``--method-params-lr`` 0.025 in the reference code, with the
+    model's optimizer type, Adam there). The reported ``weights`` are the effective coefficients
+    ``exp(-s_k) / 2`` (the reference logs ``exp(-s_k)``; ``1/2`` each at start). ``scale =
+    "sum"``: the weights are not normalised.
+    """
+
+    paper: ClassVar[str] = (
+        "Kendall, Gal & Cipolla, Multi-Task Learning Using Uncertainty to Weigh Losses for Scene "
+        "Geometry and Semantics, CVPR 2018 (arXiv 1705.07115)"
+    )
+    scale: ClassVar[Scale] = "sum"
+
+    def __init__(self, n_tasks: int, lr: float = 0.025) -> None:
+        super().__init__(n_tasks)
+        self.log_sigma = nn.Parameter(torch.zeros(n_tasks))
+        self.param_lr = lr
+
+    def objective(self, losses: Tensor, ctx: StepContext) -> Objective:
+        s = self.log_sigma.to(losses)
+        weights = 0.5 * torch.exp(-s)
+        loss = (weights * losses + 0.5 * s).sum()
+        return Objective(loss=loss, weights=weights.detach())
