@@ -1,0 +1,361 @@
+"""``mtlbench bench``: per-step time (and peak memory on GPU) of every method relative to LS.
+
+Every method gets its own copy of the same model, and all of them step on the same batches,
+interleaved in one process (round-robin over methods, repeated), after warm-up, so that machine
+noise hits all methods alike; times are CUDA-synchronized on GPU. Reported: the median and
+quartiles of the per-step time, the ratio of medians to LS, the peak memory of a step relative
+to LS (CUDA only), the cost of the method's own computation on a fixed Jacobian
+(``aggregate``: the solver share of a step), and for O(K) methods the same step with the
+``sequential`` Jacobian (K backward passes) and the relative error between the two updates.
+
+Workloads: ``mlp`` (an MLP trunk with K linear heads; K up to 1,000), ``celeba`` (the CelebA
+CNN trunk at 64 x 64 with K heads), ``multidigits`` (the MultiDigits model and batch, K = 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mtlbench.benchmark import MultiTaskModel
+from mtlbench.environment import pick_device
+from mtlbench.gradients import GradientEngine, jacobian
+from mtlbench.method import GradientMethod, Method, create, names
+from mtlbench.registry import ConfigError, unknown
+from mtlbench.step import TrainingStep
+
+
+@dataclass
+class Workload:
+    """A model with K heads, one batch, and the per-task losses of that batch."""
+
+    name: str
+    n_tasks: int
+    model: MultiTaskModel
+    batch: tuple[Tensor, Tensor]
+    task_losses: Callable[[list[Tensor], Any], Tensor]
+    feature_dim: int
+
+
+def _mse_losses(outputs: list[Tensor], batch: tuple[Tensor, Tensor]) -> Tensor:
+    y = batch[1]
+    return torch.stack([((o[:, 0] - y[:, k]) ** 2).mean() for k, o in enumerate(outputs)])
+
+
+def _bce_losses(outputs: list[Tensor], batch: tuple[Tensor, Tensor]) -> Tensor:
+    logits = torch.cat(outputs, dim=1)
+    return nn.functional.binary_cross_entropy_with_logits(logits, batch[1], reduction="none").mean(
+        0
+    )
+
+
+def mlp_workload(k: int, batch_size: int = 256, width: int = 512) -> Workload:
+    encoder = nn.Sequential(nn.Linear(128, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU())
+    heads = [nn.Linear(width, 1) for _ in range(k)]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, 128, generator=g)
+    y = torch.randn(batch_size, k, generator=g)
+    return Workload("mlp", k, MultiTaskModel(encoder, heads), (x, y), _mse_losses, width)
+
+
+def celeba_workload(k: int, batch_size: int = 256) -> Workload:
+    """FAMO's CelebA CNN trunk (protocols.md section 4.3) at 64 x 64 with K logit heads."""
+
+    def block(cin: int, cout: int) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+    encoder = nn.Sequential(
+        *block(3, 64),
+        nn.MaxPool2d(2),
+        *block(64, 128),
+        *block(128, 128),
+        nn.MaxPool2d(2),
+        *block(128, 256),
+        *block(256, 256),
+        nn.MaxPool2d(2),
+        *block(256, 512),
+        *block(512, 512),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(512, 512, bias=False),
+        nn.BatchNorm1d(512),
+        nn.ReLU(),
+        nn.Linear(512, 512, bias=False),
+        nn.BatchNorm1d(512),
+        nn.ReLU(),
+    )
+    heads = [nn.Linear(512, 1) for _ in range(k)]
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch_size, 3, 64, 64, generator=g)
+    y = (torch.rand(batch_size, k, generator=g) > 0.5).float()
+    return Workload("celeba", k, MultiTaskModel(encoder, heads), (x, y), _bce_losses, 512)
+
+
+def multidigits_workload(k: int = 2, batch_size: int = 256) -> Workload:
+    from mtlbench import benchmark as benchmarks
+
+    cls = benchmarks.get("multidigits")
+    bench = cls(cls.default_protocol().replace(batch_size=batch_size), None, 0)
+    batch = next(iter(bench.batches("train", 0)))
+    return Workload(
+        "multidigits", 2, bench.build_model(), batch, bench.task_losses, cls.feature_dim or 64
+    )
+
+
+WORKLOADS: dict[str, Callable[..., Workload]] = {
+    "mlp": mlp_workload,
+    "celeba": celeba_workload,
+    "multidigits": multidigits_workload,
+}
+
+
+@dataclass
+class Contender:
+    label: str
+    method_name: str
+    mode: str
+    step: TrainingStep
+    method: Method
+    times: list[float]
+    peaks: list[int]
+
+
+def _make(workload: Workload, name: str, mode: str, device: torch.device) -> Contender:
+    torch.manual_seed(0)
+    model = copy.deepcopy(workload.model).to(device)
+    method = create(name, workload.n_tasks, feature_dim=workload.feature_dim).to(device)
+    engine = GradientEngine(model.shared_parameters(), model.head_parameters(), mode=mode)
+    params = [{"params": list(model.parameters())}, *method.parameter_groups()]
+    optimizer = torch.optim.Adam(params, lr=1e-4)
+    step = TrainingStep(model, method, engine, optimizer, workload.task_losses, lambda b: b[0])
+    label = name if mode == "batched" else f"{name}@sequential"
+    return Contender(label, name, mode, step, method, [], [])
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed_step(c: Contender, batch: Any, i: int, device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    _sync(device)
+    t0 = time.perf_counter()
+    c.step(batch, i, 0)
+    _sync(device)
+    c.times.append(time.perf_counter() - t0)
+    if device.type == "cuda":
+        c.peaks.append(torch.cuda.max_memory_allocated(device))
+
+
+def update_error(workload: Workload, name: str, device: torch.device) -> float | None:
+    """Relative error between the batched and the sequential Jacobian's updates."""
+    torch.manual_seed(0)
+    method = create(name, workload.n_tasks, feature_dim=workload.feature_dim).to(device)
+    if not isinstance(method, GradientMethod):
+        return None
+    model = copy.deepcopy(workload.model).to(device)
+    batch = tuple(t.to(device) for t in workload.batch)
+    updates = []
+    for mode in ("batched", "sequential"):
+        _, outputs = model(batch[0])
+        losses = workload.task_losses(outputs, batch)
+        jac = jacobian(losses, model.shared_parameters(), mode)  # type: ignore[arg-type]
+        torch.manual_seed(1)
+        fresh = create(name, workload.n_tasks, feature_dim=workload.feature_dim).to(device)
+        updates.append(fresh.aggregate(jac, losses.detach()).update)
+    a, b = updates
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def solver_time(workload: Workload, name: str, device: torch.device, reps: int = 5) -> float | None:
+    """Median time of the method's own computation (``aggregate``) on a fixed Jacobian."""
+    method = create(name, workload.n_tasks, feature_dim=workload.feature_dim).to(device)
+    if not isinstance(method, GradientMethod):
+        return None
+    model = copy.deepcopy(workload.model).to(device)
+    batch = tuple(t.to(device) for t in workload.batch)
+    _, outputs = model(batch[0])
+    losses = workload.task_losses(outputs, batch)
+    jac = jacobian(losses, model.shared_parameters()).detach()  # type: ignore[arg-type]
+    times = []
+    for _ in range(reps + 1):
+        _sync(device)
+        t0 = time.perf_counter()
+        method.aggregate(jac, losses.detach())
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
+
+
+def run_bench(
+    workload_name: str,
+    tasks: Sequence[int],
+    methods: Sequence[str],
+    *,
+    reps: int = 10,
+    warmup: int = 3,
+    device: str = "auto",
+    sequential: bool = True,
+    progress: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    if workload_name not in WORKLOADS:
+        raise unknown("workload", workload_name, WORKLOADS)
+    for m in methods:
+        if m not in names():
+            raise unknown("method", m, names())
+    dev = pick_device(device)
+    methods = ["ls", *[m for m in methods if m != "ls"]]
+    rows: list[dict[str, Any]] = []
+    for k in tasks:
+        workload = WORKLOADS[workload_name](k)
+        batch = tuple(t.to(dev) for t in workload.batch)
+        contenders = []
+        for name in methods:
+            contenders.append(_make(workload, name, "batched", dev))
+            if sequential and contenders[-1].method.needs != "losses":
+                contenders.append(_make(workload, name, "sequential", dev))
+        for i in range(warmup + reps):
+            for c in contenders:
+                _timed_step(c, batch, i, dev)
+                if i < warmup:
+                    c.times.clear()
+                    c.peaks.clear()
+        ls = contenders[0]
+        ls_median = statistics.median(ls.times)
+        ls_peak = max(ls.peaks) if ls.peaks else None
+        for c in contenders:
+            median = statistics.median(c.times)
+            q = statistics.quantiles(c.times, n=4) if len(c.times) > 1 else [median] * 3
+            peak = max(c.peaks) if c.peaks else None
+            batched = next(x for x in contenders if x.method_name == c.method_name)
+            solve = solver_time(workload, c.method_name, dev) if c.mode == "batched" else None
+            rows.append(
+                {
+                    "workload": workload_name,
+                    "K": k,
+                    "method": c.label,
+                    "mode": c.mode,
+                    "cost": type(c.method).cost,
+                    "device": str(dev),
+                    "reps": reps,
+                    "step_median_s": median,
+                    "step_p25_s": q[0],
+                    "step_p75_s": q[2],
+                    "ratio_to_ls": median / ls_median,
+                    "speedup_vs_sequential": None,
+                    "peak_bytes": peak,
+                    "peak_ratio_to_ls": (peak / ls_peak) if peak and ls_peak else None,
+                    "solver_s": solve,
+                    "solver_share": (solve / median) if solve is not None else None,
+                    "update_rel_err": None,
+                }
+            )
+            if c.mode == "sequential":
+                batched_row = next(r for r in rows if r["method"] == batched.label and r["K"] == k)
+                batched_row["speedup_vs_sequential"] = median / batched_row["step_median_s"]
+                batched_row["update_rel_err"] = update_error(workload, c.method_name, dev)
+        progress(f"{workload_name} K={k}: done ({len(contenders)} contenders)")
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    from tabulate import tabulate
+
+    def f(x: Any, spec: str) -> str:
+        return "—" if x is None else format(x, spec)
+
+    table = [
+        (
+            r["workload"],
+            r["K"],
+            r["method"],
+            r["cost"],
+            f(r["step_median_s"] * 1e3, ".2f"),
+            f(r["ratio_to_ls"], ".3f"),
+            f(r["speedup_vs_sequential"], ".2f"),
+            f(r["solver_share"], ".1%"),
+            f(r["peak_ratio_to_ls"], ".2f"),
+            f(r["update_rel_err"], ".1e"),
+        )
+        for r in rows
+    ]
+    return tabulate(
+        table,
+        headers=[
+            "workload",
+            "K",
+            "method",
+            "cost",
+            "ms/step",
+            "× LS",
+            "batched speed-up",
+            "solver share",
+            "peak mem × LS",
+            "batched vs seq err",
+        ],
+    )
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    tasks = (
+        [int(t) for t in args.tasks.split(",")]
+        if args.tasks
+        else ([2] if args.workload == "multidigits" else [2, 4, 10, 20, 40])
+    )
+    if args.methods:
+        methods = [m.strip() for m in args.methods.split(",")]
+    else:
+        methods = names()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = run_bench(
+        args.workload,
+        tasks,
+        methods,
+        reps=args.reps,
+        warmup=args.warmup,
+        device=args.device,
+        sequential=not args.no_sequential,
+    )
+    print(format_table(rows))
+    out = Path(args.out)
+    write_csv(rows, out)
+    print(f"saved: {out}")
+    return 0
+
+
+def add_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="per-step time and memory of methods relative to LS")
+    p.add_argument("--workload", default="mlp", help="mlp, celeba or multidigits")
+    p.add_argument("--tasks", help="comma-separated K values (default 2,4,10,20,40)")
+    p.add_argument("--methods", help="comma-separated methods (default: all)")
+    p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, help="torch threads")
+    p.add_argument("--no-sequential", action="store_true", help="skip the K-backward comparison")
+    p.add_argument("--out", default="results/bench/bench.csv")
+    p.set_defaults(handler=cmd_bench)
+
+
+__all__ = ["ConfigError", "add_command", "run_bench"]
