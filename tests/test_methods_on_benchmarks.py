@@ -1,0 +1,129 @@
+"""Every registered method runs a short trial on the toy problem and on MultiDigits (issue 3:
+"every one runs a quickstart trial on multidigits and the toy"), through the same path as
+``mtlbench run`` (``resolve`` -> ``Trial.run``), and ends ``done`` with finite curves.
+
+Kept fast (well under a minute on a 2-core CPU) by shortening the protocols:
+
+* toy: 6 epochs x 20 steps = 120 Adam steps from the default start (-8.5, 7.5). Six epochs so
+  that STCH leaves its warm-up (epochs 0-4 with ``warmup_epochs = 4``) and GradNorm, which
+  takes its initial losses from epoch 0, updates its weights in the later epochs; DWA's
+  25-step windows fill after 27 steps.
+* multidigits: ``smoke`` (2 steps per epoch, 512 / 256 / 256 images) with 2 epochs and batches
+  of 64. Two steps per epoch would never reach the main branch of STCH, GradNorm or DWA, so
+  those three get hyper-parameters that reach it at once (:data:`SHORT_RUN`). The single-task
+  runs of the same protocol go first into the same results folder, so that every MTL record
+  has a Δm% against them, as in the quickstart sweep.
+
+A method that diverges, fails or falls back to a solver's last weights on these well-behaved
+problems is a finding: it goes into :data:`KNOWN_DIVERGENT` with its reason, never silently.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from mtlbench.method import names
+from mtlbench.trainer import Trial
+from mtlbench.trial import TrialConfig, resolve
+
+TOY = {"epochs": 6, "steps_per_epoch": 20}
+MULTIDIGITS = {"epochs": 2, "batch_size": 64}  # on top of the smoke protocol (2 steps / epoch)
+# Hyper-parameters that let a 4-step MultiDigits run reach each method's main branch.
+SHORT_RUN: dict[str, dict[str, Any]] = {
+    "stch": {"warmup_epochs": 0},  # epoch 0 estimates the nadir, epoch 1 uses it
+    "gradnorm": {"initial_loss": "first_step"},  # the paper's L0: weights move from step 1
+    "dwa": {"window": 1},  # ratios from the third step on
+}
+# (benchmark, method) -> why it is expected to diverge. Empty: every method ends "done".
+KNOWN_DIVERGENT: dict[tuple[str, str], str] = {}
+
+METHODS = names()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Any:
+    """One intra-op thread: these models are tiny, and on a busy 2-core machine torch's thread
+    pool spends far more time waiting at its barriers than computing (a ReLU of 64 x 16 x 16 x 16
+    values took 11 ms with two threads under load, 0.2 ms with one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _run(results: Path, config: TrialConfig) -> dict[str, Any]:
+    return Trial(resolve(config), results, device="cpu").run()
+
+
+def _finite(values: Any) -> bool:
+    if isinstance(values, dict):
+        return all(_finite(v) for v in values.values())
+    if isinstance(values, list):
+        return all(_finite(v) for v in values)
+    return isinstance(values, (int, float)) and math.isfinite(values)
+
+
+def _check(record: dict[str, Any], benchmark: str, method: str, steps: int) -> None:
+    """``done`` with finite curves and no solver fallback, or the expected divergence."""
+    if (benchmark, method) in KNOWN_DIVERGENT:
+        assert record["status"] == "diverged", record["error"]
+        assert isinstance(record["diverged"]["step"], int)
+        return
+    assert record["status"] == "done", (method, record["error"], record["diverged"])
+    assert record["timing"]["steps"] == steps
+    curves = record["curves"]
+    assert _finite(curves["train_loss"]), curves["train_loss"]
+    assert _finite(curves["weights"]), curves["weights"]
+    assert _finite(curves["val"]) and _finite(curves["test"])
+    assert record["diagnostics"]["solver_fallbacks"] == 0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_runs_on_the_toy(tmp_path: Path, method: str) -> None:
+    record = _run(tmp_path, TrialConfig("toy", method, 0, dict(TOY)))
+    _check(record, "toy", method, TOY["epochs"] * TOY["steps_per_epoch"])
+    if record["status"] == "done":
+        extra = record["extra"]
+        assert extra["total_steps"] == 120 and extra["shortened"]
+        assert _finite(extra["final_point"]) and _finite(extra["final_losses"])
+        # Adam at lr 1e-3 moves each coordinate by at most about 1e-3 per step.
+        start, final = extra["start_point"], extra["final_point"]
+        moved = max(abs(a - b) for a, b in zip(final, start, strict=True))
+        assert 0 < moved <= 0.2
+
+
+@pytest.fixture(scope="module")
+def multidigits_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A results folder holding the single-task runs (the Δm% reference) of the protocol."""
+    results = tmp_path_factory.mktemp("multidigits")
+    for task in ("left", "right"):
+        config = TrialConfig("multidigits", "stl", 0, dict(MULTIDIGITS), task=task, smoke=True)
+        record = _run(results, config)
+        assert record["status"] == "done", record["error"]
+        assert record["metrics"]["test"][f"{task}_acc"] > 0  # Δm% divides by it
+    return results
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_runs_on_multidigits(multidigits_results: Path, method: str) -> None:
+    overrides = {**MULTIDIGITS, **SHORT_RUN.get(method, {})}
+    config = TrialConfig("multidigits", method, 0, overrides, smoke=True)
+    record = _run(multidigits_results, config)
+    _check(record, "multidigits", method, 2 * MULTIDIGITS["epochs"])
+    if record["status"] == "done":
+        delta_m = record["delta_m"]
+        assert delta_m is not None, "no Δm%: the STL reference was not found"
+        assert math.isfinite(delta_m["metric_avg"]) and math.isfinite(delta_m["task_avg"])
+        assert delta_m["reference"]["source"].startswith("mtlbench stl mode")
+
+
+def test_every_method_is_covered() -> None:
+    """The short-run settings and known divergences name registered methods only."""
+    assert set(SHORT_RUN) <= set(METHODS)
+    assert {m for _, m in KNOWN_DIVERGENT} <= set(METHODS)
+    assert "ls" in METHODS and len(METHODS) >= 25
