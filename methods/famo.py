@@ -62,12 +62,9 @@ class FAMO(LossWeighting):
         min_losses: list[float] | None = None,
     ) -> None:
         super().__init__(n_tasks)
-        if min_losses is not None and len(min_losses) != n_tasks:
-            raise ValueError(f"min_losses has {len(min_losses)} values, expected {n_tasks}")
         self.gamma = gamma
         self.w_lr = w_lr
-        shift = min_losses if min_losses is not None else [0.0] * n_tasks
-        self.register_buffer("min_losses", torch.tensor(shift, dtype=torch.float64), False)
+        self.register_min_losses(min_losses)
         self.register_buffer("logits", torch.zeros(n_tasks))
         # float64, so that Adam's bias corrections are as exact as torch's (Python floats).
         self.register_buffer("adam_step", torch.zeros((), dtype=torch.float64))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor
 
 from mtlbench.method import LossWeighting, Objective, Scale, StepContext, register
@@ -42,10 +41,7 @@ class GLS(LossWeighting):
 
     def __init__(self, n_tasks: int, min_losses: list[float] | None = None) -> None:
         super().__init__(n_tasks)
-        if min_losses is not None and len(min_losses) != n_tasks:
-            raise ValueError(f"min_losses has {len(min_losses)} values, expected {n_tasks}")
-        shift = min_losses if min_losses is not None else [0.0] * n_tasks
-        self.register_buffer("min_losses", torch.tensor(shift, dtype=torch.float64), False)
+        self.register_min_losses(min_losses)
 
     def objective(self, losses: Tensor, ctx: StepContext) -> Objective:
         shifted = losses - self.min_losses.to(losses)

@@ -62,12 +62,9 @@ class STCH(LossWeighting):
             raise ValueError(f"mu must be positive, got {mu}")
         if warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be non-negative, got {warmup_epochs}")
-        if min_losses is not None and len(min_losses) != n_tasks:
-            raise ValueError(f"min_losses has {len(min_losses)} values, expected {n_tasks}")
         self.mu = mu
         self.warmup_epochs = warmup_epochs
-        shift = min_losses if min_losses is not None else [0.0] * n_tasks
-        self.register_buffer("min_losses", torch.tensor(shift, dtype=torch.float64), False)
+        self.register_min_losses(min_losses)
         self.register_buffer("loss_sum", torch.zeros(n_tasks, dtype=torch.float64))
         self.register_buffer("loss_count", torch.zeros((), dtype=torch.long))
         self.register_buffer("nadir", torch.zeros(n_tasks, dtype=torch.float64))

@@ -117,6 +117,14 @@ class Method(nn.Module):
         # the trainer copies the count into the run record.
         self.fallbacks = 0
 
+    def register_min_losses(self, min_losses: list[float] | None) -> None:
+        """Register ``l*`` (FAMO's lower bounds of the losses, 0 by default) as the non-persistent
+        float64 buffer ``min_losses``; log-loss methods take ``log(l - l*)``."""
+        if min_losses is not None and len(min_losses) != self.n_tasks:
+            raise ValueError(f"min_losses has {len(min_losses)} values, expected {self.n_tasks}")
+        shift = min_losses if min_losses is not None else [0.0] * self.n_tasks
+        self.register_buffer("min_losses", torch.tensor(shift, dtype=torch.float64), False)
+
     def fallback(self, weights: Tensor) -> Tensor:
         """Count one solver fallback and return ``weights`` (the last or uniform ones)."""
         self.fallbacks += 1
