@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -43,12 +44,16 @@ def _type_name(annotation: Any) -> str:
     return str(annotation).replace("typing.", "")
 
 
+_FLOAT_LITERAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def coerce(value: Any, annotation: Any, where: str) -> Any:
     """Check ``value`` against a type annotation and convert where it is lossless.
 
     Supports the annotations hyper-parameters use: ``bool``, ``int``, ``float``, ``str``,
     ``Literal[...]``, ``X | None``, ``list[X]`` / ``tuple[X, ...]`` and ``Any``. An int is
-    accepted for a float; nothing else is converted silently.
+    accepted for a float, and so is a string in exponent notation such as ``"1e-6"`` (YAML 1.1,
+    which PyYAML implements, reads it as a string); nothing else is converted silently.
     """
     if annotation is inspect.Parameter.empty or annotation is Any:
         return value
@@ -87,6 +92,8 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
             return value
     elif annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _FLOAT_LITERAL.fullmatch(value.strip()):
             return float(value)
     elif annotation is str:
         if isinstance(value, str):

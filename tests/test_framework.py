@@ -44,6 +44,11 @@ def test_hyperparameter_validation_names_and_types():
         reg.create("t", flag=1)
     with pytest.raises(ConfigError, match="expected float"):
         reg.create("t", rate="fast")
+    # PyYAML (YAML 1.1) reads "1e-6" from `--set rate=1e-6` or a sweep file as a string.
+    assert reg.create("t", rate="1e-6")[0] == 1e-6
+    assert reg.create("t", rate="-2.5E+3")[0] == -2500.0
+    with pytest.raises(ConfigError, match="expected str"):
+        reg.create("t", mode=1e-6)
 
 
 def test_literal_hyperparameters_are_checked():
