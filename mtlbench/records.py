@@ -140,6 +140,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
             row[f"{split}/{name}"] = value
     diverged = record.get("diverged") or {}
     row["diverged_step"] = diverged.get("step")
+    row["solver_fallbacks"] = (record.get("diagnostics") or {}).get("solver_fallbacks")
     return row
 
 
@@ -149,7 +150,8 @@ def load_results(path: str | Path, *, strict: bool = False) -> pd.DataFrame:
     Columns: ``trial_id, sweep, benchmark, method, mode, task, seed, status, hparams,
     protocol, policies`` (JSON strings, so rows with equal settings group together),
     ``selected_epoch, selection_rule, delta_m, delta_m_task_avg, train_s, eval_s, steps,
-    step_median_s, peak_bytes, diverged_step`` and ``test/<metric>``, ``val/<metric>``.
+    step_median_s, peak_bytes, diverged_step, solver_fallbacks`` and ``test/<metric>``,
+    ``val/<metric>``.
     """
     rows = [flatten(r) for r in iter_records(Path(path), strict=strict)]
     columns = list(flatten({}).keys())

@@ -205,6 +205,9 @@ def test_trainer_writes_a_complete_record(tmp_path):
     expected = 100 * ((test["mse_a"] - 0.5) / 0.5 + (test["mse_b"] - 0.5) / 0.5) / 2
     assert on_disk["delta_m"]["metric_avg"] == pytest.approx(expected)
     assert on_disk["environment"]["torch"] == torch.__version__
+    row = load_results(tmp_path).iloc[0]
+    assert row["status"] == "done" and row["solver_fallbacks"] == 0
+    assert row["delta_m"] == pytest.approx(expected)
 
 
 def test_selection_picks_best_validation_epoch(tmp_path):
