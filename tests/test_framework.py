@@ -336,6 +336,10 @@ def test_quickstart_spec_is_valid():
     methods = {t.method for t in sweep.trials}
     assert methods == {"ls", "ldc_mtl", "famo", "mgda", "db_mtl", "stl"}
     assert {t.benchmark for t in sweep.trials} == {"toy", "multidigits"}
+    seeds = {b: {t.seed for t in sweep.trials if t.benchmark == b} for b in ("toy", "multidigits")}
+    assert seeds == {"toy": {0}, "multidigits": {0, 1, 2}}
+    starts = {t.protocol.start for t in sweep.trials if t.benchmark == "toy"}
+    assert starts == {0, 1, 2, 3, 4}
 
 
 def test_iter_records_ignores_checkpoints_and_references(tmp_path):
