@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -61,14 +61,15 @@ class GO4Align(LossWeighting):
     """GO4Align (Shen, Wang, Xiao, van Noord & Worring, "GO4Align: Group Optimization for
     Multi-Task Alignment", NeurIPS 2024, arXiv 2404.06486), as its official code
     (autumn9999/GO4Align ``methods/cluster_methods.py::GO4ALIGN``). At each step, with the
-    detached losses ``l`` and the state ``p`` (``adv_probs``, uniform at start)::
+    detached shifted losses ``d = l - l*`` (``l*`` the ``min_losses``, 0 by default) and the state
+    ``p`` (``adv_probs``, uniform at start)::
 
-        s_k     = (sum_j l_j) / l_k                            (scale)
-        p       <- p * exp(-eta l);  p <- p / sum(p)           (risk-guided indicator)
+        s_k     = (sum_j d_j) / d_k                            (scale)
+        p       <- p * exp(-eta d);  p <- p / sum(p)           (risk-guided indicator)
         gamma_k = s_k p_k
         w       = the centre of gamma_k's cluster in a k-means clustering of gamma into
                   ``num_groups`` groups (mean(gamma) for every task when num_groups = 1)
-        L       = sum_k w_k l_k
+        L       = sum_k w_k d_k                                (gradient sum_k w_k grad l_k)
 
     ``eta = robust_step_size`` (1e-4) and ``num_groups`` (1) are the defaults of the official
     NYU-v2 trainer (``--robust_step_size``, ``--num_groups``), the configuration its README runs.
@@ -88,6 +89,9 @@ class GO4Align(LossWeighting):
     * ``p`` is kept in float64 (the code: float32 on the device).
     * A non-finite weight (a zero loss makes ``s`` infinite) keeps the last weights (ones at
       start) and is counted in ``fallbacks``; the code would propagate it.
+    * ``min_losses`` (``l*``) is our addition, as FAMO's ``l*``; 0 is exactly the code. The
+      scale ``s_k`` assumes positive losses: with losses of mixed signs it is negative, and so
+      are the weights (the step ascends), as on the toy problem (losses down to about -20).
     """
 
     paper: ClassVar[str] = (
@@ -95,9 +99,20 @@ class GO4Align(LossWeighting):
         "(arXiv 2404.06486)"
     )
     scale: ClassVar[Scale] = "sum"
+    benchmark_defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        # Our choice: FAMO's l* for the toy at its scale s = 0.1, [-21 s, -21].
+        "toy": {"min_losses": [-2.1, -21.0]},
+    }
 
-    def __init__(self, n_tasks: int, num_groups: int = 1, robust_step_size: float = 1e-4) -> None:
+    def __init__(
+        self,
+        n_tasks: int,
+        num_groups: int = 1,
+        robust_step_size: float = 1e-4,
+        min_losses: list[float] | None = None,
+    ) -> None:
         super().__init__(n_tasks)
+        self.register_min_losses(min_losses)
         if num_groups < 1:
             raise ValueError(f"num_groups must be positive, got {num_groups}")
         self.num_groups = num_groups
@@ -108,8 +123,9 @@ class GO4Align(LossWeighting):
 
     @torch.no_grad()
     def group_weights(self, losses: Tensor) -> Tensor:
-        """Update the indicator state with ``losses`` and return the task weights (float64)."""
-        risk = losses.detach().to(self.adv_probs)
+        """Update the indicator state with ``losses`` (shifted by ``l*``) and return the task
+        weights (float64)."""
+        risk = losses.detach().to(self.adv_probs) - self.min_losses.to(self.adv_probs)
         scale = risk.sum() / risk
         probs = self.adv_probs * torch.exp(-self.robust_step_size * risk)
         probs = probs / probs.sum()
@@ -127,4 +143,5 @@ class GO4Align(LossWeighting):
 
     def objective(self, losses: Tensor, ctx: StepContext) -> Objective:
         weights = self.group_weights(losses).to(losses)
-        return Objective(loss=(weights * losses).sum(), weights=weights)
+        shifted = losses - self.min_losses.to(losses)
+        return Objective(loss=(weights * shifted).sum(), weights=weights)

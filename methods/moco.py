@@ -19,9 +19,10 @@ class MoCo(JacobianMethod):
     Multi-objective Learning: A Provably Convergent Approach", ICLR 2023, arXiv 2210.12624), as
     LibMTL ``weighting/MoCo.py`` ("based on the author's sharing code").
 
-    At step ``t = 1, 2, ...`` with task gradients ``g_k`` (rows of J) and losses ``l_k``::
+    At step ``t = 1, 2, ...`` with task gradients ``g_k`` (rows of J), losses ``l_k`` and
+    ``D_k = l_k - l*_k`` (``l*`` the ``min_losses``, 0 by default, as FAMO's ``D``)::
 
-        h_k    = l_k g_k / (|g_k| + 1e-8)                         (normalised, loss-scaled)
+        h_k    = D_k g_k / (|g_k| + 1e-8)                         (normalised, loss-scaled)
         y_k   <- y_k - beta_t (y_k - h_k),     beta_t  = beta / t^beta_sigma     (y = 0 at start)
         lambda <- softmax(lambda - gamma_t (Y Y^T + rho I) lambda),  gamma_t = gamma / t^gamma_sigma
         d      = Y^T lambda                                        (lambda = 1/K at start)
@@ -38,11 +39,15 @@ class MoCo(JacobianMethod):
     ``lambda`` too (LibMTL trains them on the unweighted losses: the ``head_grads = "unit"``
     policy).
 
-    With ``log_losses`` the rows are ``g_k / l_k`` before the normalisation (which then cancels),
-    ``l_k`` stays the raw loss and the head weights are ``lambda_k / l_k``. ``y`` (K x P, on J's
-    device), ``lambda`` and ``t`` are buffers. A non-finite Jacobian or losses leave the state
-    untouched, return the last tracked direction ``Y^T lambda`` (zero before the first step) and
-    are counted in ``fallbacks``.
+    With ``log_losses`` the rows are ``g_k / D_k`` (the gradients of ``log D_k``) before the
+    normalisation (which then cancels), ``D_k`` stays the shifted raw loss and the head weights
+    are ``lambda_k / D_k``. ``y`` (K x P, on J's device), ``lambda`` and ``t`` are buffers. A
+    non-finite Jacobian or losses leave the state untouched, return the last tracked direction
+    ``Y^T lambda`` (zero before the first step) and are counted in ``fallbacks``.
+
+    ``min_losses`` (``l*``) is our addition, as FAMO's ``l*``; 0 is exactly LibMTL. ``h_k``
+    assumes ``l_k > 0``: a negative loss turns the tracked gradient uphill, as on the toy problem
+    (losses down to about -20), where MoCo without the shift climbs until the losses reach 0.
     """
 
     paper: ClassVar[str] = (
@@ -50,6 +55,10 @@ class MoCo(JacobianMethod):
         "Convergent Approach, ICLR 2023 (arXiv 2210.12624)"
     )
     scale: ClassVar[Scale] = "mean"
+    benchmark_defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        # Our choice: FAMO's l* for the toy at its scale s = 0.1, [-21 s, -21].
+        "toy": {"min_losses": [-2.1, -21.0]},
+    }
 
     def __init__(
         self,
@@ -61,8 +70,10 @@ class MoCo(JacobianMethod):
         rho: float = 0.0,
         simplex: Simplex = "softmax",
         log_losses: bool = False,
+        min_losses: list[float] | None = None,
     ) -> None:
         super().__init__(n_tasks, log_losses=log_losses)
+        self.register_min_losses(min_losses)
         self.beta, self.beta_sigma = beta, beta_sigma
         self.gamma, self.gamma_sigma = gamma, gamma_sigma
         self.rho = rho
@@ -73,7 +84,7 @@ class MoCo(JacobianMethod):
         self.register_buffer("y", torch.zeros(n_tasks, 0))
 
     def aggregate(self, jacobian: Tensor, losses: Tensor) -> Aggregate:
-        losses = losses.detach().to(jacobian)
+        losses = losses.detach().to(jacobian) - self.min_losses.to(jacobian)
         if self.y.shape != jacobian.shape:
             if int(self.step) != 0:
                 raise ValueError(
@@ -89,7 +100,7 @@ class MoCo(JacobianMethod):
             return Aggregate(update=lambd @ y, weights=lambd, head_weights=lambd)
         self.step += 1
         t = float(self.step)
-        # h_k = l_k r_k / (|r_k| + 1e-8) with r_k = scale_k g_k, in one pass over J.
+        # h_k = D_k r_k / (|r_k| + 1e-8) with r_k = scale_k g_k, in one pass over J.
         factor = scale * losses / (scale.abs() * jacobian.norm(dim=1) + 1e-8)
         h = jacobian * factor[:, None]
         y = torch.lerp(y, h, self.beta / t**self.beta_sigma)  # y - beta_t (y - h)

@@ -387,6 +387,31 @@ def test_moco_first_two_steps_by_hand(simplex):
         np.testing.assert_allclose(agg.update.numpy(), lam @ y, rtol=1e-9)
 
 
+@pytest.mark.parametrize("log_losses", [False, True])
+@pytest.mark.parametrize("min_losses", [None, [-2.1, -21.0, 0.0]])
+def test_moco_min_losses_shift_the_losses(min_losses, log_losses):
+    # Fernando et al. 2023 (arXiv 2210.12624) / LibMTL on D = l - l* (l* = 0 for None):
+    # r = g / (D + 1e-8) with log losses (g otherwise); h = D r / (|r| + 1e-8), then as above;
+    # head weights lambda / (D + 1e-8) with log losses. Mixed-sign losses as the toy's.
+    losses = [np.array([-1.0, -20.0, 0.5]), np.array([-1.5, -20.5, 0.25])]
+    shift = np.zeros(3) if min_losses is None else np.array(min_losses)
+    method = create("moco", n_tasks=3, log_losses=log_losses, min_losses=min_losses)
+    unshifted = create("moco", n_tasks=3, log_losses=log_losses)
+    y, lam = np.zeros_like(J3), np.full(3, 1 / 3)
+    for t, (jac, values) in enumerate(zip([J3, J3[::-1] * 0.5], losses, strict=True), start=1):
+        big_d = values - shift
+        scale = 1 / (big_d + 1e-8) if log_losses else np.ones(3)
+        r = jac * scale[:, None]
+        h = big_d[:, None] * r / (np.linalg.norm(r, axis=1, keepdims=True) + 1e-8)
+        y = y - 0.5 / math.sqrt(t) * (y - h)
+        lam = _softmax(lam - 0.1 / math.sqrt(t) * (y @ y.T) @ lam)
+        for m, inputs in ((method, values), (unshifted, big_d)):
+            agg = m.aggregate(_t(jac.copy()), _t(inputs))
+            np.testing.assert_allclose(agg.weights.numpy(), lam, rtol=1e-9)
+            np.testing.assert_allclose(agg.update.numpy(), lam @ y, rtol=1e-9)
+            np.testing.assert_allclose(agg.head_weights.numpy(), lam * scale, rtol=1e-9)
+
+
 # -- SDMGrad ----------------------------------------------------------------------------------
 
 

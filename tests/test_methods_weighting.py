@@ -179,6 +179,40 @@ def test_uw_objective_and_gradients():
     torch.testing.assert_close(out.weights, torch.tensor(exp_dl, dtype=torch.float64))
 
 
+# Hand-made losses of mixed signs, as the toy's, with the toy's shift l* (FAMO's [-21 s, -21] at
+# s = 0.1) and a third task left unshifted: d = l - l* = [1.1, 1.0, 0.5].
+MIXED = [-1.0, -20.0, 0.5]
+SHIFT = [-2.1, -21.0, 0.0]
+
+
+@pytest.mark.parametrize("min_losses", [None, SHIFT])
+def test_uw_min_losses_shift_the_losses(min_losses):
+    # Kendall et al. 2018 (arXiv 1705.07115), as methods/uw.py, on d = l - l* (l* = 0 for None):
+    # L = sum_k (exp(-s_k) d_k + s_k) / 2, minimised in s_k at log d_k, which needs d_k > 0;
+    # dL/dl_k = exp(-s_k) / 2, dL/ds_k = (1 - exp(-s_k) d_k) / 2.
+    d = [a - b for a, b in zip(MIXED, min_losses or [0.0] * 3, strict=True)]
+    s = [0.2, -0.4, 1.1]
+    outs = []
+    for method, values in (
+        (create("uw", n_tasks=3, min_losses=min_losses), MIXED),
+        (create("uw", n_tasks=3), d),  # the unshifted method on l - l*
+    ):
+        with torch.no_grad():
+            method.log_sigma.copy_(torch.tensor(s))
+        losses = _losses(values)
+        out = method.objective(losses, StepContext())
+        outs.append((out.loss, *torch.autograd.grad(out.loss, [losses, method.log_sigma])))
+    expected = sum(0.5 * (math.exp(-a) * b + a) for a, b in zip(s, d, strict=True))
+    exp_ds = [0.5 * (1 - math.exp(-a) * b) for a, b in zip(s, d, strict=True)]
+    for loss, d_losses, d_s in outs:
+        assert loss.item() == pytest.approx(expected, rel=1e-6)
+        exp_dl = torch.tensor([0.5 * math.exp(-a) for a in s], dtype=torch.float64)
+        torch.testing.assert_close(d_losses, exp_dl)
+        torch.testing.assert_close(d_s, torch.tensor(exp_ds), rtol=1e-6, atol=1e-7)
+    for a, b in zip(*outs, strict=True):
+        torch.testing.assert_close(a, b)
+
+
 def test_uw_parameters_start_at_zero_with_their_own_learning_rate():
     method = create("uw", n_tasks=2)
     assert torch.equal(method.log_sigma.detach(), torch.zeros(2))
@@ -326,6 +360,34 @@ def test_kmeans_1d_is_the_exact_optimum(n, groups):
         assert got_cost == pytest.approx(exp_cost, abs=1e-12)
         perm = rng.permutation(n)
         np.testing.assert_allclose(kmeans_1d(values[perm], groups), got[perm])
+
+
+@pytest.mark.parametrize("min_losses", [None, SHIFT])
+def test_go4align_min_losses_shift_the_losses(min_losses):
+    # Shen et al. 2024 (arXiv 2404.06486), as the code's GO4ALIGN, on d = l - l*
+    # (l* = 0 for None): s = sum(d) / d; p <- p exp(-eta d) / Z; gamma = s p; w = centres of
+    # gamma's k-means clusters; L = sum_k w_k d_k, whose gradient is sum_k w_k grad l_k.
+    eta = 0.3
+    shift = min_losses or [0.0] * 3
+    hparams = {"num_groups": 2, "robust_step_size": eta}
+    method = create("go4align", n_tasks=3, min_losses=min_losses, **hparams)
+    unshifted = create("go4align", n_tasks=3, **hparams)
+    probs = [1 / 3] * 3
+    for values in (MIXED, [-1.5, -20.5, 0.25]):
+        d = [a - b for a, b in zip(values, shift, strict=True)]
+        probs = [p * math.exp(-eta * v) for p, v in zip(probs, d, strict=True)]
+        probs = [p / sum(probs) for p in probs]
+        gamma = [sum(d) / v * p for v, p in zip(d, probs, strict=True)]
+        expected = torch.tensor(_best_partition_centres(gamma, 2), dtype=torch.float64)
+        for m, inputs in ((method, values), (unshifted, d)):
+            losses = _losses(inputs)
+            out = m.objective(losses, StepContext())
+            torch.testing.assert_close(out.weights, expected)
+            torch.testing.assert_close(_grad(out.loss, losses), expected)
+            assert out.loss.item() == pytest.approx(float(expected @ torch.tensor(d).double()))
+    torch.testing.assert_close(method.adv_probs, torch.tensor(probs, dtype=torch.float64))
+    torch.testing.assert_close(unshifted.adv_probs, method.adv_probs)
+    assert method.fallbacks == 0
 
 
 def test_go4align_falls_back_on_a_zero_loss():
