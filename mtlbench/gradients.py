@@ -47,9 +47,13 @@ GradTarget = Literal["parameters", "representation"]
 
 
 def flat_grads(
-    grads: Sequence[Tensor | None], params: Sequence[Tensor], batch: int | None
+    grads: Sequence[Tensor | None],
+    params: Sequence[Tensor],
+    batch: int | None,
+    out: Tensor | None = None,
 ) -> Tensor:
-    """Concatenate (possibly ``None``) gradients into one flat (batch x P) or P tensor."""
+    """Concatenate (possibly ``None``) gradients into one flat (batch x P) or P tensor, written
+    into ``out`` when given (of that shape)."""
     parts = []
     for g, p in zip(grads, params, strict=True):
         if g is None:
@@ -57,6 +61,8 @@ def flat_grads(
             parts.append(torch.zeros(shape, device=p.device, dtype=p.dtype))
         else:
             parts.append(g.reshape(batch, -1) if batch is not None else g.reshape(-1))
+    if out is not None:
+        return torch.cat(parts, dim=-1, out=out)
     return torch.cat(parts, dim=-1)
 
 
@@ -65,14 +71,20 @@ def jacobian(
     params: Sequence[Tensor],
     mode: JacobianMode = "batched",
     retain_graph: bool = False,
+    out: Tensor | None = None,
 ) -> Tensor:
     """The K x P Jacobian of ``losses`` (K,) with respect to ``params`` (P values in all).
 
     ``batched`` back-propagates the K unit vectors in one vmapped pass; ``sequential`` runs K
     backward passes. Both return the same matrix (up to floating-point summation order).
+    ``out``: a K x P tensor to write the Jacobian into (see :class:`GradientEngine`).
     """
     k = losses.shape[0]
     params = list(params)
+    if out is not None:
+        p = sum(x.numel() for x in params)
+        if out.shape != (k, p) or out.dtype != losses.dtype or out.device != losses.device:
+            raise ValueError(f"out must be a {k} x {p} {losses.dtype} tensor on {losses.device}")
     if mode == "batched":
         eye = torch.eye(k, device=losses.device, dtype=losses.dtype)
         grads = torch.autograd.grad(
@@ -83,15 +95,15 @@ def jacobian(
             is_grads_batched=True,
             allow_unused=True,
         )
-        return flat_grads(grads, params, batch=k)
+        return flat_grads(grads, params, batch=k, out=out)
     if mode == "sequential":
         rows = []
         for i in range(k):
             grads = torch.autograd.grad(
                 losses[i], params, retain_graph=retain_graph or i < k - 1, allow_unused=True
             )
-            rows.append(flat_grads(grads, params, batch=None))
-        return torch.stack(rows)
+            rows.append(flat_grads(grads, params, None, out=None if out is None else out[i]))
+        return out if out is not None else torch.stack(rows)
     raise ValueError(f"jacobian mode must be 'batched' or 'sequential', got {mode!r}")
 
 
@@ -141,6 +153,10 @@ class GradientEngine:
         self.wrt = wrt
         self.head_grads = head_grads
         self.update_scale = update_scale
+        # J is written into this K x P buffer, kept between steps: a fresh K x P allocation is
+        # returned to the OS after each step on CPU and page-faulted in again at the next one
+        # (at K = 40 on the bench's MLP, 55 ms of copying instead of 15; docs/performance.md).
+        self._jac: Tensor | None = None
 
     def check(self, method: Method) -> None:
         """Fail early when a method cannot run under these engine options."""
@@ -166,11 +182,27 @@ class GradientEngine:
         if self.wrt == "representation":
             return self._representation_step(method, losses, representation, factor)
         # J keeps the graph only while the heads still need it; their backward then frees it.
-        jac = jacobian(losses, self.shared, self.mode, retain_graph=bool(self.heads))
+        jac = jacobian(
+            losses, self.shared, self.mode, retain_graph=bool(self.heads), out=self._buffer(losses)
+        )
         agg = method.aggregate(jac, losses.detach())
         write_grad(self.shared, agg.update.detach() * factor)
         self._heads_backward(losses, agg.head_weights.detach() * factor)
         return StepResult(weights=agg.weights.detach() * factor)
+
+    def _buffer(self, losses: Tensor) -> Tensor:
+        """The reused K x P Jacobian buffer (reallocated when K, dtype or device change).
+
+        Methods must not keep a reference to the Jacobian they are given across steps."""
+        shape = (losses.shape[0], sum(p.numel() for p in self.shared))
+        jac = self._jac
+        if jac is None or (jac.shape, jac.dtype, jac.device) != (
+            shape,
+            losses.dtype,
+            losses.device,
+        ):
+            jac = self._jac = torch.empty(shape, dtype=losses.dtype, device=losses.device)
+        return jac
 
     def _heads_backward(self, losses: Tensor, coefficients: Tensor) -> None:
         if not self.heads:

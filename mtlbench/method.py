@@ -22,6 +22,8 @@ optimizer) go into checkpoints with ``state_dict``.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -182,6 +184,34 @@ class GradientMethod(Method):
         raise NotImplementedError
 
 
+_BLAS: Any = None
+
+
+@contextlib.contextmanager
+def single_thread_blas() -> Iterator[None]:
+    """Run the block with NumPy's and SciPy's BLAS on one thread (torch's threads untouched).
+
+    The solvers work on K x K matrices, where the BLAS thread pool costs far more than it
+    saves: on a 2-core CPU, CAGrad's SLSQP at K = 40 took 0.54 s with two OpenBLAS threads and
+    0.013 s with one, UPGrad's solve 24 ms and 0.7 ms (docs/performance.md). The controller is
+    built at the first call, once the methods have imported SciPy; without ``threadpoolctl``
+    (a scikit-learn dependency) this does nothing.
+    """
+    global _BLAS
+    if _BLAS is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS = ThreadpoolController()
+        except Exception:  # threadpoolctl missing or unable to inspect the libraries
+            _BLAS = False
+    if _BLAS is False:
+        yield
+        return
+    with _BLAS.limit(limits=1, user_api="blas"):
+        yield
+
+
 class GramianWeighting(GradientMethod):
     """Methods whose weights depend on the Gramian only; the update is ``w^T J``.
 
@@ -198,7 +228,8 @@ class GramianWeighting(GradientMethod):
     def gramian_weights(self, gramian: Tensor, losses: Tensor) -> Tensor:
         """Weights on the *raw* losses' gradients, the log-loss transform included."""
         d = self.loss_transform(losses).to(gramian)
-        w = self.weights(gramian * d[:, None] * d[None, :], losses)
+        with single_thread_blas():
+            w = self.weights(gramian * d[:, None] * d[None, :], losses)
         return w.to(gramian) * d
 
     def aggregate(self, jacobian: Tensor, losses: Tensor) -> Aggregate:
