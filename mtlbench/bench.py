@@ -1,15 +1,18 @@
 """``mtlbench bench``: per-step time (and peak memory on GPU) of every method relative to LS.
 
 Every method gets its own copy of the same model, and all of them step on the same batches,
-interleaved in one process (round-robin over methods, repeated), after warm-up, so that machine
-noise hits all methods alike; times are CUDA-synchronized on GPU. Reported: the median and
-quartiles of the per-step time, the ratio of medians to LS, the peak memory of a step relative
-to LS (CUDA only), the cost of the method's own computation on a fixed Jacobian
-(``aggregate``: the solver share of a step), and for O(K) methods the same step with the
-``sequential`` Jacobian (K backward passes) and the relative error between the two updates.
+interleaved in one process (round-robin over methods, each round starting one method later),
+after warm-up, so that machine noise hits all methods alike; times are CUDA-synchronized on GPU.
+Reported: the median, quartiles and minimum of the per-step time, the ratios of medians and of
+minima to LS, the peak memory of a step relative to LS (CUDA only), the cost of the method's
+own computation on a fixed Jacobian (``aggregate``, and for Gramian methods the K x K solve
+alone), and for O(K) methods the same step with the ``sequential`` Jacobian (K backward passes)
+and the relative error between the two updates. The CSV goes by default to
+``results/bench/bench-<workload>.csv``, where ``mtlbench report results`` finds it.
 
 Workloads: ``mlp`` (an MLP trunk with K linear heads; K up to 1,000), ``celeba`` (the CelebA
 CNN trunk at 64 x 64 with K heads), ``multidigits`` (the MultiDigits model and batch, K = 2).
+See docs/performance.md.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from torch import Tensor, nn
 from mtlbench.benchmark import MultiTaskModel
 from mtlbench.environment import pick_device
 from mtlbench.gradients import GradientEngine, jacobian
-from mtlbench.method import GradientMethod, Method, create, names
+from mtlbench.method import GradientMethod, GramianWeighting, Method, create, names
 from mtlbench.registry import ConfigError, unknown
 from mtlbench.step import TrainingStep
 
@@ -48,8 +51,7 @@ class Workload:
 
 
 def _mse_losses(outputs: list[Tensor], batch: tuple[Tensor, Tensor]) -> Tensor:
-    y = batch[1]
-    return torch.stack([((o[:, 0] - y[:, k]) ** 2).mean() for k, o in enumerate(outputs)])
+    return ((torch.cat(outputs, dim=1) - batch[1]) ** 2).mean(0)
 
 
 def _bce_losses(outputs: list[Tensor], batch: tuple[Tensor, Tensor]) -> Tensor:
@@ -60,8 +62,12 @@ def _bce_losses(outputs: list[Tensor], batch: tuple[Tensor, Tensor]) -> Tensor:
 
 
 def mlp_workload(k: int, batch_size: int = 256, width: int = 512) -> Workload:
+    """A 2-layer MLP trunk with K linear regression heads, stored as one ``Linear(width, K)``
+    (the same maps as K ``Linear(width, 1)``): with K = 1,000 separate modules, Python overhead
+    per head (forward calls, Adam's per-tensor loop) would dominate LS's step and dilute every
+    ratio, instead of showing what the method itself adds."""
     encoder = nn.Sequential(nn.Linear(128, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU())
-    heads = [nn.Linear(width, 1) for _ in range(k)]
+    heads = [nn.Linear(width, k)]
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch_size, 128, generator=g)
     y = torch.randn(batch_size, k, generator=g)
@@ -104,6 +110,8 @@ def celeba_workload(k: int, batch_size: int = 256) -> Workload:
 def multidigits_workload(k: int = 2, batch_size: int = 256) -> Workload:
     from mtlbench import benchmark as benchmarks
 
+    if k != 2:
+        raise ConfigError(f"the multidigits workload has 2 tasks, not K={k}: use --tasks 2")
     cls = benchmarks.get("multidigits")
     bench = cls(cls.default_protocol().replace(batch_size=batch_size), None, 0)
     batch = next(iter(bench.batches("train", 0)))
@@ -179,8 +187,16 @@ def update_error(workload: Workload, name: str, device: torch.device) -> float |
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
-def solver_time(workload: Workload, name: str, device: torch.device, reps: int = 5) -> float | None:
-    """Median time of the method's own computation (``aggregate``) on a fixed Jacobian."""
+def solver_time(
+    workload: Workload, name: str, device: torch.device, reps: int = 5
+) -> tuple[float, float | None] | None:
+    """Median times of the method's own computation on a fixed Jacobian: ``aggregate`` (for
+    Gramian methods: the Gramian ``J J^T``, the solve and ``w^T J``), and for Gramian methods the
+    solve alone (``gramian_weights`` on the K x K float64 Gramian). None for loss weighting.
+
+    The same method object is called ``reps + 1`` times (the first call discarded), as in
+    training, where consecutive Gramians are close; a solver that warm-starts from its last
+    weights may therefore look cheaper here than on a first step."""
     method = create(name, workload.n_tasks, feature_dim=workload.feature_dim).to(device)
     if not isinstance(method, GradientMethod):
         return None
@@ -189,14 +205,24 @@ def solver_time(workload: Workload, name: str, device: torch.device, reps: int =
     _, outputs = model(batch[0])
     losses = workload.task_losses(outputs, batch)
     jac = jacobian(losses, model.shared_parameters()).detach()  # type: ignore[arg-type]
-    times = []
-    for _ in range(reps + 1):
-        _sync(device)
-        t0 = time.perf_counter()
-        method.aggregate(jac, losses.detach())
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times[1:])
+    losses = losses.detach()
+
+    def median_time(fn: Callable[[], Any]) -> float:
+        times = []
+        for _ in range(reps + 1):
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times[1:])
+
+    aggregate = median_time(lambda: method.aggregate(jac, losses))
+    if not isinstance(method, GramianWeighting):
+        return aggregate, None
+    gram = (jac @ jac.T).to("cpu", torch.float64)
+    losses64 = losses.to("cpu", torch.float64)
+    return aggregate, median_time(lambda: method.gramian_weights(gram, losses64))
 
 
 def run_bench(
@@ -208,18 +234,26 @@ def run_bench(
     warmup: int = 3,
     device: str = "auto",
     sequential: bool = True,
+    batch_size: int | None = None,
     progress: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
+    """Bench ``methods`` (LS always first) on ``workload_name`` for each K in ``tasks``.
+
+    Returns one row per contender and K (the columns of the CSV); ``batch_size`` None keeps the
+    workload's default (256)."""
     if workload_name not in WORKLOADS:
         raise unknown("workload", workload_name, WORKLOADS)
     for m in methods:
         if m not in names():
             raise unknown("method", m, names())
+    if reps < 1 or warmup < 0:
+        raise ConfigError(f"--reps must be >= 1 and --warmup >= 0, got {reps} and {warmup}")
+    sizes = {} if batch_size is None else {"batch_size": batch_size}
     dev = pick_device(device)
     methods = ["ls", *[m for m in methods if m != "ls"]]
     rows: list[dict[str, Any]] = []
     for k in tasks:
-        workload = WORKLOADS[workload_name](k)
+        workload = WORKLOADS[workload_name](k, **sizes)
         batch = tuple(t.to(dev) for t in workload.batch)
         contenders = []
         for name in methods:
@@ -227,20 +261,29 @@ def run_bench(
             if sequential and contenders[-1].method.needs != "losses":
                 contenders.append(_make(workload, name, "sequential", dev))
         for i in range(warmup + reps):
-            for c in contenders:
+            # Round-robin, starting one contender later each round, so that no method always
+            # runs right after the same neighbour (cache state, allocator, CPU frequency).
+            shift = i % len(contenders)
+            for c in contenders[shift:] + contenders[:shift]:
                 _timed_step(c, batch, i, dev)
                 if i < warmup:
                     c.times.clear()
                     c.peaks.clear()
         ls = contenders[0]
         ls_median = statistics.median(ls.times)
+        ls_min = min(ls.times)
         ls_peak = max(ls.peaks) if ls.peaks else None
         for c in contenders:
             median = statistics.median(c.times)
-            q = statistics.quantiles(c.times, n=4) if len(c.times) > 1 else [median] * 3
+            q = (
+                statistics.quantiles(c.times, n=4, method="inclusive")
+                if len(c.times) > 1
+                else [median] * 3
+            )
             peak = max(c.peaks) if c.peaks else None
             batched = next(x for x in contenders if x.method_name == c.method_name)
-            solve = solver_time(workload, c.method_name, dev) if c.mode == "batched" else None
+            timed = solver_time(workload, c.method_name, dev) if c.mode == "batched" else None
+            solve, weights = timed if timed is not None else (None, None)
             rows.append(
                 {
                     "workload": workload_name,
@@ -249,16 +292,22 @@ def run_bench(
                     "mode": c.mode,
                     "cost": type(c.method).cost,
                     "device": str(dev),
+                    "batch_size": int(workload.batch[0].shape[0]),
+                    "threads": torch.get_num_threads(),
                     "reps": reps,
                     "step_median_s": median,
                     "step_p25_s": q[0],
                     "step_p75_s": q[2],
                     "ratio_to_ls": median / ls_median,
+                    "step_min_s": min(c.times),
+                    "ratio_min_to_ls": min(c.times) / ls_min,
                     "speedup_vs_sequential": None,
                     "peak_bytes": peak,
                     "peak_ratio_to_ls": (peak / ls_peak) if peak and ls_peak else None,
                     "solver_s": solve,
                     "solver_share": (solve / median) if solve is not None else None,
+                    "weights_s": weights,
+                    "weights_share": (weights / median) if weights is not None else None,
                     "update_rel_err": None,
                 }
             )
@@ -284,8 +333,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             r["cost"],
             f(r["step_median_s"] * 1e3, ".2f"),
             f(r["ratio_to_ls"], ".3f"),
+            f(r["ratio_min_to_ls"], ".3f"),
             f(r["speedup_vs_sequential"], ".2f"),
             f(r["solver_share"], ".1%"),
+            f(r["weights_share"], ".1%"),
             f(r["peak_ratio_to_ls"], ".2f"),
             f(r["update_rel_err"], ".1e"),
         )
@@ -300,8 +351,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             "cost",
             "ms/step",
             "× LS",
+            "× LS (min)",
             "batched speed-up",
             "solver share",
+            "solve (G) share",
             "peak mem × LS",
             "batched vs seq err",
         ],
@@ -316,16 +369,33 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         writer.writerows(rows)
 
 
+def default_out(workload: str) -> Path:
+    """Where ``mtlbench bench`` writes by default: ``results/bench/bench-<workload>.csv``, one file
+    per workload, so that the runs of several workloads sit side by side and ``mtlbench report
+    results`` (which reads every ``bench*.csv`` under the results folder) draws all of them."""
+    return Path("results") / "bench" / f"bench-{workload}.csv"
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    tasks = (
-        [int(t) for t in args.tasks.split(",")]
-        if args.tasks
-        else ([2] if args.workload == "multidigits" else [2, 4, 10, 20, 40])
-    )
+    try:
+        tasks = (
+            [int(t) for t in args.tasks.split(",")]
+            if args.tasks
+            else ([2] if args.workload == "multidigits" else [2, 4, 10, 20, 40])
+        )
+    except ValueError:
+        raise ConfigError(f"--tasks expects comma-separated integers, got {args.tasks!r}") from None
+    if any(k < 1 for k in tasks):
+        raise ConfigError(f"--tasks must be positive, got {args.tasks!r}")
     if args.methods:
-        methods = [m.strip() for m in args.methods.split(",")]
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     else:
         methods = names()
+    if args.cost:
+        import mtlbench.methods  # noqa: F401  (registers the built-in methods)
+        from mtlbench.method import METHODS
+
+        methods = [m for m in methods if m in names() and METHODS.get(m).cost == args.cost]
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = run_bench(
@@ -336,9 +406,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         device=args.device,
         sequential=not args.no_sequential,
+        batch_size=args.batch_size,
     )
     print(format_table(rows))
-    out = Path(args.out)
+    out = Path(args.out) if args.out else default_out(args.workload)
     write_csv(rows, out)
     print(f"saved: {out}")
     return 0
@@ -348,13 +419,17 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="per-step time and memory of methods relative to LS")
     p.add_argument("--workload", default="mlp", help="mlp, celeba or multidigits")
     p.add_argument("--tasks", help="comma-separated K values (default 2,4,10,20,40)")
-    p.add_argument("--methods", help="comma-separated methods (default: all)")
-    p.add_argument("--reps", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--methods", help="comma-separated methods (default: all; LS is always run)")
+    p.add_argument("--cost", choices=["O(1)", "O(K)"], help="only the methods of this cost")
+    p.add_argument("--reps", type=int, default=10, help="timed steps per method (default 10)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--batch-size", type=int, help="batch size (default 256)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, help="torch threads")
     p.add_argument("--no-sequential", action="store_true", help="skip the K-backward comparison")
-    p.add_argument("--out", default="results/bench/bench.csv")
+    p.add_argument(
+        "--out", help="CSV path (default results/bench/bench-<workload>.csv, read by the report)"
+    )
     p.set_defaults(handler=cmd_bench)
 
 
