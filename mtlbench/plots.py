@@ -52,9 +52,12 @@ def _palette(names: Sequence[str], given: Mapping[str, str] | None) -> dict[str,
     figure so that a method keeps its colour), fresh ones for the rest."""
     given = given or {}
     rest = [n for n in dict.fromkeys(names) if n not in given]
+    taken = {str(c) for c in given.values()}
+    fresh = [c for c in colors(len(given) + len(rest)) if str(c) not in taken]
+    fresh += colors(len(rest))  # only when the palette repeats itself (more than 20 names)
     return {
         **{n: given[n] for n in names if n in given},
-        **dict(zip(rest, colors(len(rest)), strict=True)),
+        **dict(zip(rest, fresh, strict=False)),
     }
 
 

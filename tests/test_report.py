@@ -754,3 +754,14 @@ def test_ten_thousand_records_in_under_ten_seconds(tmp_path: Path):
     if load < len(os.sched_getaffinity(0)):
         assert elapsed < 10.0, f"build_report took {elapsed:.1f} s on 10,000 records"
     assert "failed (RuntimeError: boom)" in (out / "index.md").read_text()
+
+
+def test_fresh_plot_colours_avoid_the_given_ones() -> None:
+    """A method missing from the report's palette (a bench-only method) gets a colour of its own,
+    not the first colour again (which LS already has)."""
+    from mtlbench.plots import _palette, colors
+
+    first, second = colors(2)
+    palette = _palette(["ls", "mgda", "cagrad"], {"ls": first, "famo": second})
+    assert palette["ls"] == first
+    assert len({str(c) for c in palette.values()} | {str(second)}) == 4
