@@ -138,11 +138,15 @@ class Contender:
     peaks: list[int]
 
 
-def _make(workload: Workload, name: str, mode: str, device: torch.device) -> Contender:
+def _make(
+    workload: Workload, name: str, mode: str, device: torch.device, chunk: int | None = None
+) -> Contender:
     torch.manual_seed(0)
     model = copy.deepcopy(workload.model).to(device)
     method = create(name, workload.n_tasks, feature_dim=workload.feature_dim).to(device)
-    engine = GradientEngine(model.shared_parameters(), model.head_parameters(), mode=mode)
+    engine = GradientEngine(
+        model.shared_parameters(), model.head_parameters(), mode=mode, chunk_size=chunk
+    )
     params = [{"params": list(model.parameters())}, *method.parameter_groups()]
     optimizer = torch.optim.Adam(params, lr=1e-4)
     step = TrainingStep(model, method, engine, optimizer, workload.task_losses, lambda b: b[0])
@@ -235,12 +239,14 @@ def run_bench(
     device: str = "auto",
     sequential: bool = True,
     batch_size: int | None = None,
+    jacobian_chunk: int | None = None,
     progress: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Bench ``methods`` (LS always first) on ``workload_name`` for each K in ``tasks``.
 
     Returns one row per contender and K (the columns of the CSV); ``batch_size`` None keeps the
-    workload's default (256)."""
+    workload's default (256); ``jacobian_chunk`` is the batched engine's tasks per vmapped pass
+    (None: all K at once)."""
     if workload_name not in WORKLOADS:
         raise unknown("workload", workload_name, WORKLOADS)
     for m in methods:
@@ -248,6 +254,8 @@ def run_bench(
             raise unknown("method", m, names())
     if reps < 1 or warmup < 0:
         raise ConfigError(f"--reps must be >= 1 and --warmup >= 0, got {reps} and {warmup}")
+    if jacobian_chunk is not None and jacobian_chunk < 1:
+        raise ConfigError(f"--jacobian-chunk must be >= 1, got {jacobian_chunk}")
     sizes = {} if batch_size is None else {"batch_size": batch_size}
     dev = pick_device(device)
     methods = ["ls", *[m for m in methods if m != "ls"]]
@@ -257,7 +265,7 @@ def run_bench(
         batch = tuple(t.to(dev) for t in workload.batch)
         contenders = []
         for name in methods:
-            contenders.append(_make(workload, name, "batched", dev))
+            contenders.append(_make(workload, name, "batched", dev, jacobian_chunk))
             if sequential and contenders[-1].method.needs != "losses":
                 contenders.append(_make(workload, name, "sequential", dev))
         for i in range(warmup + reps):
@@ -407,6 +415,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         device=args.device,
         sequential=not args.no_sequential,
         batch_size=args.batch_size,
+        jacobian_chunk=args.jacobian_chunk,
     )
     print(format_table(rows))
     out = Path(args.out) if args.out else default_out(args.workload)
@@ -424,6 +433,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reps", type=int, default=10, help="timed steps per method (default 10)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     p.add_argument("--batch-size", type=int, help="batch size (default 256)")
+    p.add_argument(
+        "--jacobian-chunk", type=int, help="tasks per vmapped backward (default: all K at once)"
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, help="torch threads")
     p.add_argument("--no-sequential", action="store_true", help="skip the K-backward comparison")

@@ -72,12 +72,17 @@ def jacobian(
     mode: JacobianMode = "batched",
     retain_graph: bool = False,
     out: Tensor | None = None,
+    chunk_size: int | None = None,
 ) -> Tensor:
     """The K x P Jacobian of ``losses`` (K,) with respect to ``params`` (P values in all).
 
     ``batched`` back-propagates the K unit vectors in one vmapped pass; ``sequential`` runs K
     backward passes. Both return the same matrix (up to floating-point summation order).
     ``out``: a K x P tensor to write the Jacobian into (see :class:`GradientEngine`).
+    ``chunk_size`` (batched mode): back-propagate at most this many unit vectors per vmapped
+    pass. The vmapped backward holds K cotangents of every activation at once (at batch 256
+    on the CelebA trunk, K times a few GB), so chunks of ``c`` tasks bound that extra memory by
+    ``c`` at the cost of ``ceil(K / c)`` passes; ``None`` is one pass, ``1`` is sequential.
     """
     k = losses.shape[0]
     params = list(params)
@@ -85,7 +90,9 @@ def jacobian(
         p = sum(x.numel() for x in params)
         if out.shape != (k, p) or out.dtype != losses.dtype or out.device != losses.device:
             raise ValueError(f"out must be a {k} x {p} {losses.dtype} tensor on {losses.device}")
-    if mode == "batched":
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive number of tasks, got {chunk_size}")
+    if mode == "batched" and (chunk_size is None or chunk_size >= k):
         eye = torch.eye(k, device=losses.device, dtype=losses.dtype)
         grads = torch.autograd.grad(
             losses,
@@ -96,6 +103,24 @@ def jacobian(
             allow_unused=True,
         )
         return flat_grads(grads, params, batch=k, out=out)
+    if mode == "batched":
+        assert chunk_size is not None
+        if out is None:
+            n = sum(x.numel() for x in params)
+            out = torch.empty(k, n, device=losses.device, dtype=losses.dtype)
+        eye = torch.eye(k, device=losses.device, dtype=losses.dtype)
+        for start in range(0, k, chunk_size):
+            stop = min(start + chunk_size, k)
+            grads = torch.autograd.grad(
+                losses,
+                params,
+                grad_outputs=eye[start:stop],
+                retain_graph=retain_graph or stop < k,
+                is_grads_batched=True,
+                allow_unused=True,
+            )
+            flat_grads(grads, params, batch=stop - start, out=out[start:stop])
+        return out
     if mode == "sequential":
         rows = []
         for i in range(k):
@@ -146,6 +171,7 @@ class GradientEngine:
         wrt: GradTarget = "parameters",
         head_grads: HeadPolicy = "weighted",
         update_scale: str = "reference",
+        chunk_size: int | None = None,
     ) -> None:
         self.shared = [p for p in shared if p.requires_grad]
         self.heads = [p for p in heads if p.requires_grad]
@@ -153,6 +179,7 @@ class GradientEngine:
         self.wrt = wrt
         self.head_grads = head_grads
         self.update_scale = update_scale
+        self.chunk_size = chunk_size  # tasks per vmapped backward (see :func:`jacobian`)
         # J is written into this K x P buffer, kept between steps: a fresh K x P allocation is
         # returned to the OS after each step on CPU and page-faulted in again at the next one
         # (at K = 40 on the bench's MLP, 55 ms of copying instead of 15; docs/performance.md).
@@ -183,7 +210,12 @@ class GradientEngine:
             return self._representation_step(method, losses, representation, factor)
         # J keeps the graph only while the heads still need it; their backward then frees it.
         jac = jacobian(
-            losses, self.shared, self.mode, retain_graph=bool(self.heads), out=self._buffer(losses)
+            losses,
+            self.shared,
+            self.mode,
+            retain_graph=bool(self.heads),
+            out=self._buffer(losses),
+            chunk_size=self.chunk_size,
         )
         agg = method.aggregate(jac, losses.detach())
         write_grad(self.shared, agg.update.detach() * factor)
@@ -221,7 +253,9 @@ class GradientEngine:
             raise ConfigError("wrt=representation needs a model that returns its representation")
         if not isinstance(method, GramianWeighting):
             raise ConfigError(f"method {method.name!r} is not a Gramian method")
-        jz = jacobian(losses, [representation], self.mode, retain_graph=True)
+        jz = jacobian(
+            losses, [representation], self.mode, retain_graph=True, chunk_size=self.chunk_size
+        )
         gramian = (jz @ jz.T).to("cpu", torch.float64)
         w = method.gramian_weights(gramian, losses.detach().to("cpu", torch.float64))
         w = w.to(losses) * factor

@@ -212,6 +212,7 @@ class Trial:
             wrt=r.policies.grad_wrt,
             head_grads=r.policies.head_grads,
             update_scale=r.policies.update_scale,
+            chunk_size=r.policies.jacobian_chunk,
         )
         engine.check(method)
         optimizer = build_optimizer(protocol, model, method.parameter_groups())

@@ -35,6 +35,8 @@ class Policies:
       to K, like LS) or ``mean`` (weights sum to 1).
     * ``clip_grad_norm``: max norm of the model's gradient after backward, or ``None``.
     * ``jacobian_mode``: ``batched`` (one vmapped backward) or ``sequential`` (K backward passes).
+    * ``jacobian_chunk``: in ``batched`` mode, at most this many tasks per vmapped backward
+      (bounds the extra memory of O(K) methods; ``None``: all K in one pass).
     * ``grad_wrt``: ``parameters`` or ``representation`` (MGDA-UB style Gramians).
     * ``post_step_mode``: the mode of the extra forward pass of post-step-loss methods (FAMO):
       ``train`` as the reference code (BatchNorm statistics update twice), or ``eval``.
@@ -44,8 +46,16 @@ class Policies:
     update_scale: Literal["reference", "sum", "mean"] = "reference"
     clip_grad_norm: float | None = None
     jacobian_mode: Literal["batched", "sequential"] = "batched"
+    jacobian_chunk: int | None = None
     grad_wrt: Literal["parameters", "representation"] = "parameters"
     post_step_mode: Literal["train", "eval"] = "train"
+
+    def __post_init__(self) -> None:
+        if self.jacobian_chunk is not None and self.jacobian_chunk < 1:
+            raise ConfigError(
+                f"policies.jacobian_chunk: expected a positive number of tasks or None, "
+                f"got {self.jacobian_chunk!r}"
+            )
 
     def replace(self, **changes: Any) -> Policies:
         hints = typing.get_type_hints(Policies)

@@ -110,6 +110,18 @@ def test_cli_prints_table_and_writes_csv(
     assert float(table[1]["update_rel_err"]) < 1e-5
 
 
+def test_cli_with_jacobian_chunks(tmp_path: Path) -> None:
+    """Chunks of 2 tasks at K = 3: the batched contenders step with two vmapped passes each
+    (the chunked Jacobian itself is checked in test_framework.py)."""
+    out = tmp_path / "bench.csv"
+    args = ["bench", "--tasks", "3", "--methods", "mgda", "--reps", "1", "--warmup", "0"]
+    assert main([*args, "--batch-size", "8", "--jacobian-chunk", "2", "--out", str(out)]) == 0
+    with open(out, newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["method"] for r in table] == ["ls", "mgda", "mgda@sequential"]
+    assert all(float(r["step_median_s"]) > 0 for r in table)
+
+
 def test_default_out_is_read_by_the_report(tmp_path: Path) -> None:
     """The default CSV lands under ``results/bench/``, where ``mtlbench report results`` looks
     for ``bench*.csv``; the scaling figure is drawn from it."""
@@ -139,6 +151,7 @@ def test_default_out_is_read_by_the_report(tmp_path: Path) -> None:
         (["--workload", "imagenet"], "unknown workload 'imagenet'"),
         (["--tasks", "2,x"], "--tasks expects comma-separated integers"),
         (["--workload", "multidigits", "--tasks", "3"], "multidigits workload has 2 tasks"),
+        (["--jacobian-chunk", "0"], "--jacobian-chunk must be >= 1"),
     ],
 )
 def test_clear_errors(

@@ -118,6 +118,38 @@ def test_batched_jacobian_equals_sequential_and_manual_rows():
     torch.testing.assert_close(jb, torch.stack(rows))
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 3, 10])
+def test_chunked_jacobian_equals_one_pass_and_frees_the_graph(chunk):
+    enc, _, _, losses = _tiny_problem()
+    params = list(enc.parameters())
+    whole = jacobian(losses, params, "batched", retain_graph=True)
+    chunked = jacobian(losses, params, "batched", chunk_size=chunk)
+    torch.testing.assert_close(chunked, whole)
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        losses.sum().backward()  # retain_graph=False: the last chunk freed the graph
+
+
+def test_chunked_jacobian_and_policy_reject_non_positive_chunks():
+    enc, _, _, losses = _tiny_problem()
+    with pytest.raises(ValueError, match="chunk_size"):
+        jacobian(losses, list(enc.parameters()), chunk_size=0)
+    with pytest.raises(ConfigError, match="jacobian_chunk"):
+        resolve(TrialConfig("_tiny", "mgda", 0, {"jacobian_chunk": 0}))
+    r = resolve(TrialConfig("_tiny", "mgda", 0, {"jacobian_chunk": 2}))
+    assert r.policies.jacobian_chunk == 2
+
+
+def test_engine_with_chunks_writes_the_same_gradients():
+    grads = []
+    for chunk in (None, 2):
+        enc, heads, _, losses = _tiny_problem()
+        engine = GradientEngine(list(enc.parameters()), list(heads.parameters()), chunk_size=chunk)
+        engine.backward(_FixedWeights(3), losses, StepContext())
+        grads.append([p.grad.clone() for p in [*enc.parameters(), *heads.parameters()]])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
 def test_write_grad_adds_and_checks_size():
     p = nn.Parameter(torch.zeros(2, 2))
     write_grad([p], torch.arange(4.0))
