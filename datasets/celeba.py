@@ -54,7 +54,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -278,6 +278,10 @@ class CelebA(Benchmark):
     )
     description = "aligned CelebA at 64x64: 40 binary attributes; FAMO's 9-layer CNN"
     feature_dim = 512
+    # 40 tasks in one vmapped backward hold 40 cotangents of every activation: about 45 GB at
+    # batch 256 (6.2 GB measured at batch 32 on the CPU, docs/performance.md). Chunks of 8
+    # tasks bound it to about a fifth of that; the update is the same.
+    policies: ClassVar[dict[str, Any]] = {"jacobian_chunk": 8}
     protocol: CelebAProtocol
 
     def __init__(self, protocol: Protocol, data_root: Path | None = None, seed: int = 0) -> None:

@@ -259,3 +259,13 @@ def test_published_reference_and_protocol() -> None:
     assert (p.epochs, p.batch_size, p.lr, p.scheduler) == (15, 256, 3e-4, None)
     assert p.selection == "best_val_delta_m" and p.cache
     assert cls.smoke_protocol()["cache"] is False
+
+
+def test_gradient_methods_back_propagate_eight_tasks_at_a_time() -> None:
+    """CelebA's policy default: chunks of 8 of the 40 tasks per vmapped backward (memory,
+    docs/performance.md); a run can still ask for one pass."""
+    from mtlbench.trial import TrialConfig, resolve
+
+    assert resolve(TrialConfig("celeba", "mgda", 0)).policies.jacobian_chunk == 8
+    one_pass = resolve(TrialConfig("celeba", "mgda", 0, {"jacobian_chunk": None}))
+    assert one_pass.policies.jacobian_chunk is None
