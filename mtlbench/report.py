@@ -1941,7 +1941,10 @@ def _build(
             "scaling", fig_dir / "scaling.png", "per-step time against K", scaling, palette=palette
         )
     else:
-        doc.p("Not drawn: no `bench.csv` (written by `mtlbench bench`) in the results folder.")
+        doc.p(
+            "Not drawn: no `bench*.csv` in the results folder (`mtlbench bench` writes one, "
+            "by default to `results/bench/`)."
+        )
     doc.ul(results.bench_notes)
 
     # --- missing ---

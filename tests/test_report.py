@@ -570,7 +570,7 @@ def test_every_figure_is_drawn_and_embedded(tmp_path: Path):
 
 def test_scaling_plot_is_skipped_with_a_note_without_bench_csv(tiny_results: Path, tmp_path):
     md = build_report(tiny_results, tmp_path / "report").read_text()
-    assert "no `bench.csv`" in md
+    assert "no `bench*.csv`" in md
     assert not (tmp_path / "report" / "figures" / "scaling.png").exists()
 
 
