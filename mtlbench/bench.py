@@ -229,6 +229,51 @@ def solver_time(
     return aggregate, median_time(lambda: method.gramian_weights(gram, losses64))
 
 
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def _rss_growth(
+    workload_name: str, k: int, sizes: dict[str, int], name: str, mode: str, chunk: int | None
+) -> int | None:
+    """Bytes by which this (fresh) process's resident memory peaks above its level before two
+    training steps; None where Linux's /proc cannot reset the peak."""
+    import ctypes
+
+    torch.set_num_threads(1)
+    workload = WORKLOADS[workload_name](k, **sizes)
+    contender = _make(workload, name, mode, torch.device("cpu"), chunk)
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back, so that RSS = live data
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the peak (VmHWM) to the current RSS
+        before = _status_kib("VmRSS")
+    except OSError:
+        return None
+    for i in range(2):
+        contender.step(workload.batch, i, 0)
+    return (_status_kib("VmHWM") - before) * 1024
+
+
+def cpu_step_memory(
+    workload_name: str, k: int, sizes: dict[str, int], name: str, mode: str, chunk: int | None
+) -> int | None:
+    """Extra peak memory of a step on the CPU (Linux): the peak resident memory over two steps
+    above the level before them, in a fresh process per contender (glibc keeps freed memory,
+    so one process's figures cannot be split between methods). Includes the optimizer state
+    and the buffers a method keeps; None where /proc cannot reset the peak."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(_rss_growth, workload_name, k, sizes, name, mode, chunk).result()
+
+
 def run_bench(
     workload_name: str,
     tasks: Sequence[int],
@@ -240,13 +285,15 @@ def run_bench(
     sequential: bool = True,
     batch_size: int | None = None,
     jacobian_chunk: int | None = None,
+    memory: bool = False,
     progress: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Bench ``methods`` (LS always first) on ``workload_name`` for each K in ``tasks``.
 
     Returns one row per contender and K (the columns of the CSV); ``batch_size`` None keeps the
     workload's default (256); ``jacobian_chunk`` is the batched engine's tasks per vmapped pass
-    (None: all K at once)."""
+    (None: all K at once). ``memory`` on the CPU: measure each contender's extra peak memory
+    in a fresh process (:func:`cpu_step_memory`); on CUDA it is always measured in-process."""
     if workload_name not in WORKLOADS:
         raise unknown("workload", workload_name, WORKLOADS)
     for m in methods:
@@ -277,6 +324,12 @@ def run_bench(
                 if i < warmup:
                     c.times.clear()
                     c.peaks.clear()
+        if memory and dev.type == "cpu":
+            for c in contenders:
+                extra = cpu_step_memory(
+                    workload_name, k, sizes, c.method_name, c.mode, jacobian_chunk
+                )
+                c.peaks[:] = [] if extra is None else [extra]
         ls = contenders[0]
         ls_median = statistics.median(ls.times)
         ls_min = min(ls.times)
@@ -416,6 +469,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         sequential=not args.no_sequential,
         batch_size=args.batch_size,
         jacobian_chunk=args.jacobian_chunk,
+        memory=args.memory,
     )
     print(format_table(rows))
     out = Path(args.out) if args.out else default_out(args.workload)
@@ -437,6 +491,11 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         "--jacobian-chunk", type=int, help="tasks per vmapped backward (default: all K at once)"
     )
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--memory",
+        action="store_true",
+        help="on the CPU, also measure each method's extra peak memory (a process each)",
+    )
     p.add_argument("--threads", type=int, help="torch threads")
     p.add_argument("--no-sequential", action="store_true", help="skip the K-backward comparison")
     p.add_argument(

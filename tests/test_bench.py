@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,18 @@ def test_engine_reuses_its_jacobian_buffer(mode: str) -> None:
     assert len(pointers) == 1
     with pytest.raises(ValueError, match="out must be"):
         jacobian(losses.detach().requires_grad_(), shared, out=torch.empty(2, 2))  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(
+    not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux's /proc peak reset"
+)
+def test_cpu_memory_is_measured_per_contender(tmp_path: Path) -> None:
+    """``--memory`` on the CPU: each contender's extra peak memory from a fresh process, and
+    its ratio to LS's. An O(K) step keeps a K x P Jacobian, so it needs more than LS."""
+    out = tmp_path / "bench.csv"
+    args = ["bench", "--tasks", "8", "--methods", "mgda", "--reps", "1", "--warmup", "0"]
+    assert main([*args, "--no-sequential", "--memory", "--out", str(out)]) == 0
+    with open(out, newline="") as f:
+        table = {r["method"]: r for r in csv.DictReader(f)}
+    assert int(table["ls"]["peak_bytes"]) > 0 and float(table["ls"]["peak_ratio_to_ls"]) == 1.0
+    assert float(table["mgda"]["peak_ratio_to_ls"]) > 1.0
