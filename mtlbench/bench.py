@@ -1,13 +1,14 @@
-"""``mtlbench bench``: per-step time (and peak memory on GPU) of every method relative to LS.
+"""``mtlbench bench``: per-step time and peak memory of every method relative to LS.
 
 Every method gets its own copy of the same model, and all of them step on the same batches,
 interleaved in one process (round-robin over methods, each round starting one method later),
 after warm-up, so that machine noise hits all methods alike; times are CUDA-synchronized on GPU.
 Reported: the median, quartiles and minimum of the per-step time, the ratios of medians and of
-minima to LS, the peak memory of a step relative to LS (CUDA only), the cost of the method's
-own computation on a fixed Jacobian (``aggregate``, and for Gramian methods the K x K solve
-alone), and for O(K) methods the same step with the ``sequential`` Jacobian (K backward passes)
-and the relative error between the two updates. The CSV goes by default to
+minima to LS, the peak memory of a step relative to LS (on CUDA; on the CPU with ``memory``,
+a process per method), the cost of the method's own computation on a fixed Jacobian
+(``aggregate``, and for Gramian methods the K x K solve alone), and for O(K) methods the same
+step with the ``sequential`` Jacobian (K backward passes) and the relative error between the
+two updates. The CSV goes by default to
 ``results/bench/bench-<workload>.csv``, where ``mtlbench report results`` finds it.
 
 Workloads: ``mlp`` (an MLP trunk with K linear heads; K up to 1,000), ``celeba`` (the CelebA
