@@ -92,25 +92,14 @@ def jacobian(
             raise ValueError(f"out must be a {k} x {p} {losses.dtype} tensor on {losses.device}")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive number of tasks, got {chunk_size}")
-    if mode == "batched" and (chunk_size is None or chunk_size >= k):
-        eye = torch.eye(k, device=losses.device, dtype=losses.dtype)
-        grads = torch.autograd.grad(
-            losses,
-            params,
-            grad_outputs=eye,
-            retain_graph=retain_graph,
-            is_grads_batched=True,
-            allow_unused=True,
-        )
-        return flat_grads(grads, params, batch=k, out=out)
     if mode == "batched":
-        assert chunk_size is not None
+        step = k if chunk_size is None else chunk_size
         if out is None:
             n = sum(x.numel() for x in params)
             out = torch.empty(k, n, device=losses.device, dtype=losses.dtype)
         eye = torch.eye(k, device=losses.device, dtype=losses.dtype)
-        for start in range(0, k, chunk_size):
-            stop = min(start + chunk_size, k)
+        for start in range(0, k, step):
+            stop = min(start + step, k)
             grads = torch.autograd.grad(
                 losses,
                 params,
