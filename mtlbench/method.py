@@ -194,8 +194,8 @@ def single_thread_blas() -> Iterator[None]:
     The solvers work on K x K matrices, where the BLAS thread pool costs far more than it
     saves: on a 2-core CPU, CAGrad's SLSQP at K = 40 took 0.54 s with two OpenBLAS threads and
     0.013 s with one, UPGrad's solve 24 ms and 0.7 ms (docs/performance.md). The controller is
-    built at the first call, once the methods have imported SciPy; without ``threadpoolctl``
-    (a scikit-learn dependency) this does nothing.
+    built at the first call, once the methods have imported SciPy; where ``threadpoolctl``
+    cannot inspect the loaded libraries, this does nothing.
     """
     global _BLAS
     if _BLAS is None:
@@ -203,7 +203,7 @@ def single_thread_blas() -> Iterator[None]:
             from threadpoolctl import ThreadpoolController
 
             _BLAS = ThreadpoolController()
-        except Exception:  # threadpoolctl missing or unable to inspect the libraries
+        except Exception:  # unable to inspect the loaded libraries
             _BLAS = False
     if _BLAS is False:
         yield
