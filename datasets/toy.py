@@ -158,6 +158,9 @@ class Toy(Benchmark):
     paper = "CAGrad (arXiv 2110.14048); Nash-MTL (arXiv 2202.01017); FAMO (arXiv 2306.03792)"
     description = "2-task toy problem on x in R^2 (Adam on x, five initial points)"
     feature_dim = 2
+    # FAMO's toy trainer: l* = [-21 s, -21] at the default scale s = 0.1 (both losses go
+    # negative, down to about -20), the default ``min_losses`` of every method that takes one.
+    loss_lower_bounds = (-2.1, -21.0)
     protocol: ToyProtocol
 
     def __init__(self, protocol: Protocol, data_root: Any = None, seed: int = 0) -> None:

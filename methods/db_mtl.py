@@ -38,10 +38,6 @@ class DBMTL(JacobianMethod):
     # aggregate(c J) = c aggregate(J) for c > 0 on a fresh instance (the EMA is linear in J and
     # alpha is scale-free).
     scale_equivariant: ClassVar[bool] = True
-    benchmark_defaults: ClassVar[dict[str, dict[str, Any]]] = {
-        # Our choice (not in LibMTL): FAMO's l* for the toy at its scale s = 0.1, [-21 s, -21].
-        "toy": {"min_losses": [-2.1, -21.0]},
-    }
 
     def __init__(
         self,

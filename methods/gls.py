@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from torch import Tensor
 
@@ -34,10 +34,6 @@ class GLS(LossWeighting):
         "Strategy for Multi-Task Learning, CVPR 2019 Workshops (arXiv 1904.08492)"
     )
     scale: ClassVar[Scale] = "mean"
-    benchmark_defaults: ClassVar[dict[str, dict[str, Any]]] = {
-        # Our choice: FAMO's l* for the toy at its scale s = 0.1, [-21 s, -21].
-        "toy": {"min_losses": [-2.1, -21.0]},
-    }
 
     def __init__(self, n_tasks: int, min_losses: list[float] | None = None) -> None:
         super().__init__(n_tasks)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -99,10 +99,6 @@ class GO4Align(LossWeighting):
         "(arXiv 2404.06486)"
     )
     scale: ClassVar[Scale] = "sum"
-    benchmark_defaults: ClassVar[dict[str, dict[str, Any]]] = {
-        # Our choice: FAMO's l* for the toy at its scale s = 0.1, [-21 s, -21].
-        "toy": {"min_losses": [-2.1, -21.0]},
-    }
 
     def __init__(
         self,

@@ -55,10 +55,6 @@ class MoCo(JacobianMethod):
         "Convergent Approach, ICLR 2023 (arXiv 2210.12624)"
     )
     scale: ClassVar[Scale] = "mean"
-    benchmark_defaults: ClassVar[dict[str, dict[str, Any]]] = {
-        # Our choice: FAMO's l* for the toy at its scale s = 0.1, [-21 s, -21].
-        "toy": {"min_losses": [-2.1, -21.0]},
-    }
 
     def __init__(
         self,

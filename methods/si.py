@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from torch import Tensor
 
@@ -31,10 +31,6 @@ class SI(LossWeighting):
         "ICML 2022 (arXiv 2202.01017)"
     )
     scale: ClassVar[Scale] = "sum"
-    benchmark_defaults: ClassVar[dict[str, dict[str, Any]]] = {
-        # Our choice: FAMO's l* for the toy at its scale s = 0.1, [-21 s, -21].
-        "toy": {"min_losses": [-2.1, -21.0]},
-    }
 
     def __init__(self, n_tasks: int, min_losses: list[float] | None = None) -> None:
         super().__init__(n_tasks)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -45,10 +45,6 @@ class STCH(LossWeighting):
         "(arXiv 2402.19078)"
     )
     scale: ClassVar[Scale] = "sum"
-    benchmark_defaults: ClassVar[dict[str, dict[str, Any]]] = {
-        # Our choice: FAMO's l* for the toy at its scale s = 0.1, [-21 s, -21].
-        "toy": {"min_losses": [-2.1, -21.0]},
-    }
 
     def __init__(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -39,10 +39,6 @@ class UW(LossWeighting):
         "Geometry and Semantics, CVPR 2018 (arXiv 1705.07115)"
     )
     scale: ClassVar[Scale] = "sum"
-    benchmark_defaults: ClassVar[dict[str, dict[str, Any]]] = {
-        # Our choice: FAMO's l* for the toy at its scale s = 0.1, [-21 s, -21].
-        "toy": {"min_losses": [-2.1, -21.0]},
-    }
 
     def __init__(
         self, n_tasks: int, lr: float = 0.025, min_losses: list[float] | None = None

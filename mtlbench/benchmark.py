@@ -133,6 +133,9 @@ class Benchmark:
     # A benchmark that is a variant of another (qm9-small of qm9) takes the methods'
     # per-benchmark defaults (``Method.benchmark_defaults``) of that one.
     method_defaults_from: ClassVar[str | None] = None
+    # Lower bounds of the task losses where they can go negative (the toy's): the default
+    # ``min_losses`` (FAMO's ``l*``) of every method that takes one. None: non-negative losses.
+    loss_lower_bounds: ClassVar[tuple[float, ...] | None] = None
 
     def __init__(self, protocol: Protocol, data_root: Path | None = None, seed: int = 0) -> None:
         self.protocol = protocol

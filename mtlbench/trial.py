@@ -190,6 +190,8 @@ def resolve(config: TrialConfig) -> ResolvedTrial:
             )
         )
     protocol_defaults = method_defaults.pop("protocol", {})
+    if "min_losses" in hparam_names and bench_cls.loss_lower_bounds is not None:
+        method_defaults.setdefault("min_losses", list(bench_cls.loss_lower_bounds))
     policy_defaults = dict(getattr(bench_cls, "policies", {}))
 
     protocol_changes = dict(protocol_defaults)

@@ -144,3 +144,21 @@ def test_model_layout_and_options() -> None:
         make(start=5)
     with pytest.raises(ConfigError, match="scale"):
         make(scal=0.1)
+
+
+def test_methods_that_shift_losses_take_the_toys_lower_bounds() -> None:
+    """The toy's losses go negative: every method with a ``min_losses`` hyper-parameter gets
+    the toy's ``loss_lower_bounds`` (FAMO's l*) by default, and a run can still ask for none."""
+    from mtlbench.datasets.toy import Toy
+    from mtlbench.method import METHODS, names
+    from mtlbench.trial import TrialConfig, resolve
+
+    shifting = [m for m in names() if "min_losses" in METHODS.hparams(m)]
+    assert {"si", "gls", "stch", "famo", "db_mtl", "uw", "go4align", "moco"} <= set(shifting)
+    for m in shifting:
+        assert resolve(TrialConfig("toy", m, 0)).hparams["min_losses"] == list(
+            Toy.loss_lower_bounds
+        )
+        assert resolve(TrialConfig("multidigits", m, 0)).hparams["min_losses"] is None
+    unshifted = resolve(TrialConfig("toy", "famo", 0, {"min_losses": None}))
+    assert unshifted.hparams["min_losses"] is None
