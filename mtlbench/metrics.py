@@ -14,51 +14,79 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from mtlbench.benchmark import Metric
 
 
-def relative_changes(
+def delta_m_arrays(
+    values: np.ndarray, reference: Sequence[float], metrics: Sequence[Metric]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Δm% of every row of ``values`` (N x M, columns in the order of ``metrics``) against
+    ``reference`` (M values): the metric-averaged and the task-averaged variant, both positive
+    when worse. NaN where a value or its reference is missing, or the reference is 0.
+
+    The one implementation of Δm% in mtlbench: the trainer (one row) and the report (a whole
+    leaderboard at once) both call it.
+    """
+    x = np.asarray(values, dtype=float).reshape(-1, len(metrics))
+    if not metrics:
+        nan = np.full(len(x), math.nan)
+        return nan, nan.copy()
+    b = np.asarray(reference, dtype=float)
+    s = np.array([-1.0 if m.higher_is_better else 1.0 for m in metrics])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = 100.0 * s * (x - b) / b
+    rel[~np.isfinite(rel)] = math.nan
+    tasks = list(dict.fromkeys(m.task for m in metrics))
+    per_task = [
+        rel[:, [i for i, m in enumerate(metrics) if m.task == t]].mean(axis=1) for t in tasks
+    ]
+    return rel.mean(axis=1), np.mean(per_task, axis=0)
+
+
+def delta_m_frame(
+    frame: pd.DataFrame, reference: Mapping[str, float], metrics: Sequence[Metric]
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`delta_m_arrays` of the ``test/<metric>`` columns of a records frame
+    (:func:`mtlbench.records.load_results`)."""
+    names = [m.name for m in metrics]
+    x = frame.reindex(columns=[f"test/{n}" for n in names]).to_numpy(dtype=float)
+    b = [reference.get(n, math.nan) for n in names]
+    return delta_m_arrays(x, b, metrics)
+
+
+def _one(
     values: Mapping[str, float], reference: Mapping[str, float], metrics: Sequence[Metric]
-) -> dict[str, float]:
-    """Signed relative change per metric, in percent (positive = worse than the reference)."""
-    out = {}
+) -> tuple[float, float]:
     for m in metrics:
         if m.name not in values or m.name not in reference:
             raise KeyError(f"metric {m.name!r} missing from the values or the reference")
-        base = reference[m.name]
-        sign = -1.0 if m.higher_is_better else 1.0
-        out[m.name] = 100.0 * sign * (values[m.name] - base) / base
-    return out
+    x = np.array([[values[m.name] for m in metrics]], dtype=float)
+    metric_avg, task_avg = delta_m_arrays(x, [reference[m.name] for m in metrics], metrics)
+    return float(metric_avg[0]), float(task_avg[0])
 
 
 def delta_m_metric_avg(
     values: Mapping[str, float], reference: Mapping[str, float], metrics: Sequence[Metric]
 ) -> float:
-    """Metric-averaged Delta m% (positive is worse)."""
-    changes = relative_changes(values, reference, metrics)
-    return sum(changes.values()) / len(changes)
+    """Metric-averaged Delta m% of one set of values (positive is worse)."""
+    return _one(values, reference, metrics)[0]
 
 
 def delta_m_task_avg(
     values: Mapping[str, float], reference: Mapping[str, float], metrics: Sequence[Metric]
 ) -> float:
     """Task-averaged Delta m% (LibMTL's convention with the sign flipped: positive is worse)."""
-    changes = relative_changes(values, reference, metrics)
-    by_task: dict[str, list[float]] = {}
-    for m in metrics:
-        by_task.setdefault(m.task, []).append(changes[m.name])
-    return sum(sum(v) / len(v) for v in by_task.values()) / len(by_task)
+    return _one(values, reference, metrics)[1]
 
 
 def delta_m_both(
     values: Mapping[str, float], reference: Mapping[str, float], metrics: Sequence[Metric]
 ) -> dict[str, float]:
-    return {
-        "metric_avg": delta_m_metric_avg(values, reference, metrics),
-        "task_avg": delta_m_task_avg(values, reference, metrics),
-    }
+    metric_avg, task_avg = _one(values, reference, metrics)
+    return {"metric_avg": metric_avg, "task_avg": task_avg}
 
 
 def mean_rank(table: pd.DataFrame, higher_is_better: Mapping[str, bool]) -> pd.Series:

@@ -1,82 +1,115 @@
-"""Single-task references: the published values a benchmark ships, or the ones this suite's own
-``stl`` mode produced (mean over seeds of the STL records' test metrics, with provenance).
+"""The single-task reference of Δm%: one resolver for the trainer and the report.
 
-A benchmark without published values (MultiDigits, MultiMNIST, Yeast) gets its reference from
-the STL records in the results folder; the reference file
-``<results>/references/<benchmark>.json`` is written beside them for inspection.
+A benchmark's reference is, in this order of preference:
+
+1. **published**: the values the benchmark ships (``Benchmark.reference()``, with the citation);
+2. **stl**: the suite's own single-task runs, the mean over seeds of the done ``stl`` records of
+   each task that share the trial's *data protocol* (the protocol less its schedule keys and its
+   replicate keys), with the trial ids as provenance.
+
+The STL reference is computed from a records frame (:func:`mtlbench.records.load_results`), so
+the trainer at run time and the report afterwards compute the same values from the same records,
+and nothing is written as a side effect.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from statistics import fmean
 from typing import Any
 
-from mtlbench.benchmark import Benchmark, Reference
-from mtlbench.records import atomic_write_json, iter_records
+import pandas as pd
+
+from mtlbench.benchmark import Benchmark, Metric, Reference
+from mtlbench.records import REPLICATE_KEYS, load_results
+
+# Protocol keys that do not change what an STL reference means: the optimisation schedule (a
+# method may bring its own learning rate) and the selection rule.
+SCHEDULE_KEYS = ("lr", "scheduler", "optimizer", "weight_decay", "selection")
+
+
+def data_key(protocol: Mapping[str, Any] | str | None) -> str:
+    """The data-defining part of a protocol (dict, or the JSON of a records frame) as sorted
+    JSON: STL and MTL runs with equal keys share a reference."""
+    if isinstance(protocol, str):
+        try:
+            protocol = json.loads(protocol) if protocol else {}
+        except ValueError:
+            protocol = {}
+    drop = (*SCHEDULE_KEYS, *REPLICATE_KEYS)
+    kept = {k: v for k, v in dict(protocol or {}).items() if k not in drop}
+    return json.dumps(kept, sort_keys=True, default=str)
+
+
+def stl_references(rows: pd.DataFrame, metrics: Sequence[Metric]) -> dict[str, Reference | str]:
+    """References from the done ``stl`` rows of one benchmark in a records frame, one per data
+    protocol (:func:`data_key`): metric m of task t is the mean of t's STL records. A data
+    protocol whose STL records lack a task maps to the reason instead.
+
+    ``details`` holds ``kind`` ("stl"), ``key`` (the data protocol), ``trials`` (task -> trial
+    ids), ``n`` (task -> records) and ``std`` (metric -> standard deviation over seeds)."""
+    stl = rows[(rows["mode"] == "stl") & (rows["status"] == "done")]
+    out: dict[str, Reference | str] = {}
+    if stl.empty:
+        return out
+    tasks = list(dict.fromkeys(m.task for m in metrics))
+    for key, group in stl.groupby(stl["protocol"].map(data_key), sort=False):
+        values: dict[str, float] = {}
+        std: dict[str, float] = {}
+        n: dict[str, int] = {}
+        trials: dict[str, list[str]] = {}
+        lacking = []
+        for task in tasks:
+            runs = group[group["task"] == task]
+            if runs.empty:
+                lacking.append(task)
+                continue
+            n[task] = len(runs)
+            trials[task] = sorted(runs["trial_id"])
+            for m in metrics:
+                if m.task == task:
+                    column = runs.get(f"test/{m.name}")
+                    vals = column.dropna() if column is not None else pd.Series(dtype=float)
+                    values[m.name] = float(vals.mean()) if len(vals) else math.nan
+                    std[m.name] = float(vals.std()) if len(vals) > 1 else math.nan
+        if lacking:
+            out[str(key)] = f"no done STL record for task(s) {', '.join(lacking)}"
+            continue
+        seeds = "/".join(map(str, sorted(set(n.values()))))
+        out[str(key)] = Reference(
+            values=values,
+            source=f"mean over seeds of {sum(n.values())} single-task (stl) records in this "
+            f"results folder ({seeds} seed(s) per task)",
+            details={"kind": "stl", "key": str(key), "trials": trials, "n": n, "std": std},
+        )
+    return out
 
 
 def stl_reference(
-    results_dir: Path, bench: type[Benchmark], protocol: dict[str, Any] | None = None
+    results_dir: Path, bench: type[Benchmark], protocol: Mapping[str, Any] | None = None
 ) -> Reference | None:
-    """The reference from ``results_dir``'s done STL records of ``bench``, or None while a task
-    has no such record. Prefers records whose protocol equals ``protocol`` when there are any."""
+    """The STL reference of ``bench`` from the records in ``results_dir`` for ``protocol``'s
+    data protocol (the only one there is when ``protocol`` is None), or None while a task has
+    no done STL record."""
     results_dir = Path(results_dir)
-    if not results_dir.exists():
+    if not results_dir.is_dir():
         return None
-    records = [
-        r
-        for r in iter_records(results_dir)
-        if r.get("status") == "done"
-        and r["config"].get("benchmark") == bench.name
-        and r["config"].get("mode") == "stl"
-    ]
+    rows = load_results(results_dir)
+    refs = stl_references(rows[rows["benchmark"] == bench.name], bench.metrics)
     if protocol is not None:
-        same = [r for r in records if _same_protocol(r["config"].get("protocol", {}), protocol)]
-        records = same or records
-    values: dict[str, float] = {}
-    provenance: dict[str, list[str]] = {}
-    for task in bench.tasks:
-        runs = [r for r in records if r["config"].get("task") == task]
-        if not runs:
-            return None
-        provenance[task] = sorted(r["trial_id"] for r in runs)
-        for metric in bench.metrics:
-            if metric.task == task:
-                vals = [r["metrics"]["test"][metric.name] for r in runs]
-                values[metric.name] = fmean(vals)
-    ref = Reference(
-        values=values,
-        source=f"mtlbench stl mode: mean over seeds of {sum(map(len, provenance.values()))} "
-        f"single-task runs in {results_dir}",
-        details={"trials": provenance},
-    )
-    atomic_write_json(
-        results_dir / "references" / f"{bench.name}.json",
-        {
-            "benchmark": bench.name,
-            "values": ref.values,
-            "source": ref.source,
-            "details": ref.details,
-        },
-    )
-    return ref
-
-
-def _same_protocol(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    # Method-specific learning rates etc. do not change what the STL reference means; compare
-    # the data-defining part: everything but the optimisation schedule.
-    skip = {"lr", "scheduler", "optimizer", "weight_decay", "selection"}
-    strip = lambda d: json.dumps({k: v for k, v in d.items() if k not in skip}, sort_keys=True)  # noqa: E731
-    return strip(a) == strip(b)
+        found = refs.get(data_key(protocol))
+    else:
+        found = next(iter(refs.values())) if len(refs) == 1 else None
+    return found if isinstance(found, Reference) else None
 
 
 def reference_for(
     bench: type[Benchmark],
     instance: Benchmark | None,
     results_dir: Path | None,
-    protocol: dict[str, Any] | None = None,
+    protocol: Mapping[str, Any] | None = None,
 ) -> Reference | None:
     """The published reference when the benchmark has one, else the suite's STL reference."""
     published = instance.reference() if instance is not None else None

@@ -54,15 +54,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mtlbench.records import SCHEMA
+from mtlbench import references
+from mtlbench.metrics import delta_m_frame
+from mtlbench.records import REPLICATE_KEYS, SCHEMA, first_line, rows_frame, scan, to_row
 from mtlbench.registry import ConfigError
 
 FORMATS = ("md", "tex", "csv", "html")
 MISSING = "—"
-# Protocol keys that index replicates rather than settings (the toy's five initial points).
-REPLICATE_KEYS = ("start",)
-# Protocol keys that do not change what an STL reference means (as mtlbench.references).
-SCHEDULE_KEYS = ("lr", "scheduler", "optimizer", "weight_decay", "selection")
 PUBLISHED_CSV = Path(__file__).parent / "data" / "ldc_mtl_published.csv"
 MAX_METRIC_COLUMNS = 12  # wider benchmarks (CelebA, QM9) get a separate per-metric table
 MAX_LISTED = 50  # missing runs listed on the index page (all of them go to the CSV)
@@ -89,83 +87,13 @@ class Results:
     bench_notes: list[str] = field(default_factory=list)
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value if value is not None else {}, sort_keys=True, default=str)
-
-
-def _walk(root: Path) -> tuple[list[Path], list[Path]]:
-    """Record files and ``bench*.csv`` files under ``root`` (hidden files, checkpoints and the
-    suite's ``references`` folders skipped, as :func:`mtlbench.records.iter_records`)."""
-    records: list[Path] = []
-    benches: list[Path] = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(
-            d for d in dirs if not d.startswith(".") and d not in ("checkpoints", "references")
-        )
-        for name in sorted(files):
-            if name.startswith("."):
-                continue
-            if name.endswith(".json"):
-                records.append(Path(folder) / name)
-            elif name.startswith("bench") and name.endswith(".csv"):
-                benches.append(Path(folder) / name)
-    return records, benches
-
-
-def _first_line(text: Any, limit: int = 120) -> str:
-    line = str(text or "").strip().splitlines()[0] if str(text or "").strip() else ""
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def _row(rec: dict[str, Any], rid: int, rel: str) -> dict[str, Any]:
-    cfg = rec.get("config") or {}
-    protocol = dict(cfg.get("protocol") or {})
-    replicate = {k: protocol.pop(k) for k in REPLICATE_KEYS if k in protocol}
-    timing = rec.get("timing") or {}
-    error = rec.get("error") or {}
-    diverged = rec.get("diverged") or {}
-    dm = rec.get("delta_m") or {}
-    curves = rec.get("curves") or {}
-    train_loss = curves.get("train_loss")
-    reference = dm.get("reference") or {}
-    row: dict[str, Any] = {
-        "rid": rid,
-        "path": rel,
-        "trial_id": rec.get("trial_id") or rel,
-        "sweep": rec.get("sweep"),
-        "benchmark": cfg.get("benchmark") or "?",
-        "method": cfg.get("method") or "?",
-        "mode": cfg.get("mode") or ("stl" if cfg.get("task") else "mtl"),
-        "task": cfg.get("task"),
-        "seed": cfg.get("seed"),
-        "status": rec.get("status") or "unknown",
-        "hparams": _dumps(cfg.get("hparams")),
-        "protocol": _dumps(protocol),
-        "policies": _dumps(cfg.get("policies")),
-        "start": replicate.get("start"),
-        "selection_rule": (rec.get("selection") or {}).get("rule"),
-        "delta_m": dm.get("metric_avg"),
-        "delta_m_task_avg": dm.get("task_avg"),
-        "stored_reference": _dumps(reference.get("values")) if reference.get("values") else None,
-        "stored_reference_source": reference.get("source"),
-        "train_s": timing.get("train_s"),
-        "eval_s": timing.get("eval_s"),
-        "steps": timing.get("steps"),
-        "step_median_s": timing.get("step_median_s"),
-        "error": (
-            f"{error.get('type') or 'error'}: {_first_line(error.get('message'))}"
-            if error
-            else None
-        ),
-        "diverged_epoch": diverged.get("epoch"),
-        "diverged_step": diverged.get("step"),
-        "started_at": rec.get("started_at"),
-        "finished_at": rec.get("finished_at"),
-        "train_tasks": ",".join(train_loss) if isinstance(train_loss, dict) else "",
-    }
-    for name, value in ((rec.get("metrics") or {}).get("test") or {}).items():
-        row[f"test/{name}"] = value
-    return row
+def _bench_files(root: Path) -> list[Path]:
+    """The ``bench*.csv`` files under ``root`` (``mtlbench bench`` output), hidden ones skipped."""
+    return sorted(
+        p
+        for p in root.rglob("bench*.csv")
+        if not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
 
 
 def _curves(rec: dict[str, Any]) -> dict[str, Any]:
@@ -184,26 +112,6 @@ def _curves(rec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _read_files(
-    paths: Sequence[Path], root: Path
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
-    rows, curves, skipped = [], [], []
-    for path in paths:
-        rel = path.relative_to(root).as_posix()
-        try:
-            with open(path, "rb") as f:
-                rec = json.loads(f.read())
-        except (OSError, ValueError) as error:
-            skipped.append(f"{rel}: not readable JSON ({type(error).__name__})")
-            continue
-        if not isinstance(rec, dict) or rec.get("schema") != SCHEMA:
-            skipped.append(f"{rel}: not an {SCHEMA} record")
-            continue
-        rows.append(_row(rec, -1, rel))
-        curves.append(_curves(rec))
-    return rows, curves, skipped
-
-
 def read_results(results_dir: str | Path) -> Results:
     """All records under ``results_dir`` in one pass (raises :class:`ConfigError` when the folder
     is missing or holds no record). A trial id found twice (the same trial in two sweep folders)
@@ -212,21 +120,23 @@ def read_results(results_dir: str | Path) -> Results:
     Parsing stays in one process: with a process pool the records' rows and curves must be
     pickled back, and on two busy cores that cost more than it saved."""
     root = Path(results_dir)
-    if not root.is_dir():
-        raise ConfigError(f"results folder {root} does not exist (or is not a folder)")
-    record_files, bench_files = _walk(root)
-    rows, curve_list, skipped = _read_files(record_files, root)
+    try:
+        found = scan(root)
+    except FileNotFoundError as error:
+        raise ConfigError(str(error)) from None
+    rows = [to_row(rec, path.relative_to(root).as_posix()) for path, rec in found.records]
     for rid, row in enumerate(rows):
         row["rid"] = rid
-    curves = dict(enumerate(curve_list))
+    curves = {rid: _curves(rec) for rid, (_, rec) in enumerate(found.records)}
+    skipped = [f"{path.relative_to(root).as_posix()}: {why}" for path, why in found.skipped]
+    bench_files = _bench_files(root)
     if not rows:
         raise ConfigError(
             f"no run records ({SCHEMA}) under {root}"
             + (f"; {len(skipped)} other JSON files skipped" if skipped else "")
             + ": run a sweep or `mtlbench run --out` there first"
         )
-    frame = pd.DataFrame(rows)
-    frame = _coerce(frame)
+    frame = rows_frame(rows)
     n = len(frame)
     frame["_done"] = frame["status"] == "done"
     frame["_finished"] = frame["finished_at"].fillna("").astype(str)
@@ -236,23 +146,6 @@ def read_results(results_dir: str | Path) -> Results:
     results = Results(root, frame, curves, skipped, duplicates=n - len(frame))
     results.bench_table, results.bench_notes = read_bench_csv(bench_files, root)
     return results
-
-
-def _coerce(frame: pd.DataFrame) -> pd.DataFrame:
-    numeric = [c for c in frame.columns if c.startswith("test/")] + [
-        "delta_m",
-        "delta_m_task_avg",
-        "train_s",
-        "eval_s",
-        "steps",
-        "step_median_s",
-        "diverged_epoch",
-        "diverged_step",
-    ]
-    for col in numeric:
-        if col in frame:
-            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
-    return frame
 
 
 def read_bench_csv(paths: Sequence[Path], root: Path) -> tuple[pd.DataFrame | None, list[str]]:
@@ -378,7 +271,7 @@ def bench_info(name: str, frame: pd.DataFrame) -> BenchInfo:
     except ConfigError:  # an unknown name
         return _inferred_info(name, frame, "")
     except Exception as error:  # a benchmark module failing to import
-        return _inferred_info(name, frame, f" ({type(error).__name__}: {_first_line(error)})")
+        return _inferred_info(name, frame, f" ({type(error).__name__}: {first_line(error)})")
     info = BenchInfo(
         name, [Col(m.name, m.task, m.higher_is_better, m.unit) for m in cls.metrics], True
     )
@@ -387,7 +280,7 @@ def bench_info(name: str, frame: pd.DataFrame) -> BenchInfo:
     except Exception as error:  # a benchmark whose constructor needs more than its protocol
         info.notes.append(
             f"could not ask {name} for its published reference "
-            f"({type(error).__name__}: {_first_line(error)})"
+            f"({type(error).__name__}: {first_line(error)})"
         )
     return info
 
@@ -453,55 +346,16 @@ def _parse(text: str, cache: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return cache[text]
 
 
-def _data_key(protocol: str, cache: dict[str, dict[str, Any]]) -> str:
-    d = _parse(protocol, cache)
-    return json.dumps(
-        {k: v for k, v in d.items() if k not in SCHEDULE_KEYS and k not in REPLICATE_KEYS},
-        sort_keys=True,
-        default=str,
-    )
-
-
 def stl_references(rows: pd.DataFrame, info: BenchInfo) -> dict[str, RefInfo | str]:
-    """References from the done STL records of one benchmark, one per data protocol (the
-    protocol without its schedule keys): each metric of task t = mean over the STL records of
-    t. A protocol whose STL records lack a task maps to a reason string instead."""
-    cache: dict[str, dict[str, Any]] = {}
-    stl = rows[(rows["mode"] == "stl") & (rows["status"] == "done")]
+    """:func:`mtlbench.references.stl_references` of one benchmark's rows, as the report's
+    :class:`RefInfo` (or the reason a data protocol has none)."""
     out: dict[str, RefInfo | str] = {}
-    if stl.empty:
-        return out
-    keys = stl["protocol"].map(lambda p: _data_key(p, cache))
-    tasks = list(dict.fromkeys(m.task for m in info.metrics))
-    for key, group in stl.groupby(keys, sort=False):
-        values, std, n, trials, lacking = {}, {}, {}, {}, []
-        for task in tasks:
-            runs = group[group["task"] == task]
-            if runs.empty:
-                lacking.append(task)
-                continue
-            n[task] = len(runs)
-            trials[task] = sorted(runs["trial_id"])
-            for m in info.metrics:
-                if m.task == task:
-                    col = runs.get(f"test/{m.name}")
-                    vals = col.dropna() if col is not None else pd.Series(dtype=float)
-                    values[m.name] = float(vals.mean()) if len(vals) else math.nan
-                    std[m.name] = float(vals.std()) if len(vals) > 1 else math.nan
-        if lacking:
-            out[str(key)] = f"no done STL record for task(s) {', '.join(lacking)}"
+    for key, ref in references.stl_references(rows, info.metrics).items():
+        if isinstance(ref, str):
+            out[key] = ref
             continue
-        seeds = sorted(set(n.values()))
-        out[str(key)] = RefInfo(
-            "stl",
-            values,
-            f"mean over seeds of {sum(n.values())} single-task (stl) records in this results "
-            f"folder ({'/'.join(map(str, seeds))} seed(s) per task)",
-            std,
-            n,
-            trials,
-            str(key),
-        )
+        d = ref.details
+        out[key] = RefInfo("stl", ref.values, ref.source, d["std"], d["n"], d["trials"], key)
     return out
 
 
@@ -590,29 +444,6 @@ def _prepare(df: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 
 
-def delta_m(
-    values: pd.DataFrame, reference: Mapping[str, float], metrics: Sequence[Col]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row Δm% (metric-averaged, task-averaged) of the ``test/<metric>`` columns of
-    ``values`` against ``reference``; NaN where a metric or its reference value is missing."""
-    names = [m.name for m in metrics]
-    x = values.reindex(columns=[f"test/{n}" for n in names]).to_numpy(dtype=float)
-    b = np.array([reference.get(n, math.nan) for n in names], dtype=float)
-    s = np.array([-1.0 if m.higher_is_better else 1.0 for m in metrics])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = 100.0 * s * (x - b) / b
-    rel[~np.isfinite(rel)] = math.nan
-    if not names:
-        nan = np.full(len(values), math.nan)
-        return nan, nan.copy()
-    metric_avg = rel.mean(axis=1)
-    tasks = list(dict.fromkeys(m.task for m in metrics))
-    per_task = [
-        rel[:, [i for i, m in enumerate(metrics) if m.task == t]].mean(axis=1) for t in tasks
-    ]
-    return metric_avg, np.mean(per_task, axis=0)
-
-
 def _reason(row: pd.Series) -> str:
     status = row["status"]
     if status == "diverged":
@@ -668,7 +499,6 @@ def leaderboard(
     ranked = info.ranked
     mtl = rows[rows["mode"] != "stl"]
     done = mtl[mtl["status"] == "done"].copy()
-    cache: dict[str, dict[str, Any]] = {}
 
     # --- references, per variant ---
     refs: dict[str, RefInfo | None] = {}
@@ -701,7 +531,7 @@ def leaderboard(
         elif stored is not None:
             refs[variant] = stored
         elif stl_refs:
-            key = _data_key(proto, cache)
+            key = references.data_key(proto)
             found = stl_refs.get(key)
             if found is None and len(stl_refs) == 1:
                 found = next(iter(stl_refs.values()))
@@ -755,7 +585,7 @@ def leaderboard(
         if lacking:
             notes.append(f"{variant}: no Δm% (reference lacks {', '.join(lacking)})")
             continue
-        m_avg, t_avg = delta_m(done.loc[idx], ref.values, ranked)
+        m_avg, t_avg = delta_m_frame(done.loc[idx], ref.values, ranked)
         done.loc[idx, "_dm"] = m_avg
         done.loc[idx, "_dmt"] = t_avg
     stored_dm = done["delta_m"]
@@ -1411,7 +1241,7 @@ def toy_data(
         pareto_front = toy_losses = None  # type: ignore[assignment]
         notes.append(
             f"Pareto front and initial points not drawn: mtlbench.datasets.toy "
-            f"unavailable ({type(error).__name__}: {_first_line(error)})"
+            f"unavailable ({type(error).__name__}: {first_line(error)})"
         )
     scales = set()
     traj = []
@@ -1527,7 +1357,7 @@ class _Figures:
                 self.doc.blocks[block] = (
                     "p",
                     f"Figure '{alt}' could not be drawn ({type(error).__name__}: "
-                    f"{_first_line(error)}).",
+                    f"{first_line(error)}).",
                 )
 
 
@@ -2014,7 +1844,6 @@ __all__ = [
     "Results",
     "build_report",
     "cross_benchmark",
-    "delta_m",
     "label_variants",
     "leaderboard",
     "leaderboard_tables",

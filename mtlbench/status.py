@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mtlbench.records import read_record
+from mtlbench.records import scan
 from mtlbench.registry import ConfigError
 from mtlbench.slurm import ACTIVE_STATES, iter_ledger, squeue_states, tail
 
@@ -65,24 +65,6 @@ class Status:
         return any(r.status in ("running", "pending") for r in self.rows)
 
 
-def scan_records(results: Path) -> tuple[dict[str, dict[str, Any]], list[tuple[Path, str]]]:
-    """The records of ``results`` by trial id, and the files that are not valid records."""
-    records: dict[str, dict[str, Any]] = {}
-    corrupt: list[tuple[Path, str]] = []
-    for path in sorted(Path(results).rglob("*.json")):
-        rel = path.relative_to(results).parts
-        if any(p.startswith(".") for p in rel) or "checkpoints" in rel or "references" in rel:
-            continue
-        try:
-            record = read_record(path)
-        except ValueError as error:
-            corrupt.append((path, str(error).replace(f"{path}: ", "")))
-            continue
-        tid = record.get("trial_id") or path.stem
-        records[tid] = record
-    return records, corrupt
-
-
 def _alive_here(record: dict[str, Any]) -> bool | None:
     """True / False for a runner on this host; None when it ran elsewhere."""
     runner = record.get("runner") or {}
@@ -100,7 +82,8 @@ def collect(results: str | Path, spec: str | Path | None = None) -> Status:
     if not results.is_dir():
         raise ConfigError(f"results folder {results} does not exist")
     status = Status(results)
-    records, status.corrupt = scan_records(results)
+    found = scan(results)
+    records, status.corrupt = found.by_trial(), found.skipped
     ledger = {e["trial_id"]: e for e in iter_ledger(results)}
     planned: dict[str, Any] = {}
     if spec is not None:

@@ -32,7 +32,7 @@ from mtlbench.environment import describe, pick_device, rng_state, seed_everythi
 from mtlbench.gradients import GradientEngine
 from mtlbench.method import create as create_method
 from mtlbench.metrics import delta_m_both, delta_m_metric_avg
-from mtlbench.records import SCHEMA, write_record
+from mtlbench.records import Record, metric_info, new_record, write_record
 from mtlbench.references import reference_for
 from mtlbench.step import Diverged, TrainingStep
 from mtlbench.trial import ResolvedTrial
@@ -132,31 +132,21 @@ class Trial:
         self.bench_cls = benchmarks.get(resolved.benchmark)
 
     # -- record -------------------------------------------------------------------------------
-    def new_record(self) -> dict[str, Any]:
+    def new_record(self) -> Record:
         config = self.resolved.to_dict()
         config["data_root"] = self.resolved.data_root
         config["device"] = str(self.device)
-        return {
-            "schema": SCHEMA,
-            "trial_id": self.resolved.trial_id,
-            "sweep": self.sweep,
-            "status": "running",
-            "config": config,
-            "error": None,
-            "diverged": None,
-            "curves": {},
-            "selection": None,
-            "metrics": None,
-            "delta_m": None,
-            "timing": None,
-            "memory": None,
-            "diagnostics": None,
-            "extra": None,
-            "environment": describe(self.device),
-            "started_at": utc_now(),
-            "finished_at": None,
-            "runner": {"host": socket.gethostname(), "pid": os.getpid()},
-        }
+        task = self.resolved.task
+        metrics = [m for m in self.bench_cls.metrics if task is None or m.task == task]
+        return new_record(
+            self.resolved.trial_id,
+            config,
+            sweep=self.sweep,
+            environment=describe(self.device),
+            runner={"host": socket.gethostname(), "pid": os.getpid()},
+            started_at=utc_now(),
+            metric_info=metric_info(metrics),
+        )
 
     def write(self, record: dict[str, Any]) -> None:
         if self.results_dir is not None:
