@@ -47,6 +47,7 @@ from mtlbench.registry import ConfigError
 
 LOWER = 5e-6
 # The five initial points of Nash-MTL and FAMO (``experiments/toy``); CAGrad used three others.
+DOMAIN = 100.0  # |x_i| beyond this: the run left the toy problem (out_of_domain)
 INITIAL_POINTS: tuple[tuple[float, float], ...] = (
     (-8.5, 7.5),
     (0.0, 0.0),
@@ -193,6 +194,15 @@ class Toy(Benchmark):
 
     def evaluator(self) -> Evaluator:
         return ToyEvaluator()
+
+    def out_of_domain(self, model: MultiTaskModel) -> str | None:
+        """Outside the box ``|x_i| <= DOMAIN`` (ten times the plotted square ``[-10, 10]^2``,
+        so that no method's honest trajectory reaches it): the run left the problem."""
+        x = next(model.encoder.parameters()).detach()
+        if bool((x.abs() > DOMAIN).any()):
+            point = [round(v, 3) for v in x.flatten().tolist()]
+            return f"x = {point} left the toy's domain |x_i| <= {DOMAIN:g}"
+        return None
 
     def record_extra(self, model: MultiTaskModel) -> dict[str, Any]:
         x = next(model.encoder.parameters()).detach().cpu().double()

@@ -199,6 +199,11 @@ class Benchmark:
         """Benchmark-specific values for the run record (the toy's final point)."""
         return {}
 
+    def out_of_domain(self, model: MultiTaskModel) -> str | None:
+        """Why ``model`` has left the benchmark's valid domain (the trial is then recorded as
+        ``diverged``), or None while it is inside. Checked after every evaluation."""
+        return None
+
 
 def default_data_root(benchmark: str) -> Path:
     """Where a benchmark's data lives unless ``--data-root`` says otherwise:

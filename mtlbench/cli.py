@@ -72,7 +72,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from mtlbench.trainer import Trial
+    from mtlbench.trainer import run_trial
     from mtlbench.trial import TrialConfig, resolve
 
     out = ensure_writable(Path(args.out))
@@ -88,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     )
     _check_data(resolved.benchmark, resolved.data_root)
-    record = Trial(resolved, out, device=args.device, progress=not args.quiet).run()
+    record = run_trial(resolved, out, device=args.device, progress=not args.quiet)
     _print_record(record, out)
     return 0 if record["status"] == "done" else 1
 

@@ -34,6 +34,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA), so that wall-clock timings are real."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def rng_state() -> dict[str, Any]:
     state = {
         "python": random.getstate(),

@@ -82,17 +82,16 @@ def _threads_per_worker(workers: int) -> int:
 def _run_one(resolved: ResolvedTrial, results: str, sweep: str, device: str, threads: int) -> str:
     import torch
 
-    from mtlbench.trainer import Trial
+    from mtlbench.trainer import run_trial
 
     torch.set_num_threads(threads)
-    trial = Trial(
+    record = run_trial(
         resolved,
         Path(results),
         sweep=sweep,
         device=device,
         checkpoint=checkpoint_path(Path(results), resolved.trial_id),
     )
-    record = trial.run()
     if record["status"] == "done":
         checkpoint_path(Path(results), resolved.trial_id).unlink(missing_ok=True)
     return record["status"]

@@ -16,11 +16,24 @@ from mtlbench.method import Method, StepContext
 
 
 class Diverged(Exception):
-    """A loss became NaN or infinite."""
+    """A loss became NaN or infinite (or, with ``reason``, a metric did, or the model left the
+    benchmark's valid domain)."""
 
-    def __init__(self, epoch: int, step: int, losses: list[float]) -> None:
-        super().__init__(f"non-finite loss at epoch {epoch}, step {step}: {losses}")
+    def __init__(
+        self, epoch: int, step: int, losses: list[float], reason: str | None = None
+    ) -> None:
+        self.reason = reason or "non-finite loss"
+        super().__init__(f"{self.reason} at epoch {epoch}, step {step}: losses {losses}")
         self.epoch, self.step, self.losses = epoch, step, losses
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record's ``diverged`` entry."""
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "losses": self.losses,
+            "reason": self.reason,
+        }
 
 
 @dataclass

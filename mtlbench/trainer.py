@@ -1,25 +1,25 @@
-"""Runs one trial: seeding, the training loop, evaluation, model selection, timing, checkpoint
-and resume, divergence detection, and the run record.
+"""Runs one trial to a record: :func:`build_run` sets it up, :func:`fit` trains and evaluates,
+:func:`mtlbench.selection.select_epoch` picks the reported evaluation, :func:`run_trial` ties
+them together and writes the record.
 
 The trainer knows no method and no benchmark by name: the method declares what it needs
 (``needs``, ``uses_features``, ``post_step_losses``) and :class:`GradientEngine` provides it;
-the benchmark provides data, model, losses and metrics through its interface.
+the benchmark provides data, model, losses, metrics and its valid domain through its interface.
 
-Model selection never reads the test set unless the protocol asks for the published, leaky rule
-``last10_test_mean`` (labelled so in the record): the default picks the epoch with the best
-validation Delta m% against the single-task reference.
+A trial ends ``done``, ``failed`` (an exception, with the traceback) or ``diverged`` (a
+non-finite loss or metric, or a model that left the benchmark's valid domain, with the epoch
+and step). It never raises for a failure inside training, so a sweep goes on.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 import statistics
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,42 +28,37 @@ import torch
 
 from mtlbench import benchmark as benchmarks
 from mtlbench.benchmark import Benchmark, Metric, Reference
-from mtlbench.environment import describe, pick_device, rng_state, seed_everything, set_rng_state
+from mtlbench.checkpoint import Checkpoint, TrainState
+from mtlbench.environment import describe, pick_device, seed_everything, synchronize
 from mtlbench.gradients import GradientEngine
+from mtlbench.method import Method
 from mtlbench.method import create as create_method
-from mtlbench.metrics import delta_m_both, delta_m_metric_avg
-from mtlbench.records import Record, metric_info, new_record, write_record
+from mtlbench.metrics import delta_m_both
+from mtlbench.records import (
+    DeltaM,
+    Record,
+    Timing,
+    metric_info,
+    new_record,
+    read_record,
+    record_path,
+    write_record,
+)
 from mtlbench.references import reference_for
+from mtlbench.selection import select_epoch, selection_score
 from mtlbench.step import Diverged, TrainingStep
 from mtlbench.trial import ResolvedTrial
-
-CHECKPOINT_VERSION = 1
-
-
-@dataclass
-class TrainState:
-    """Everything that a resumed trial needs besides the model, optimizer and method."""
-
-    epoch: int = 0  # next epoch to run
-    global_step: int = 0
-    curves: dict[str, Any] = field(default_factory=dict)
-    step_times: list[float] = field(default_factory=list)
-    train_s: float = 0.0
-    eval_s: float = 0.0
 
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def build_optimizer(
     protocol: benchmarks.Protocol, model: torch.nn.Module, groups: list[dict[str, Any]]
 ) -> torch.optim.Optimizer:
+    """The protocol's optimizer over the model's trainable parameters plus the method's own
+    parameter groups (:meth:`Method.parameter_groups`)."""
     params = [{"params": [p for p in model.parameters() if p.requires_grad]}, *groups]
     if protocol.optimizer == "adam":
         return torch.optim.Adam(params, lr=protocol.lr, weight_decay=protocol.weight_decay)
@@ -95,355 +90,261 @@ def build_scheduler(spec: str | None, optimizer: torch.optim.Optimizer) -> Any:
     )
 
 
-def selection_score(
-    values: dict[str, float], metrics: list[Metric], reference: Reference | None
-) -> float:
-    """Validation Delta m% against the reference (lower is better). Without a reference, the
-    mean of the metrics signed so that lower is better (the same order for like-scaled metrics)."""
-    if reference is not None:
-        return delta_m_metric_avg(values, reference.values, metrics)
-    return statistics.fmean(
-        -values[m.name] if m.higher_is_better else values[m.name] for m in metrics
+@dataclass
+class Run:
+    """Everything one trial trains with, built from its resolved config by :func:`build_run`."""
+
+    resolved: ResolvedTrial
+    device: torch.device
+    bench: Benchmark
+    model: torch.nn.Module
+    method: Method
+    engine: GradientEngine
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    reference: Reference | None  # for validation-based selection
+    eval_metrics: list[Metric]
+    trained_tasks: list[str]
+    task_index: int | None  # the trained task in STL mode
+
+    @property
+    def plateau(self) -> bool:
+        return isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+    def training_step(self) -> TrainingStep:
+        policies = self.resolved.policies
+        return TrainingStep(
+            self.model,
+            self.method,
+            self.engine,
+            self.optimizer,
+            self.bench.task_losses,
+            self.bench.model_input,
+            clip_grad_norm=policies.clip_grad_norm,
+            post_step_eval=policies.post_step_mode == "eval",
+            task_index=self.task_index,
+        )
+
+
+def build_run(
+    resolved: ResolvedTrial, results_dir: Path | None = None, device: str | torch.device = "auto"
+) -> Run:
+    """Seed, build the benchmark, model, method, engine, optimizer and scheduler, and find the
+    reference (published, or the STL records in ``results_dir``) that selection uses."""
+    r = resolved
+    device = pick_device(device) if isinstance(device, str) else device
+    seed_everything(r.seed)
+    bench_cls = benchmarks.get(r.benchmark)
+    bench = bench_cls(r.protocol, r.data_root, r.seed)
+    tasks = list(bench.tasks)
+    trained = tasks if r.task is None else [r.task]
+    model = bench.build_model().to(device)
+    method = create_method(
+        "ls" if r.mode == "stl" else r.method,
+        len(trained),
+        feature_dim=bench.feature_dim,
+        **r.hparams,
+    ).to(device)
+    engine = GradientEngine(
+        model.shared_parameters(),
+        model.head_parameters(),
+        mode=r.policies.jacobian_mode,
+        wrt=r.policies.grad_wrt,
+        head_grads=r.policies.head_grads,
+        update_scale=r.policies.update_scale,
+        chunk_size=r.policies.jacobian_chunk,
+    )
+    engine.check(method)
+    optimizer = build_optimizer(r.protocol, model, method.parameter_groups())
+    if r.mode == "mtl":
+        reference = reference_for(bench_cls, bench, results_dir, r.protocol.to_dict())
+    else:
+        reference = bench.reference()
+    return Run(
+        resolved=r,
+        device=device,
+        bench=bench,
+        model=model,
+        method=method,
+        engine=engine,
+        optimizer=optimizer,
+        scheduler=build_scheduler(r.protocol.scheduler, optimizer),
+        reference=reference,
+        eval_metrics=[m for m in bench.metrics if r.task is None or m.task == r.task],
+        trained_tasks=trained,
+        task_index=tasks.index(r.task) if r.task is not None else None,
     )
 
 
-class Trial:
-    """One resolved trial, run to a record. ``results_dir`` is where the record goes (and where
-    STL references are looked up); ``checkpoint`` enables per-epoch checkpoints and resume."""
+def empty_curves(tasks: list[str]) -> dict[str, Any]:
+    return {
+        "epoch": [],
+        "lr": [],
+        "train_loss": {t: [] for t in tasks},
+        "weights": {t: [] for t in tasks},
+        "val": {},
+        "test": {},
+        "val_score": [],
+    }
 
-    def __init__(
-        self,
-        resolved: ResolvedTrial,
-        results_dir: Path | None = None,
-        *,
-        sweep: str | None = None,
-        device: str = "auto",
-        checkpoint: Path | None = None,
-        progress: bool = False,
-        on_epoch: Callable[[int], None] | None = None,
-    ) -> None:
-        self.resolved = resolved
-        self.results_dir = Path(results_dir) if results_dir is not None else None
-        self.sweep = sweep
-        self.device = pick_device(device)
-        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
-        self.progress = progress
-        self.on_epoch = on_epoch
-        self.bench_cls = benchmarks.get(resolved.benchmark)
 
-    # -- record -------------------------------------------------------------------------------
-    def new_record(self) -> Record:
-        config = self.resolved.to_dict()
-        config["data_root"] = self.resolved.data_root
-        config["device"] = str(self.device)
-        task = self.resolved.task
-        metrics = [m for m in self.bench_cls.metrics if task is None or m.task == task]
-        return new_record(
-            self.resolved.trial_id,
-            config,
-            sweep=self.sweep,
-            environment=describe(self.device),
-            runner={"host": socket.gethostname(), "pid": os.getpid()},
-            started_at=utc_now(),
-            metric_info=metric_info(metrics),
+def fit(
+    run: Run,
+    state: TrainState,
+    *,
+    checkpoint: Checkpoint | None = None,
+    progress: bool = False,
+    on_epoch: Callable[[int], None] | None = None,
+) -> TrainState:
+    """Train from ``state.epoch`` to the protocol's last epoch, evaluating every
+    ``eval_every`` epochs (and at the end), checkpointing after every epoch. Raises
+    :class:`Diverged` on a non-finite loss or metric, or when the model leaves the benchmark's
+    valid domain."""
+    protocol = run.resolved.protocol
+    if run.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(run.device)
+    epochs: Any = range(state.epoch, protocol.epochs)
+    if progress:
+        from tqdm import tqdm
+
+        epochs = tqdm(
+            epochs, desc=run.resolved.trial_id, initial=state.epoch, total=protocol.epochs
         )
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self.results_dir is not None:
-            write_record(self.results_dir, record)
-
-    # -- run ----------------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
-        """Train, evaluate and select; always returns (and writes) a record, never raises for a
-        failure inside training: the record says ``failed`` (with the traceback) or
-        ``diverged`` (with the step)."""
-        record = self.new_record()
-        self.write(record)
-        try:
-            self._train(record)
-            record["status"] = "done"
-        except Diverged as error:
-            record["status"] = "diverged"
-            record["diverged"] = {"epoch": error.epoch, "step": error.step, "losses": error.losses}
-            record["error"] = {"type": "Diverged", "message": str(error), "traceback": None}
-        except Exception as error:  # noqa: BLE001 - a failed trial must not stop a sweep
-            record["status"] = "failed"
-            record["error"] = {
-                "type": type(error).__name__,
-                "message": str(error),
-                "traceback": traceback.format_exc(),
-            }
-        record["finished_at"] = utc_now()
-        self.write(record)
-        if record["status"] != "done" and self.checkpoint is not None:
-            # A diverged or failed trial ends here; a later retry starts fresh.
-            self.checkpoint.unlink(missing_ok=True)
-        return record
-
-    def _train(self, record: dict[str, Any]) -> None:
-        r = self.resolved
-        protocol = r.protocol
-        seed_everything(r.seed)
-        bench = self.bench_cls(protocol, r.data_root, r.seed)
-        tasks = list(bench.tasks)
-        task_index = tasks.index(r.task) if r.task is not None else None
-        eval_metrics = list(bench.metrics if r.task is None else bench.task_metrics(r.task))
-        trained_tasks = tasks if r.task is None else [r.task]
-
-        model = bench.build_model().to(self.device)
-        method_name = "ls" if r.mode == "stl" else r.method
-        method = create_method(
-            method_name, len(trained_tasks), feature_dim=bench.feature_dim, **r.hparams
-        ).to(self.device)
-        engine = GradientEngine(
-            model.shared_parameters(),
-            model.head_parameters(),
-            mode=r.policies.jacobian_mode,
-            wrt=r.policies.grad_wrt,
-            head_grads=r.policies.head_grads,
-            update_scale=r.policies.update_scale,
-            chunk_size=r.policies.jacobian_chunk,
-        )
-        engine.check(method)
-        optimizer = build_optimizer(protocol, model, method.parameter_groups())
-        scheduler = build_scheduler(protocol.scheduler, optimizer)
-        reference = None
-        if r.mode == "mtl":
-            reference = reference_for(self.bench_cls, bench, self.results_dir, protocol.to_dict())
-        elif (published := bench.reference()) is not None:
-            reference = published
-
-        state = TrainState(curves=self._empty_curves(trained_tasks))
-        if self.checkpoint is not None and self.checkpoint.exists():
-            state = self._resume(model, method, optimizer, scheduler)
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-
-        epochs = range(state.epoch, protocol.epochs)
-        if self.progress:
-            from tqdm import tqdm
-
-            epochs = tqdm(epochs, desc=r.trial_id, initial=state.epoch, total=protocol.epochs)
-        for epoch in epochs:
-            method.on_epoch_start(epoch)
-            self._train_epoch(bench, model, method, engine, optimizer, state, epoch, task_index)
-            if (epoch + 1) % protocol.eval_every == 0 or epoch + 1 == protocol.epochs:
-                t0 = time.perf_counter()
-                self._evaluate(bench, model, state, epoch)
-                state.eval_s += time.perf_counter() - t0
-                val = {k: v[-1] for k, v in state.curves["val"].items()}
-                score = selection_score(val, eval_metrics, reference)
-                state.curves["val_score"].append(score)
-                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    scheduler.step(score)
-            if scheduler is not None and not isinstance(
-                scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau
-            ):
-                scheduler.step()
-            state.epoch = epoch + 1
-            if self.checkpoint is not None:
-                self._save(model, method, optimizer, scheduler, state)
-            if self.on_epoch is not None:
-                self.on_epoch(epoch)
-
-        self._finish(record, bench, model, method, state, eval_metrics, reference)
-
-    @staticmethod
-    def _empty_curves(tasks: list[str]) -> dict[str, Any]:
-        return {
-            "epoch": [],
-            "lr": [],
-            "train_loss": {t: [] for t in tasks},
-            "weights": {t: [] for t in tasks},
-            "val": {},
-            "test": {},
-            "val_score": [],
-        }
-
-    def _train_epoch(
-        self,
-        bench: Benchmark,
-        model: torch.nn.Module,
-        method: Any,
-        engine: GradientEngine,
-        optimizer: torch.optim.Optimizer,
-        state: TrainState,
-        epoch: int,
-        task_index: int | None,
-    ) -> None:
-        protocol = self.resolved.protocol
-        device = self.device
-        model.train()
-        k = method.n_tasks
-        loss_sum = torch.zeros(k, dtype=torch.float64)
-        weight_sum = torch.zeros(k, dtype=torch.float64)
-        n = 0
-        step_fn = TrainingStep(
-            model,
-            method,
-            engine,
-            optimizer,
-            bench.task_losses,
-            bench.model_input,
-            clip_grad_norm=self.resolved.policies.clip_grad_norm,
-            post_step_eval=self.resolved.policies.post_step_mode == "eval",
-            task_index=task_index,
-        )
-        t_epoch = time.perf_counter()
-        for step, batch in enumerate(bench.batches("train", epoch)):
-            if protocol.max_steps is not None and step >= protocol.max_steps:
-                break
-            _sync(device)
+    step_fn = run.training_step()
+    for epoch in epochs:
+        run.method.on_epoch_start(epoch)
+        train_epoch(run, step_fn, state, epoch)
+        if (epoch + 1) % protocol.eval_every == 0 or epoch + 1 == protocol.epochs:
             t0 = time.perf_counter()
-            losses, weights = step_fn(bench.to_device(batch, device), state.global_step, epoch)
-            _sync(device)
-            state.step_times.append(time.perf_counter() - t0)
-            loss_sum += losses.detach().to("cpu", torch.float64)
-            weight_sum += weights.to("cpu", torch.float64).reshape(-1)[:k]
-            n += 1
-            state.global_step += 1
-        state.train_s += time.perf_counter() - t_epoch
-        tasks = list(state.curves["train_loss"])
-        for i, t in enumerate(tasks):
-            state.curves["train_loss"][t].append(float(loss_sum[i] / max(n, 1)))
-            state.curves["weights"][t].append(float(weight_sum[i] / max(n, 1)))
-        state.curves["epoch"].append(epoch)
-        state.curves["lr"].append(optimizer.param_groups[0]["lr"])
+            evaluate(run, state)
+            state.eval_s += time.perf_counter() - t0
+            check_domain(run, state, epoch)
+            val = {k: v[-1] for k, v in state.curves["val"].items()}
+            score = selection_score(val, run.eval_metrics, run.reference)
+            state.curves["val_score"].append(score)
+            if run.plateau:
+                run.scheduler.step(score)
+        if run.scheduler is not None and not run.plateau:
+            run.scheduler.step()
+        state.epoch = epoch + 1
+        if checkpoint is not None:
+            checkpoint.save(run.model, run.method, run.optimizer, run.scheduler, state)
+        if on_epoch is not None:
+            on_epoch(epoch)
+    return state
 
-    @torch.no_grad()
-    def _evaluate(
-        self, bench: Benchmark, model: torch.nn.Module, state: TrainState, epoch: int
-    ) -> None:
-        model.eval()
-        for split in ("val", "test"):
-            evaluator = bench.evaluator()
-            for step, batch in enumerate(bench.batches(split)):
-                if (
-                    self.resolved.protocol.max_steps is not None
-                    and step >= self.resolved.protocol.max_steps
-                ):
-                    break
-                batch = bench.to_device(batch, self.device)
-                _, outputs = model(bench.model_input(batch))
-                evaluator.update(outputs, batch)
-            for key, value in evaluator.compute().items():
-                state.curves[split].setdefault(key, []).append(float(value))
-        model.train()
 
-    def _finish(
-        self,
-        record: dict[str, Any],
-        bench: Benchmark,
-        model: torch.nn.Module,
-        method: Any,
-        state: TrainState,
-        eval_metrics: list[Metric],
-        reference: Reference | None,
-    ) -> None:
-        protocol = self.resolved.protocol
-        curves = state.curves
-        scores = curves["val_score"]
-        if not scores:
-            raise RuntimeError("no evaluation happened: check epochs and eval_every")
-        names = [m.name for m in eval_metrics]
-        rule = protocol.selection
-        if rule == "last10_test_mean":
-            window = min(10, len(scores))
-            test = {k: statistics.fmean(v[-window:]) for k, v in curves["test"].items()}
-            val = {k: statistics.fmean(v[-window:]) for k, v in curves["val"].items()}
-            selected = len(scores) - 1
-            note = (
-                f"mean of the last {window} evaluations' TEST metrics (published rule; reads test)"
-            )
-        else:
-            selected = (
-                len(scores) - 1
-                if rule == "last"
-                else min(range(len(scores)), key=scores.__getitem__)
-            )
-            test = {k: v[selected] for k, v in curves["test"].items()}
-            val = {k: v[selected] for k, v in curves["val"].items()}
-            note = (
-                "last evaluation"
-                if rule == "last"
-                else "best validation Delta m% against the reference"
-                if reference is not None
-                else "best validation mean of the metrics (no reference available yet)"
-            )
-        record["selection"] = {
-            "rule": rule,
-            "description": note,
-            "epoch": curves["epoch"][selected],
-            "score": scores[selected],
-            "reference_source": reference.source if reference is not None else None,
-        }
-        keep = set(names)
-        record["metrics"] = {
-            "test": {k: v for k, v in test.items() if k in keep or self.resolved.task is None},
-            "val": {k: v for k, v in val.items() if k in keep or self.resolved.task is None},
-        }
-        if reference is not None and all(n in reference.values for n in names):
-            both = delta_m_both(test, reference.values, eval_metrics)
-            record["delta_m"] = {
-                **both,
-                "reference": {
-                    "values": {n: reference.values[n] for n in names},
-                    "source": reference.source,
-                    "details": reference.details,
-                },
-            }
-        record["curves"] = curves
-        times = sorted(state.step_times)
-        q = (
-            (lambda p: times[min(len(times) - 1, int(p * len(times)))])
-            if times
-            else (lambda p: None)
+def train_epoch(run: Run, step_fn: TrainingStep, state: TrainState, epoch: int) -> None:
+    """One epoch of training steps; appends the epoch's mean losses and weights to the curves."""
+    max_steps = run.resolved.protocol.max_steps
+    run.model.train()
+    k = run.method.n_tasks
+    loss_sum = torch.zeros(k, dtype=torch.float64)
+    weight_sum = torch.zeros(k, dtype=torch.float64)
+    n = 0
+    t_epoch = time.perf_counter()
+    for step, batch in enumerate(run.bench.batches("train", epoch)):
+        if max_steps is not None and step >= max_steps:
+            break
+        synchronize(run.device)
+        t0 = time.perf_counter()
+        losses, weights = step_fn(run.bench.to_device(batch, run.device), state.global_step, epoch)
+        synchronize(run.device)
+        state.step_times.append(time.perf_counter() - t0)
+        loss_sum += losses.detach().to("cpu", torch.float64)
+        weight_sum += weights.to("cpu", torch.float64).reshape(-1)[:k]
+        n += 1
+        state.global_step += 1
+    state.train_s += time.perf_counter() - t_epoch
+    for i, t in enumerate(state.curves["train_loss"]):
+        state.curves["train_loss"][t].append(float(loss_sum[i] / max(n, 1)))
+        state.curves["weights"][t].append(float(weight_sum[i] / max(n, 1)))
+    state.curves["epoch"].append(epoch)
+    state.curves["lr"].append(run.optimizer.param_groups[0]["lr"])
+
+
+@torch.no_grad()
+def evaluate(run: Run, state: TrainState) -> None:
+    """Validation and test metrics of the current model, appended to the curves."""
+    max_steps = run.resolved.protocol.max_steps
+    run.model.eval()
+    for split in ("val", "test"):
+        evaluator = run.bench.evaluator()
+        for step, batch in enumerate(run.bench.batches(split)):
+            if max_steps is not None and step >= max_steps:
+                break
+            batch = run.bench.to_device(batch, run.device)
+            _, outputs = run.model(run.bench.model_input(batch))
+            evaluator.update(outputs, batch)
+        for key, value in evaluator.compute().items():
+            state.curves[split].setdefault(key, []).append(float(value))
+    run.model.train()
+
+
+def check_domain(run: Run, state: TrainState, epoch: int) -> None:
+    """Raise :class:`Diverged` when the last evaluation has a non-finite metric or the model
+    has left the benchmark's valid domain (:meth:`Benchmark.out_of_domain`)."""
+    last = {
+        f"{split}/{k}": v[-1] for split in ("val", "test") for k, v in state.curves[split].items()
+    }
+    bad = sorted(k for k, v in last.items() if not torch.isfinite(torch.tensor(v)))
+    why = f"non-finite metric(s) {', '.join(bad)}" if bad else run.bench.out_of_domain(run.model)
+    if why:
+        losses = [v[-1] for v in state.curves["train_loss"].values() if v]
+        raise Diverged(epoch, state.global_step, losses, why)
+
+
+def select_and_score(run: Run, state: TrainState) -> dict[str, Any]:
+    """The record's ``selection``, ``metrics`` and ``delta_m`` entries."""
+    r = run.resolved
+    names = [m.name for m in run.eval_metrics]
+    chosen = select_epoch(
+        state.curves, r.protocol.selection, has_reference=run.reference is not None
+    )
+    keep = set(names)
+    out: dict[str, Any] = {
+        "selection": {
+            "rule": r.protocol.selection,
+            "description": chosen.description,
+            "epoch": state.curves["epoch"][chosen.index],
+            "score": state.curves["val_score"][chosen.index],
+            "reference_source": run.reference.source if run.reference is not None else None,
+        },
+        "metrics": {
+            split: {k: v for k, v in values.items() if k in keep or r.task is None}
+            for split, values in (("test", chosen.test), ("val", chosen.val))
+        },
+        "delta_m": None,
+    }
+    ref = run.reference
+    if ref is not None and all(n in ref.values for n in names):
+        out["delta_m"] = DeltaM(
+            **delta_m_both(chosen.test, ref.values, run.eval_metrics),  # type: ignore[typeddict-item]
+            reference={
+                "values": {n: ref.values[n] for n in names},
+                "source": ref.source,
+                "details": ref.details,
+            },
         )
-        record["timing"] = {
-            "train_s": state.train_s,
-            "eval_s": state.eval_s,
-            "steps": len(times),
-            "step_median_s": statistics.median(times) if times else None,
-            "step_p10_s": q(0.1),
-            "step_p90_s": q(0.9),
-            "synchronized": self.device.type == "cuda",
-        }
-        record["memory"] = peak_memory(self.device)
-        record["diagnostics"] = {"solver_fallbacks": int(getattr(method, "fallbacks", 0))}
-        record["extra"] = bench.record_extra(model) or None
+    return out
 
-    # -- checkpoints -------------------------------------------------------------------------
-    def _save(self, model, method, optimizer, scheduler, state: TrainState) -> None:
-        payload = {
-            "version": CHECKPOINT_VERSION,
-            "trial_id": self.resolved.trial_id,
-            "model": model.state_dict(),
-            "method": method.state_dict(),
-            "fallbacks": int(getattr(method, "fallbacks", 0)),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "state": state.__dict__,
-            "rng": rng_state(),
-        }
-        assert self.checkpoint is not None
-        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint.with_name(f".{self.checkpoint.name}.{os.getpid()}.tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, self.checkpoint)
 
-    def _resume(self, model, method, optimizer, scheduler) -> TrainState:
-        assert self.checkpoint is not None
-        payload = torch.load(self.checkpoint, map_location=self.device, weights_only=False)
-        if payload.get("trial_id") != self.resolved.trial_id:
-            raise RuntimeError(f"checkpoint {self.checkpoint} belongs to another trial")
-        model.load_state_dict(payload["model"])
-        method.load_state_dict(payload["method"])
-        method.fallbacks = int(payload.get("fallbacks", 0))
-        optimizer.load_state_dict(payload["optimizer"])
-        if scheduler is not None and payload["scheduler"] is not None:
-            scheduler.load_state_dict(payload["scheduler"])
-        set_rng_state(payload["rng"])
-        return TrainState(**payload["state"])
+def timing(state: TrainState, synchronized: bool) -> Timing:
+    """Train and evaluation wall time, and the per-step median and spread (p10, p90)."""
+    times = sorted(state.step_times)
+
+    def quantile(p: float) -> float | None:
+        return times[min(len(times) - 1, int(p * len(times)))] if times else None
+
+    return Timing(
+        train_s=state.train_s,
+        eval_s=state.eval_s,
+        steps=len(times),
+        step_median_s=statistics.median(times) if times else None,
+        step_p10_s=quantile(0.1),
+        step_p90_s=quantile(0.9),
+        synchronized=synchronized,
+    )
 
 
 def peak_memory(device: torch.device) -> dict[str, Any]:
@@ -463,12 +364,96 @@ def peak_memory(device: torch.device) -> dict[str, Any]:
     return {"peak_bytes": rss, "kind": "process_peak_rss"}
 
 
+def _start_record(resolved: ResolvedTrial, sweep: str | None, device: torch.device) -> Record:
+    """A fresh ``running`` record of ``resolved``."""
+    config: dict[str, Any] = resolved.to_dict()
+    config["data_root"] = resolved.data_root
+    config["device"] = str(device)
+    bench_cls = benchmarks.get(resolved.benchmark)
+    return new_record(
+        resolved.trial_id,
+        config,  # type: ignore[arg-type]
+        sweep=sweep,
+        environment=describe(device),
+        runner={"host": socket.gethostname(), "pid": os.getpid()},
+        started_at=utc_now(),
+        metric_info=metric_info(
+            [m for m in bench_cls.metrics if resolved.task is None or m.task == resolved.task]
+        ),
+    )
+
+
+def _mark_resumed(record: Record, earlier: Record | None) -> None:
+    """A trial resumed from its checkpoint keeps its first ``started_at`` and its earlier
+    resumes, and lists this one (the epoch it continues from is filled in after loading)."""
+    if earlier is not None:
+        record["started_at"] = earlier["started_at"]
+        record["resumes"] = list(earlier.get("resumes") or [])
+    record["resumes"].append({"at": utc_now(), **record["runner"], "epoch": None})
+
+
+def _earlier_record(results_dir: Path | None, trial_id: str) -> Record | None:
+    if results_dir is None or not record_path(results_dir, trial_id).exists():
+        return None
+    try:
+        return read_record(record_path(results_dir, trial_id))
+    except ValueError:
+        return None
+
+
 def run_trial(
-    resolved: ResolvedTrial, results_dir: Path | None = None, **options: Any
-) -> dict[str, Any]:
-    """Run one resolved trial and return its record (also written under ``results_dir``)."""
-    return Trial(resolved, results_dir, **options).run()
-
-
-def is_finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)
+    resolved: ResolvedTrial,
+    results_dir: Path | None = None,
+    *,
+    sweep: str | None = None,
+    device: str = "auto",
+    checkpoint: Path | None = None,
+    progress: bool = False,
+    on_epoch: Callable[[int], None] | None = None,
+) -> Record:
+    """Run one resolved trial and return its record, also written to ``results_dir`` (where the
+    STL references are looked up) when given. ``checkpoint`` enables per-epoch checkpoints and
+    resume. Never raises for a failure inside training: the record says ``failed`` (with the
+    traceback) or ``diverged`` (with the epoch and step)."""
+    results_dir = Path(results_dir) if results_dir is not None else None
+    ckpt = Checkpoint(checkpoint, resolved.trial_id) if checkpoint is not None else None
+    dev = pick_device(device)
+    record = _start_record(resolved, sweep, dev)
+    resuming = ckpt is not None and ckpt.exists()
+    if resuming:
+        _mark_resumed(record, _earlier_record(results_dir, resolved.trial_id))
+    write = (lambda: write_record(results_dir, record)) if results_dir is not None else None
+    if write:
+        write()
+    try:
+        run = build_run(resolved, results_dir, dev)
+        state = TrainState(curves=empty_curves(run.trained_tasks))
+        if resuming:
+            assert ckpt is not None
+            state = ckpt.load(run.model, run.method, run.optimizer, run.scheduler, dev)
+            record["resumes"][-1]["epoch"] = state.epoch
+        fit(run, state, checkpoint=ckpt, progress=progress, on_epoch=on_epoch)
+        record.update(select_and_score(run, state))  # type: ignore[typeddict-item]
+        record["curves"] = state.curves
+        record["timing"] = timing(state, synchronized=dev.type == "cuda")
+        record["memory"] = peak_memory(dev)  # type: ignore[typeddict-item]
+        record["diagnostics"] = {"solver_fallbacks": int(getattr(run.method, "fallbacks", 0))}
+        record["extra"] = run.bench.record_extra(run.model) or None
+        record["status"] = "done"
+    except Diverged as error:
+        record["status"] = "diverged"
+        record["diverged"] = error.as_dict()
+        record["error"] = {"type": "Diverged", "message": str(error), "traceback": None}
+    except Exception as error:  # noqa: BLE001 - a failed trial must not stop a sweep
+        record["status"] = "failed"
+        record["error"] = {
+            "type": type(error).__name__,
+            "message": str(error),
+            "traceback": traceback.format_exc(),
+        }
+    record["finished_at"] = utc_now()
+    if write:
+        write()
+    if record["status"] != "done" and ckpt is not None:
+        ckpt.discard()  # a diverged or failed trial ends here; a later retry starts fresh
+    return record

@@ -17,7 +17,7 @@ from mtlbench.method import METHODS, GramianWeighting, StepContext, create, name
 from mtlbench.records import atomic_write_json, iter_records, load_results, read_record
 from mtlbench.registry import ConfigError, Registry
 from mtlbench.sweep import SpecError, load_spec, parse_spec
-from mtlbench.trainer import Trial
+from mtlbench.trainer import run_trial
 from mtlbench.trial import TrialConfig, resolve
 
 # -- registry ---------------------------------------------------------------------------------
@@ -218,7 +218,7 @@ def test_log_losses_divides_rows_by_the_losses():
 
 def _run(tmp_path: Path, method: str = "ls", **overrides) -> dict:
     resolved = resolve(TrialConfig("_tiny", method, 0, overrides))
-    return Trial(resolved, tmp_path, device="cpu").run()
+    return run_trial(resolved, tmp_path, device="cpu")
 
 
 def test_trainer_writes_a_complete_record(tmp_path):
@@ -259,7 +259,7 @@ def test_nan_loss_is_recorded_as_diverged_with_its_step(tmp_path):
 
 def test_stl_mode_trains_one_task_and_keeps_its_metrics(tmp_path):
     resolved = resolve(TrialConfig("_tiny", "stl", 0, task="b"))
-    record = Trial(resolved, tmp_path, device="cpu").run()
+    record = run_trial(resolved, tmp_path, device="cpu")
     assert record["status"] == "done"
     assert set(record["metrics"]["test"]) == {"mse_b"}
     assert list(record["curves"]["train_loss"]) == ["b"]
@@ -268,7 +268,7 @@ def test_stl_mode_trains_one_task_and_keeps_its_metrics(tmp_path):
 @pytest.mark.parametrize("method", ["ls", "mgda", "famo", "ldc_mtl", "db_mtl"])
 def test_resume_from_checkpoint_is_bit_identical(tmp_path, method):
     resolved = resolve(TrialConfig("_tiny", method, 3, {"epochs": 4}))
-    full = Trial(resolved, tmp_path / "full", device="cpu").run()
+    full = run_trial(resolved, tmp_path / "full", device="cpu")
 
     class Killed(BaseException):
         pass
@@ -279,11 +279,11 @@ def test_resume_from_checkpoint_is_bit_identical(tmp_path, method):
 
     ckpt = tmp_path / "part" / "ckpt.pt"
     with pytest.raises(Killed):
-        Trial(
+        run_trial(
             resolved, tmp_path / "part", device="cpu", checkpoint=ckpt, on_epoch=kill_after_epoch_1
-        ).run()
+        )
     assert read_record(tmp_path / "part" / f"{resolved.trial_id}.json")["status"] == "running"
-    resumed = Trial(resolved, tmp_path / "part", device="cpu", checkpoint=ckpt).run()
+    resumed = run_trial(resolved, tmp_path / "part", device="cpu", checkpoint=ckpt)
     assert resumed["status"] == "done"
     assert resumed["metrics"] == full["metrics"]
     assert resumed["curves"]["train_loss"] == full["curves"]["train_loss"]

@@ -32,7 +32,7 @@ import torch
 
 from mtlbench.datasets.toy import toy_losses
 from mtlbench.method import names
-from mtlbench.trainer import Trial
+from mtlbench.trainer import run_trial
 from mtlbench.trial import TrialConfig, resolve
 
 NEGATIVE_START = 3
@@ -67,7 +67,7 @@ def one_thread() -> Any:
 
 
 def _run(results: Path, config: TrialConfig) -> dict[str, Any]:
-    return Trial(resolve(config), results, device="cpu").run()
+    return run_trial(resolve(config), results, device="cpu")
 
 
 def _finite(values: Any) -> bool:

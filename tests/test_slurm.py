@@ -45,7 +45,7 @@ from mtlbench.slurm import (
 )
 from mtlbench.status import collect, render
 from mtlbench.sweep import load_spec, parse_spec
-from mtlbench.trainer import Trial
+from mtlbench.trainer import run_trial
 from mtlbench.trial import TrialConfig, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -311,7 +311,7 @@ def test_ledger_check_refuses_to_guess_when_squeue_fails(tmp_path, fake_squeue):
 
 def test_checkpoint_requeues_the_same_trial_and_resumes_bit_identically(tmp_path):
     resolved = resolve(TrialConfig("_tiny", "famo", 4, {"epochs": 4}))
-    full = Trial(resolved, tmp_path / "full", device="cpu").run()
+    full = run_trial(resolved, tmp_path / "full", device="cpu")
     results = tmp_path / "results"
     runner = TrialRunner(str(results), "s", "cpu", {"_tiny": 1})
 
@@ -323,13 +323,13 @@ def test_checkpoint_requeues_the_same_trial_and_resumes_bit_identically(tmp_path
             raise Preempted
 
     with pytest.raises(Preempted):  # what a job does up to the signal
-        Trial(
+        run_trial(
             resolved,
             results,
             device="cpu",
             checkpoint=checkpoint_path(results, resolved.trial_id),
             on_epoch=preempt_after_epoch_2,
-        ).run()
+        )
     delayed = runner.checkpoint(resolved)  # what submitit pickles for the requeued job
     assert delayed.function is runner and delayed.args == (resolved,)
     assert delayed.result() == "done"
@@ -369,12 +369,12 @@ def test_status_lists_done_failed_diverged_pending_and_corrupt(
     tmp_path, fake_squeue, capsys, monkeypatch
 ):
     results = tmp_path / "results"
-    done = Trial(resolve(TrialConfig("_tiny", "ls", 0, {"epochs": 1})), results, device="cpu").run()
-    diverged = Trial(
+    done = run_trial(resolve(TrialConfig("_tiny", "ls", 0, {"epochs": 1})), results, device="cpu")
+    diverged = run_trial(
         resolve(TrialConfig("_tiny", "ls", 1, {"epochs": 2, "nan_at_step": 3})),
         results,
         device="cpu",
-    ).run()
+    )
     assert diverged["status"] == "diverged"
     failed = dict(done, trial_id="_tiny-ls-s9-failed", status="failed")
     failed["error"] = {
@@ -427,7 +427,7 @@ def test_status_lists_done_failed_diverged_pending_and_corrupt(
 
 def test_status_watch_stops_when_nothing_runs_or_waits(tmp_path, capsys, monkeypatch):
     results = tmp_path / "results"
-    Trial(resolve(TrialConfig("_tiny", "ls", 0, {"epochs": 1})), results, device="cpu").run()
+    run_trial(resolve(TrialConfig("_tiny", "ls", 0, {"epochs": 1})), results, device="cpu")
     assert run_cli(monkeypatch, "status", str(results), "--watch", "0.1") == 0
     out = capsys.readouterr().out
     assert out.startswith("[") and "1 trial(s): 1 done" in out
@@ -577,7 +577,7 @@ def test_slurm_sweep_survives_cancel_requeue_and_preemption(tmp_path, slurm, cle
     try:
         for trial in sweep.trials:
             record = read_record(record_path(results, trial.trial_id))
-            local = Trial(trial, tmp_path / "local", device="cpu").run()
+            local = run_trial(trial, tmp_path / "local", device="cpu")
             assert record["status"] == "done", record["error"]
             assert record["metrics"] == local["metrics"], actions.get(trial.trial_id)
             assert record["curves"] == local["curves"] and record["extra"] == local["extra"]

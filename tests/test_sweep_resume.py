@@ -22,7 +22,7 @@ import torch
 from mtlbench.executors import checkpoint_path, pending
 from mtlbench.records import read_record, record_path
 from mtlbench.sweep import load_spec
-from mtlbench.trainer import Trial
+from mtlbench.trainer import run_trial
 
 EPOCHS = 8  # per toy trial (150 steps each): a few seconds
 
@@ -124,7 +124,7 @@ def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path, workers):
         record = read_record(record_path(results, trial.trial_id))
         assert record["status"] == "done"
         if trial.trial_id in interrupted or trial.trial_id == sweep.trials[0].trial_id:
-            reference = Trial(trial, tmp_path / "reference", device="cpu").run()
+            reference = run_trial(trial, tmp_path / "reference", device="cpu")
             assert record["metrics"] == reference["metrics"]
             assert record["curves"] == reference["curves"]
             assert record["extra"] == reference["extra"]
