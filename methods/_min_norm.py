@@ -31,13 +31,12 @@ and SDMGrad.
 §6.2) starts from the best pair, then takes projected-gradient steps to the nearest simplex
 boundary with a line search, and stops when a step moves ``w`` by less than ``1e-5`` in L1; it
 never increments its iteration counter, so its ``MAX_ITER = 250`` is never reached. Measured on
-27 random conflicting Jacobians with spread gradient norms (K = 2..10; TorchJD 0.18's
-Frank-Wolfe run to convergence and an exact QP by quadprog agree to a cosine of 1 - 1e-12): the
-reference's stop test fires early on 3 of them (cosine 0.25-0.35 to the min-norm direction), and
-the earlier port of it here, capped at 250 iterations, ended short on 15 (cosine 0.55-0.99997),
-directions that are not the min-norm point and may conflict with a task, against MGDA's
-promise. The exact solve has no such failure (``tests/test_oracle_torchjd.py``,
-``tests/test_methods_core.py``).
+27 random conflicting Jacobians with spread gradient norms (K = 2..10), against an exact QP
+(quadprog) and TorchJD 0.18's Frank-Wolfe run to convergence, which agree: the reference's stop
+test fires early on 3 of them (cosine 0.25-0.35 to the min-norm direction), and the earlier port
+of it here, capped at 250 iterations, ended short on 16 (cosine 0.55-0.999997); 7 of those
+updates conflicted with a task (cosine down to -0.32), against MGDA's promise. The exact solve
+has no such failure (``tests/test_oracle_torchjd.py``, ``tests/test_methods_core.py``).
 """
 
 from __future__ import annotations

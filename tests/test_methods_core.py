@@ -640,3 +640,17 @@ def test_engine_end_to_end_famo_and_ls():
     result, shared_grad, head_grad, rows, head_rows, losses = _engine_run("ls")
     torch.testing.assert_close(shared_grad.double(), rows.sum(0), rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(head_grad.double(), head_rows.sum(0), rtol=1e-4, atol=1e-7)
+
+
+def test_docs_check_table_has_a_row_for_every_method():
+    # docs/methods.md "How each method is checked": one row per registered method.
+    from pathlib import Path
+
+    from mtlbench.method import names
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "methods.md").read_text()
+    table = text.split("## How each method is checked", 1)[1]
+    rows = {
+        line.split("|")[1].strip().strip("`") for line in table.splitlines() if line[:3] == "| `"
+    }
+    assert set(names()) <= rows, sorted(set(names()) - rows)
