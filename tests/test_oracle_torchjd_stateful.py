@@ -185,7 +185,7 @@ def test_stch(shifted: bool):
     ``x = log(d / n)`` and ``m = sg(max x)``. What must agree: during the warm-up, ours is
     ``K log GeometricMean(d)`` (TorchJD's ``GeometricMean``); after it, ours is
     ``K (STCH_mu(log d; lambda = 1, z = log n) - m)``, the same gradient up to the factor K.
-    3 warm-up epochs, 6 epochs of 4 steps, K = 3, mu = 0.5."""
+    ``warmup_epochs = 2`` (epochs 0-2 warm up), 6 epochs of 4 steps, K = 3, mu = 0.5."""
     k, per_epoch, warmup, mu = 3, 4, 2, 0.5
     lower = torch.full((k,), -0.3, dtype=torch.float64) if shifted else torch.zeros(k)
     method = create("stch", n_tasks=k, mu=mu, warmup_epochs=warmup, min_losses=lower.tolist())
