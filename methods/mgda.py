@@ -26,8 +26,11 @@ class MGDA(GramianWeighting):
 
         w = argmin_{w in simplex} | sum_k w_k h_k |^2,      update = sum_k w_k g_k
 
-    solved on the K x K Gramian by :func:`mtlbench.methods._min_norm.min_norm_element` (the
-    official-derived pairwise start + projected gradient with exact line search).
+    solved exactly on the K x K Gramian by :func:`mtlbench.methods._min_norm.min_norm_element`
+    (closed form for K = 2, Lawson-Hanson NNLS for K >= 3). The reference code's iterations
+    (``find_min_norm_element``) can stop far from the optimum on conflicting gradients of spread
+    norms; the module docstring gives the measurement, ``tests/test_oracle_torchjd.py`` the
+    comparison with TorchJD's Frank-Wolfe solver and an exact QP.
     ``normalization`` picks ``n_k`` as in the reference ``gradient_normalizers``: ``"none"``
     (1, the default of nash-mtl / FAMO / LDC-MTL baselines), ``"norm"`` (``|g_k|``), ``"loss"``
     (``l_k``), ``"loss+"`` (``l_k |g_k|``). As in the reference, the normalisation only enters the

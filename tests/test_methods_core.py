@@ -396,6 +396,40 @@ def test_min_norm_element_kkt_for_more_tasks(k):
     _kkt(gram, min_norm_element(gram).weights.numpy(), tol=1e-4)
 
 
+def test_min_norm_element_exact_where_the_reference_iterations_stall():
+    # Orthogonal gradients, seven of norm 1 and one of norm 100: the KKT conditions give
+    # G w = c 1, so w_k = (1 / s_k^2) / sum_j (1 / s_j^2). The reference's iterations
+    # (MinNormSolver.find_min_norm_element, nash-mtl@fecac5c methods/min_norm_solvers.py) need
+    # 3,254 steps here and the earlier port of them, capped at 250, was 0.26 off.
+    norms = np.array([1.0] * 7 + [100.0])
+    expected = (1.0 / norms**2) / np.sum(1.0 / norms**2)
+    res = min_norm_element(np.diag(norms**2))
+    np.testing.assert_allclose(res.weights.numpy(), expected, rtol=0, atol=1e-12)
+    assert res.norm2 == pytest.approx(1.0 / np.sum(1.0 / norms**2), rel=1e-12)
+
+
+def test_min_norm_element_origin_in_the_hull():
+    # g1 = -g2: the origin is the midpoint of [g1, g2], so d* = 0 with w = (1/2, 1/2, 0).
+    jac = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]])
+    res = min_norm_element(jac @ jac.T)
+    np.testing.assert_allclose(res.weights.numpy(), [0.5, 0.5, 0.0], atol=1e-12)
+    assert res.norm2 == pytest.approx(0.0, abs=1e-12)
+
+
+def test_mgda_conflicts_with_no_task_on_spread_norms():
+    # Conflicting gradients with norms spread over two decades, where the reference's
+    # iterations stop short: the min-norm point d* has g_k . d* >= |d*|^2 for every task.
+    rng = np.random.default_rng(18)
+    for k in (5, 8, 10):
+        jac = rng.normal(size=(k, 3 * k + 7))
+        jac = (jac - 0.8 * jac.mean(0)) * np.exp(rng.normal(size=(k, 1)))
+        gram = jac @ jac.T
+        res = min_norm_element(gram)
+        _kkt(gram, res.weights.numpy(), tol=1e-10)
+        d = res.weights.numpy() @ jac
+        assert (jac @ d >= (d @ d) * (1 - 1e-9)).all()
+
+
 def test_project_to_simplex():
     np.testing.assert_allclose(project_to_simplex(np.array([0.5, 0.5, 0.5])), [1 / 3] * 3)
     np.testing.assert_allclose(project_to_simplex(np.array([2.0, 0.0, 0.0])), [1, 0, 0])
@@ -606,3 +640,17 @@ def test_engine_end_to_end_famo_and_ls():
     result, shared_grad, head_grad, rows, head_rows, losses = _engine_run("ls")
     torch.testing.assert_close(shared_grad.double(), rows.sum(0), rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(head_grad.double(), head_rows.sum(0), rtol=1e-4, atol=1e-7)
+
+
+def test_docs_check_table_has_a_row_for_every_method():
+    # docs/methods.md "How each method is checked": one row per registered method.
+    from pathlib import Path
+
+    from mtlbench.method import names
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "methods.md").read_text()
+    table = text.split("## How each method is checked", 1)[1]
+    rows = {
+        line.split("|")[1].strip().strip("`") for line in table.splitlines() if line[:3] == "| `"
+    }
+    assert set(names()) <= rows, sorted(set(names()) - rows)
