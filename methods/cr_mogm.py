@@ -15,7 +15,7 @@ class CRMOGM(GramianWeighting):
     """CR-MOGM, correlation-reduced multi-objective gradient manipulation (Zhou, Zhang, Jiang,
     Zhong, Gu & Zhu, "On the Convergence of Stochastic Multi-Objective Gradient Manipulation and
     Beyond", NeurIPS 2022), as TorchJD 0.18 ``aggregation.CRMOGMWeighting``: the weights
-    ``lambda^_t`` of a wrapped Gramian method (``base``, MGDA by default; the paper applies it to
+    ``lambda^_t`` of a wrapped Gramian method (``base``, MGDA by default; the abstract names
     MGDA, PCGrad and CAGrad) are smoothed across steps::
 
         lambda_t = alpha lambda_{t-1} + (1 - alpha) lambda^_t,      lambda_0 = lambda^_1
