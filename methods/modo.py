@@ -35,8 +35,8 @@ class MoDo(GramianWeighting):
     The heads get ``lambda`` under the default ``head_grads = "weighted"`` (TorchJD's example
     back-propagates ``lambda . l``); LibMTL trains them on the unweighted losses (``unit``).
 
-    ``lambda`` is a buffer (float64). A non-finite Gramian keeps it, returns it and is counted
-    in ``fallbacks``.
+    ``lambda`` is a buffer (float64). A non-finite Gramian (or step) keeps it, returns it and is
+    counted in ``fallbacks``.
     """
 
     paper: ClassVar[str] = (
@@ -61,6 +61,9 @@ class MoDo(GramianWeighting):
         if not bool(torch.isfinite(g).all()):
             return self.fallback(lambd.clone()).to(gramian)
         step = lambd - self.gamma * (g @ lambd + self.rho * lambd)
-        lambd = torch.from_numpy(project_to_simplex(step.numpy()))
+        try:
+            lambd = torch.from_numpy(project_to_simplex(step.numpy()))
+        except ValueError:  # the step overflowed
+            return self.fallback(lambd.clone()).to(gramian)
         self.lambd.copy_(lambd.to(self.lambd))
         return lambd.to(gramian)

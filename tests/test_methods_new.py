@@ -8,6 +8,7 @@ each test) and written independently of the code under test. The registry-wide p
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -289,3 +290,21 @@ def test_cr_mogm_takes_the_base_properties_and_rejects_other_kinds():
         create("cr_mogm", 3, base="moco")
     with pytest.raises(ValueError, match="Gramian method"):
         create("cr_mogm", 3, base="cr_mogm")
+
+
+# -- robustness -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["imtl", "modo", "dualproj", "config", "pcd", "cr_mogm"])
+def test_non_finite_jacobians_fall_back_and_leave_the_state_alone(name):
+    method = create(name, 2)
+    good = method.aggregate(J2, _ones(2))
+    state = copy.deepcopy(method.state_dict())
+    bad = J2.clone()
+    bad[1, 0] = float("inf")
+    agg = method.aggregate(bad, _ones(2))
+    assert method.fallbacks >= 1
+    torch.testing.assert_close(agg.weights, good.weights)
+    for key, value in method.state_dict().items():
+        same = torch.equal(value, state[key]) if torch.is_tensor(value) else value == state[key]
+        assert same, (name, key)
