@@ -109,6 +109,9 @@ class Method(nn.Module):
     stochastic: ClassVar[bool] = False
     non_conflicting: ClassVar[bool] = False
     scale_equivariant: ClassVar[bool] = False
+    # ``ordered_tasks``: task 0 plays a distinct role (PCD's primary objective); permutation
+    # equivariance then holds among tasks 1..K-1 only.
+    ordered_tasks: ClassVar[bool] = False
 
     def __init__(self, n_tasks: int) -> None:
         super().__init__()
