@@ -242,6 +242,9 @@ def _load_extensions() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns its exit status (2 for a configuration error). Ctrl-C
+    propagates as ``KeyboardInterrupt`` (so that a caller such as pytest stops); the console
+    script :func:`console` turns it into exit status 130."""
     _load_extensions()
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -251,12 +254,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"mtlbench: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("mtlbench: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:
         os._exit(0)
 
 
+def console() -> None:
+    """The ``mtlbench`` console script: :func:`main`, with Ctrl-C as exit status 130."""
+    try:
+        status = main()
+    except KeyboardInterrupt:
+        print("mtlbench: interrupted", file=sys.stderr)
+        status = 130
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
