@@ -14,23 +14,18 @@ import torch
 import torch.nn.functional as F
 
 from mtlbench.benchmark import DataUnavailable, get
-from mtlbench.datasets._dense import (
+from mtlbench.datasets._dense_data import NpyDataset, carve_validation
+from mtlbench.datasets._dense_losses import depth_loss, normal_loss, segmentation_loss
+from mtlbench.datasets._dense_metrics import (
     DenseEvaluator,
     DepthAccumulator,
     NormalAccumulator,
-    NpyDataset,
-    ScaleCropFlip,
-    augment,
-    carve_validation,
     confusion_matrix,
-    depth_loss,
-    draw_augmentation,
     miou,
     normal_angles,
-    normal_loss,
     pixel_accuracy,
-    segmentation_loss,
 )
+from mtlbench.datasets._dense_transforms import ScaleCropFlip, augment, draw_augmentation
 from mtlbench.datasets._segnet_mtan import segnet_mtan
 from mtlbench.registry import ConfigError
 
