@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mtlbench.datasets._dense_transforms import augment, draw_augmentation
-from mtlbench.datasets._sampling import derive_seed
+from mtlbench.datasets._sampling import derive_seed, permutation
 
 
 def to_tensor(kind: str, array: np.ndarray) -> Tensor:
@@ -84,7 +84,7 @@ def carve_validation(n: int, fraction: float, seed: int) -> tuple[list[int], lis
     if fraction <= 0:
         return list(range(n)), []
     n_val = min(max(round(fraction * n), 1), n - 1)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    order = permutation(n, seed).tolist()
     return sorted(order[n_val:]), sorted(order[:n_val])
 
 

@@ -21,11 +21,11 @@ import functools
 import urllib.error
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from mtlbench.benchmark import DataUnavailable
 from mtlbench.datasets._qm9_graphs import GraphStore
+from mtlbench.datasets._sampling import permutation
 from mtlbench.registry import ConfigError
 
 PYG_PROCESSED_URL = "https://data.pyg.org/datasets/qm9_v3.zip"
@@ -103,7 +103,7 @@ def split_indices(
             f"qm9 split n_test={n_test}, n_val={n_val}, n_train={n_train} does not fit the "
             f"{n} molecules of the dataset"
         )
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    perm = permutation(n, seed)
     train = perm[n_test + n_val :]
     return {
         "train": train if n_train is None else train[:n_train],

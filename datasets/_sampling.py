@@ -6,7 +6,8 @@ samples in the order ``torch.randperm(n)`` drawn from a ``torch.Generator`` seed
 32-bit state that numpy's ``SeedSequence([s, e])`` derives (its hash mixing keeps nearby
 ``(s, e)`` pairs apart); evaluation splits are visited in order. The order therefore depends on
 ``(seed, epoch)`` only, neither on the epochs run before (a resumed trial sees the same batches)
-nor on the number of loader workers.
+nor on the number of loader workers. The fixed splits of the datasets (drawn once, the same for
+every trial) are :func:`permutation` of their ``split_seed`` / ``data_seed``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ def derive_seed(*keys: int) -> int:
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
 
 
+def permutation(n: int, seed: int) -> Tensor:
+    """``randperm(n)`` drawn from a generator seeded with ``seed`` (the fixed data splits)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The generator that shuffles epoch ``epoch`` of a trial with seed ``seed``."""
     return torch.Generator().manual_seed(derive_seed(seed, epoch))
@@ -36,7 +42,7 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> Tensor:
     :func:`epoch_generator` when ``shuffle``, else ``arange(n)``."""
     if not shuffle:
         return torch.arange(n)
-    return torch.randperm(n, generator=epoch_generator(seed, epoch))
+    return permutation(n, derive_seed(seed, epoch))
 
 
 def epoch_batches(

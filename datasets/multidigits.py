@@ -40,7 +40,7 @@ from mtlbench.benchmark import (
     Split,
     register,
 )
-from mtlbench.datasets._sampling import epoch_batches
+from mtlbench.datasets._sampling import epoch_batches, permutation
 
 CANVAS = 16
 DIGIT = 8
@@ -75,7 +75,7 @@ def source_digits() -> tuple[Tensor, Tensor]:
 
 def source_pools(n_source: int, data_seed: int) -> dict[str, Tensor]:
     """Disjoint index pools of the source digits, 70/15/15, shuffled by ``data_seed``."""
-    order = torch.randperm(n_source, generator=torch.Generator().manual_seed(data_seed))
+    order = permutation(n_source, data_seed)
     n_train = int(POOL_FRACTIONS["train"] * n_source)
     n_val = int(POOL_FRACTIONS["val"] * n_source)
     return {

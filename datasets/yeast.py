@@ -48,7 +48,7 @@ from mtlbench.benchmark import (
     Split,
     register,
 )
-from mtlbench.datasets._sampling import epoch_batches
+from mtlbench.datasets._sampling import epoch_batches, permutation
 
 N_FEATURES = 103
 CLASSES = tuple(f"class{i}" for i in range(1, 15))
@@ -75,7 +75,7 @@ def build(data_seed: int) -> dict[str, tuple[Tensor, Tensor]]:
     """``{split: (standardised features, labels)}``, the split seeded by ``data_seed``."""
     x, y = load_yeast()
     n = len(y)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(data_seed))
+    order = permutation(n, data_seed)
     n_train, n_val = round(FRACTIONS["train"] * n), round(FRACTIONS["val"] * n)
     index = {
         "train": order[:n_train],
