@@ -53,6 +53,7 @@ def miou(matrix: Tensor) -> float:
 
 
 def pixel_accuracy(matrix: Tensor) -> float:
+    """Correctly labelled pixels over all counted pixels: ``trace(M) / sum(M)``."""
     m = matrix.double()
     return float(m.diag().sum() / m.sum())
 

@@ -27,6 +27,8 @@ PROCESSED = "data_v3.pt"
 
 
 def to_data(graph: Graph, fields: Sequence[str], idx: int) -> Any:
+    """The PyG ``Data`` of one rebuilt molecule, with the attributes ``QM9.process`` gives it
+    (bond one-hot ``edge_attr``, ``y`` from the CSV fields, ``idx`` its position)."""
     from torch_geometric.data import Data
 
     edge_type = torch.from_numpy(graph.edge_type)

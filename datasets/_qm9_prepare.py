@@ -48,6 +48,7 @@ from mtlbench.datasets._qm9pack import Record, qm9pack_data_dir, read_records, r
 
 
 def versions() -> dict[str, str]:
+    """The installed versions of qm9pack, RDKit and torch_geometric (for the summary)."""
     out = {}
     for package in ("qm9pack", "rdkit", "torch_geometric"):
         try:
@@ -71,6 +72,7 @@ class Outcome:
 
 
 def process_record(record: Record) -> Outcome:
+    """Bond, write and read back one molecule; a :class:`Skip` becomes the outcome's reason."""
     try:
         mol, method = bonded_molecule(record)
         block = mol_block(mol, record.name)
@@ -133,6 +135,7 @@ class Tally:
     rows: list[str] = field(default_factory=list)
 
     def add(self, out: Outcome) -> None:
+        """Count one outcome; keep its graph, MOL block and CSV row when it was rebuilt."""
         self.read += 1
         if out.graph is None:
             assert out.reason is not None
@@ -148,6 +151,7 @@ class Tally:
         self.rows.append(",".join((out.record.name, *out.record.fields)))
 
     def summary(self) -> dict[str, Any]:
+        """Counts: molecules read and written, bonds by method, skips by reason."""
         return {
             "molecules_read": self.read,
             "written": len(self.data_list),

@@ -33,6 +33,7 @@ from mtlbench.datasets._qm9pack import ELEMENTS, Record
 
 
 def xyz_block(record: Record) -> str:
+    """The record as an XYZ block (atom count, name, one ``element x y z`` line per atom)."""
     # Fixed-point coordinates: RDKit's XYZ reader rejects exponents such as 2.1997e-06.
     lines = [str(len(record.elements)), record.name]
     lines += [
@@ -134,6 +135,7 @@ def smiles_on_geometry(raw: Any, smiles: str) -> Any:
 
 
 def mol_block(mol: Any, name: str) -> str:
+    """The Kekule MOL block of ``mol`` titled ``name``; raises :class:`Skip` if not kekulisable."""
     from rdkit import Chem
 
     mol = Chem.Mol(mol)

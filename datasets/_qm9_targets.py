@@ -96,10 +96,12 @@ class Standardizer:
 
     @classmethod
     def fit(cls, y: Tensor) -> Standardizer:
+        """Mean and unbiased standard deviation of each column of ``y`` (N x K)."""
         return cls(y.mean(dim=0), y.std(dim=0))
 
     @classmethod
     def identity(cls, k: int) -> Standardizer:
+        """No standardisation of ``k`` targets (``scale_y=False``)."""
         return cls(torch.zeros(k), torch.ones(k))
 
     def encode(self, y: Tensor) -> Tensor:

@@ -112,6 +112,7 @@ def qm9pack_data_dir() -> Path:
 
 
 def require_rdkit() -> None:
+    """Raise :class:`MissingExtra` unless RDKit is importable."""
     if importlib.util.find_spec("rdkit") is None:
         raise MissingExtra(f"RDKit is not installed: {EXTRA_HINT}")
 
@@ -139,6 +140,7 @@ def atomization_kcalmol(elements: Sequence[str], energies: Sequence[float]) -> l
 
 
 def parse_row(row: dict[str, str]) -> Record:
+    """One row of qm9pack's CSV as a :class:`Record` (with its atomisation energies)."""
     elements = tuple(e.strip().strip("'\"") for e in row["Elements"].strip("[]").split(","))
     # Coordinates as "[[x,y,z],...]", numbers such as "0." or "2.1997E-6" (not always JSON).
     flat = [float(v) for v in row["XYZ_Ang"].replace("[", "").replace("]", "").split(",")]
