@@ -73,7 +73,8 @@ from mtlbench.benchmark import (
     Split,
     register,
 )
-from mtlbench.datasets._dense import EpochSampler, epoch_loader, published_reference
+from mtlbench.datasets._published import published_reference
+from mtlbench.datasets._sampling import EpochSampler, epoch_loader, epoch_order
 
 ATTRIBUTES = (
     "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "
@@ -446,9 +447,7 @@ class CelebA(Benchmark):
         self, split: str, labels: Tensor, epoch: int
     ) -> Iterator[tuple[Tensor, Tensor]]:
         images = self.cached_images(split)
-        sampler = EpochSampler(len(labels), split == "train", self.seed)
-        sampler.set_epoch(epoch)
-        order = torch.tensor([i for i, _ in sampler], dtype=torch.long)
+        order = epoch_order(len(labels), self.seed, epoch, shuffle=split == "train")
         pin = torch.cuda.is_available()
         for start in range(0, len(order), self.protocol.batch_size):
             idx = order[start : start + self.protocol.batch_size]

@@ -27,7 +27,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -40,8 +39,8 @@ from mtlbench.benchmark import (
     Protocol,
     Split,
     register,
-    tensor_batches,
 )
+from mtlbench.datasets._sampling import epoch_batches, permutation
 
 CANVAS = 16
 DIGIT = 8
@@ -76,7 +75,7 @@ def source_digits() -> tuple[Tensor, Tensor]:
 
 def source_pools(n_source: int, data_seed: int) -> dict[str, Tensor]:
     """Disjoint index pools of the source digits, 70/15/15, shuffled by ``data_seed``."""
-    order = torch.randperm(n_source, generator=torch.Generator().manual_seed(data_seed))
+    order = permutation(n_source, data_seed)
     n_train = int(POOL_FRACTIONS["train"] * n_source)
     n_val = int(POOL_FRACTIONS["val"] * n_source)
     return {
@@ -204,12 +203,8 @@ class MultiDigits(Benchmark):
 
     def batches(self, split: Split, epoch: int = 0) -> Iterator[tuple[Tensor, ...]]:
         d = self.data()[split]
-        generator = None
-        if split == "train":
-            state = np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0]
-            generator = torch.Generator().manual_seed(int(state))
         tensors = (d.images, d.left, d.right)
-        return tensor_batches(tensors, self.protocol.batch_size, split == "train", generator)
+        return epoch_batches(tensors, self.protocol.batch_size, split == "train", self.seed, epoch)
 
     def task_losses(self, outputs: list[Tensor], batch: Any) -> Tensor:
         return torch.stack(

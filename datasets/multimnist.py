@@ -39,7 +39,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -53,8 +52,8 @@ from mtlbench.benchmark import (
     Protocol,
     Split,
     register,
-    tensor_batches,
 )
+from mtlbench.datasets._sampling import epoch_batches
 from mtlbench.datasets.multidigits import AccuracyEvaluator, source_pools
 
 CANVAS = 36
@@ -185,12 +184,8 @@ class MultiMNIST(Benchmark):
 
     def batches(self, split: Split, epoch: int = 0) -> Iterator[tuple[Tensor, ...]]:
         d = self.data()[split]
-        generator = None
-        if split == "train":
-            state = np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0]
-            generator = torch.Generator().manual_seed(int(state))
         tensors = (d.images, d.left, d.right)
-        return tensor_batches(tensors, self.protocol.batch_size, split == "train", generator)
+        return epoch_batches(tensors, self.protocol.batch_size, split == "train", self.seed, epoch)
 
     def task_losses(self, outputs: list[Tensor], batch: Any) -> Tensor:
         return torch.stack(

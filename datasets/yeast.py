@@ -47,8 +47,8 @@ from mtlbench.benchmark import (
     Protocol,
     Split,
     register,
-    tensor_batches,
 )
+from mtlbench.datasets._sampling import epoch_batches, permutation
 
 N_FEATURES = 103
 CLASSES = tuple(f"class{i}" for i in range(1, 15))
@@ -75,7 +75,7 @@ def build(data_seed: int) -> dict[str, tuple[Tensor, Tensor]]:
     """``{split: (standardised features, labels)}``, the split seeded by ``data_seed``."""
     x, y = load_yeast()
     n = len(y)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(data_seed))
+    order = permutation(n, data_seed)
     n_train, n_val = round(FRACTIONS["train"] * n), round(FRACTIONS["val"] * n)
     index = {
         "train": order[:n_train],
@@ -173,11 +173,7 @@ class Yeast(Benchmark):
 
     def batches(self, split: Split, epoch: int = 0) -> Iterator[tuple[Tensor, ...]]:
         x, y = build(self.protocol.data_seed)[split]
-        generator = None
-        if split == "train":
-            state = np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0]
-            generator = torch.Generator().manual_seed(int(state))
-        return tensor_batches((x, y), self.protocol.batch_size, split == "train", generator)
+        return epoch_batches((x, y), self.protocol.batch_size, split == "train", self.seed, epoch)
 
     def task_losses(self, outputs: list[Tensor], batch: Any) -> Tensor:
         logits = torch.cat(outputs, dim=1)

@@ -14,23 +14,19 @@ import torch
 import torch.nn.functional as F
 
 from mtlbench.benchmark import DataUnavailable, get
-from mtlbench.datasets._dense import (
+from mtlbench.datasets._dense_data import NpyDataset, carve_validation
+from mtlbench.datasets._dense_losses import depth_loss, normal_loss, segmentation_loss
+from mtlbench.datasets._dense_metrics import (
     DenseEvaluator,
     DepthAccumulator,
     NormalAccumulator,
-    NpyDataset,
-    ScaleCropFlip,
-    augment,
-    carve_validation,
     confusion_matrix,
-    depth_loss,
-    draw_augmentation,
     miou,
     normal_angles,
-    normal_loss,
     pixel_accuracy,
-    segmentation_loss,
 )
+from mtlbench.datasets._dense_transforms import ScaleCropFlip, augment, draw_augmentation
+from mtlbench.datasets._sampling import EpochSampler, epoch_batches, epoch_order
 from mtlbench.datasets._segnet_mtan import segnet_mtan
 from mtlbench.registry import ConfigError
 
@@ -231,6 +227,24 @@ def test_carve_validation() -> None:
 
 
 # ---- loaders on the fixtures -----------------------------------------------------------------
+
+
+def test_one_epoch_order_for_every_benchmark() -> None:
+    """Epoch ``e`` of seed ``s`` visits ``randperm(n)`` drawn from a generator seeded by
+    numpy's ``SeedSequence([s, e])`` (datasets/_sampling.py), whether through a loader's
+    sampler (NYU-v2, Cityscapes, CelebA), in-memory tensors (MultiDigits, MultiMNIST, Yeast)
+    or QM9's index batches; evaluation splits are in order."""
+    n, seed, epoch = 10, 3, 2
+    state = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+    want = torch.randperm(n, generator=torch.Generator().manual_seed(state))
+    assert torch.equal(epoch_order(n, seed, epoch), want)
+    sampler = EpochSampler(n, True, seed)
+    sampler.set_epoch(epoch)
+    assert list(sampler) == [(i, epoch) for i in want.tolist()]
+    batches = epoch_batches([torch.arange(n)], 4, True, seed, epoch)
+    assert torch.equal(torch.cat([b[0] for b in batches]), want)
+    assert torch.equal(epoch_order(n, seed, epoch, shuffle=False), torch.arange(n))
+    assert not torch.equal(epoch_order(n, seed, epoch + 1), want)
 
 
 def test_fixture_files_are_in_mtan_format(fixtures: dict[str, Path]) -> None:

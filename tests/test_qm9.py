@@ -15,17 +15,16 @@ from torch_geometric.data import Batch, Data
 
 from mtlbench.benchmark import DataUnavailable, get
 from mtlbench.datasets import _qm9pack
-from mtlbench.datasets.qm9 import (
+from mtlbench.datasets._qm9_fixture import write_fixture
+from mtlbench.datasets._qm9_graphs import GraphStore, complete_graph
+from mtlbench.datasets._qm9_loading import split_indices
+from mtlbench.datasets._qm9_model import QM9Encoder
+from mtlbench.datasets._qm9_targets import (
     PUBLISHED_STL,
     TARGET_INDEX,
     TASKS,
-    GraphStore,
     MAEEvaluator,
-    QM9Encoder,
     Standardizer,
-    complete_graph,
-    split_indices,
-    write_fixture,
 )
 from mtlbench.registry import ConfigError
 
@@ -127,6 +126,26 @@ def test_target_selection_and_reference_order(fixture_root: Path) -> None:
 
     store = GraphStore.from_pyg(Fake())
     assert store.y[0].tolist() == [float(i) for i in TARGET_INDEX]
+
+
+def test_pyg_storage_matches_the_public_api(fixture_root: Path) -> None:
+    """``GraphStore.from_pyg`` reads PyG's private collated storage (``_data``, ``slices``;
+    torch-geometric pinned in pyproject.toml): every molecule of the store must equal
+    ``dataset[i]``, PyG's public view of it, so that a change of that layout fails here."""
+    from torch_geometric.datasets import QM9
+
+    dataset = QM9(str(fixture_root))
+    store = GraphStore.from_pyg(dataset)
+    assert len(store) == len(dataset) == 40
+    for i in range(len(dataset)):
+        graph = dataset[i]
+        nodes = slice(int(store.node_ptr[i]), int(store.node_ptr[i + 1]))
+        edges = slice(int(store.edge_ptr[i]), int(store.edge_ptr[i + 1]))
+        assert torch.equal(store.x[nodes], graph.x.float())
+        assert torch.equal(store.pos[nodes], graph.pos.float())
+        assert torch.equal(store.edge_index[:, edges], graph.edge_index)
+        assert torch.equal(store.edge_attr[edges], graph.edge_attr.float())
+        assert torch.equal(store.y[i], graph.y[0, list(TARGET_INDEX)])
 
 
 def test_mae_units_by_hand() -> None:
