@@ -128,7 +128,7 @@ def test_default_out_is_read_by_the_report(tmp_path: Path) -> None:
     for ``bench*.csv``; the scaling figure is drawn from it."""
     from mtlbench import plots
     from mtlbench.bench import write_csv
-    from mtlbench.report import _walk, read_bench_csv
+    from mtlbench.report import _bench_files, read_bench_csv
 
     rows = run_bench(
         "mlp", [2, 3], ["famo"], reps=1, warmup=0, device="cpu", batch_size=8, progress=print
@@ -136,7 +136,7 @@ def test_default_out_is_read_by_the_report(tmp_path: Path) -> None:
     path = tmp_path / default_out("mlp")
     assert default_out("mlp") == Path("results/bench/bench-mlp.csv")
     write_csv(rows, path)
-    _, found = _walk(tmp_path / "results")
+    found = _bench_files(tmp_path / "results")
     assert found == [path]
     table, notes = read_bench_csv(found, tmp_path / "results")
     assert notes == [] and table is not None
