@@ -47,7 +47,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -65,7 +65,7 @@ from mtlbench.benchmark import (
     Split,
 )
 from mtlbench.datasets._segnet_mtan import Activation, segnet_mtan
-from mtlbench.registry import ConfigError
+from mtlbench.registry import ConfigError, NonNegativeInt, PositiveInt, Range
 
 SCALES = (1.0, 1.2, 1.5)
 ANGLE_THRESHOLDS = (11.25, 22.5, 30.0)
@@ -454,11 +454,11 @@ class DenseProtocol(Protocol):
     lr: float = 1e-4
     scheduler: str | None = "step:100:0.5"
     augment: bool = True
-    val_fraction: float = 0.1
-    split_seed: int = 0
-    eval_batch_size: int | None = None
+    val_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.1
+    split_seed: NonNegativeInt = 0
+    eval_batch_size: PositiveInt | None = None
     stats: Literal["per_batch", "pooled"] = "per_batch"
-    num_workers: int = 4
+    num_workers: NonNegativeInt = 4
 
 
 class DenseBenchmark(Benchmark):

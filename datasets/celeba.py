@@ -74,6 +74,7 @@ from mtlbench.benchmark import (
     register,
 )
 from mtlbench.datasets._dense import EpochSampler, epoch_loader, published_reference
+from mtlbench.registry import NonNegativeInt, PositiveInt
 
 ATTRIBUTES = (
     "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "
@@ -261,8 +262,8 @@ class CelebAProtocol(Protocol):
     epochs: int = 15
     batch_size: int = 256
     lr: float = 3e-4
-    image_size: int = 64
-    num_workers: int = 4
+    image_size: PositiveInt = 64
+    num_workers: NonNegativeInt = 4
     cache: bool = True
     cache_dir: str | None = None
 

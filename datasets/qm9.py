@@ -97,7 +97,7 @@ from mtlbench.benchmark import (
     default_data_root,
     register,
 )
-from mtlbench.registry import ConfigError
+from mtlbench.registry import ConfigError, NonNegativeInt, PositiveInt
 
 # (task, PyG target index, unit of the metric, factor from PyG's unit to the metric's unit)
 TARGETS: tuple[tuple[str, int, str, float], ...] = (
@@ -422,10 +422,10 @@ class QM9Protocol(Protocol):
     lr: float = 1e-3
     scheduler: str | None = "plateau:0.7:5:1e-5"
     scale_y: bool = True
-    split_seed: int = 0
-    n_test: int = 10_000
-    n_val: int = 10_000
-    n_train: int | None = None
+    split_seed: NonNegativeInt = 0
+    n_test: PositiveInt = 10_000
+    n_val: PositiveInt = 10_000
+    n_train: PositiveInt | None = None
     graph: GraphKind = "complete"
 
 

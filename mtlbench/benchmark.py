@@ -20,7 +20,16 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from mtlbench.registry import ConfigError, Registry, coerce, unknown
+from mtlbench.registry import (
+    ConfigError,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    Registry,
+    coerce,
+    raise_all,
+    unknown,
+)
 
 Split = Literal["train", "val", "test"]
 
@@ -55,27 +64,54 @@ class Protocol:
     the test set and is labelled so in records and reports).
     ``max_steps``: stop each epoch after this many steps (``None``: the whole split); smoke runs
     and quickstarts use it, and records keep it.
+
+    Each numeric option declares its valid range in its type hint (``PositiveInt``: ``>= 1``;
+    ``PositiveFloat``: ``> 0``; ``NonNegativeFloat``: ``>= 0``), checked by :meth:`replace`
+    when a spec or ``--set`` is read; subclasses declare their own options' ranges the same way.
     """
 
-    epochs: int = 1
-    batch_size: int = 32
-    lr: float = 1e-3
+    epochs: PositiveInt = 1
+    batch_size: PositiveInt = 32
+    lr: PositiveFloat = 1e-3
     optimizer: Literal["adam", "sgd"] = "adam"
-    weight_decay: float = 0.0
+    weight_decay: NonNegativeFloat = 0.0
     scheduler: str | None = None
     selection: Literal["best_val_delta_m", "last", "last10_test_mean"] = "best_val_delta_m"
-    max_steps: int | None = None
-    eval_every: int = 1
+    max_steps: PositiveInt | None = None
+    eval_every: PositiveInt = 1
+
+    @classmethod
+    def field_hints(cls) -> dict[str, Any]:
+        """Each option's type hint with its range. A subclass that only changes a default
+        (``epochs: int = 500``) keeps the range its base class declared for that type."""
+        hints: dict[str, Any] = {}
+        plain_hints: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            if not issubclass(klass, Protocol):
+                continue
+            rich = typing.get_type_hints(klass, include_extras=True)
+            plain = typing.get_type_hints(klass)
+            for key, hint in rich.items():
+                if key in hints and hint == plain[key] == plain_hints[key]:
+                    continue  # the same type, written without its range: keep the range
+                hints[key], plain_hints[key] = hint, plain[key]
+        return hints
 
     def replace(self, **changes: Any) -> Protocol:
-        """A copy with ``changes`` applied, each checked against the field's type."""
-        hints = typing.get_type_hints(type(self))
+        """A copy with ``changes`` applied, each checked against the field's type and range;
+        every bad option is reported (:class:`~mtlbench.registry.ConfigErrors`), not the first."""
+        hints = type(self).field_hints()
         valid = {f.name for f in dataclasses.fields(self)}
         checked = {}
+        errors: list[ConfigError] = []
         for key, value in changes.items():
-            if key not in valid:
-                raise unknown(f"protocol option of {type(self).__name__}:", key, valid)
-            checked[key] = coerce(value, hints[key], f"protocol.{key}")
+            try:
+                if key not in valid:
+                    raise unknown(f"protocol option of {type(self).__name__}:", key, valid, key)
+                checked[key] = coerce(value, hints[key], f"protocol.{key}")
+            except ConfigError as error:
+                errors.append(error)
+        raise_all(errors)
         return dataclasses.replace(self, **checked)
 
     def to_dict(self) -> dict[str, Any]:

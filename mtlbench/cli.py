@@ -46,6 +46,15 @@ def ensure_writable(folder: Path) -> Path:
     return folder
 
 
+def _error_lines(error: ConfigError) -> list[str]:
+    """One line per problem: a spec's problems each with its file and line, a trial's bad
+    settings each on its own."""
+    problems = getattr(error, "problems", None)
+    if problems is not None:
+        return list(problems)
+    return [str(e) for e in getattr(error, "errors", [error])]
+
+
 # -- commands ---------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
     from tabulate import tabulate
@@ -249,7 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except ConfigError as error:
-        print(f"mtlbench: error: {error}", file=sys.stderr)
+        for line in _error_lines(error):
+            print(f"mtlbench: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mtlbench: interrupted", file=sys.stderr)
