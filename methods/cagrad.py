@@ -10,6 +10,7 @@ from scipy.optimize import minimize
 from torch import Tensor
 
 from mtlbench.method import Aggregate, GramianWeighting, Scale, register, sanitize
+from mtlbench.registry import NonNegativeFloat
 
 _SMOOTH = 1e-8  # the reference's guards: sqrt(w^T G w + 1e-8), |g_w| + 1e-8 (here relative)
 
@@ -101,7 +102,7 @@ class CAGrad(GramianWeighting):
     def __init__(
         self,
         n_tasks: int,
-        c: float = 0.4,
+        c: NonNegativeFloat = 0.4,
         rescale: Literal[0, 1, 2] = 1,
         log_losses: bool = False,
     ) -> None:

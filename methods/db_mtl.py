@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from mtlbench.method import Aggregate, JacobianMethod, Scale, register
+from mtlbench.registry import NonNegativeFloat, UnitInterval
 
 
 @register("db_mtl")
@@ -42,8 +43,8 @@ class DBMTL(JacobianMethod):
     def __init__(
         self,
         n_tasks: int,
-        beta: float = 0.9,
-        beta_sigma: float = 0.0,
+        beta: UnitInterval = 0.9,
+        beta_sigma: NonNegativeFloat = 0.0,
         min_losses: list[float] | None = None,
     ) -> None:
         super().__init__(n_tasks)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from mtlbench.method import LossWeighting, Objective, Scale, StepContext, register
+from mtlbench.registry import PositiveFloat, PositiveInt
 
 
 @register("dwa")
@@ -43,7 +44,7 @@ class DWA(LossWeighting):
     )
     scale: ClassVar[Scale] = "mean"
 
-    def __init__(self, n_tasks: int, temp: float = 2.0, window: int = 25) -> None:
+    def __init__(self, n_tasks: int, temp: PositiveFloat = 2.0, window: PositiveInt = 25) -> None:
         super().__init__(n_tasks)
         if window < 1:
             raise ValueError(f"window must be positive, got {window}")

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from mtlbench.method import Aggregate, JacobianMethod, Scale, register
+from mtlbench.registry import PositiveFloat
 
 
 @register("excess_mtl")
@@ -45,7 +46,7 @@ class ExcessMTL(JacobianMethod):
     scale: ClassVar[Scale] = "sum"
 
     def __init__(
-        self, n_tasks: int, robust_step_size: float = 1e-2, log_losses: bool = False
+        self, n_tasks: int, robust_step_size: PositiveFloat = 1e-2, log_losses: bool = False
     ) -> None:
         super().__init__(n_tasks, log_losses=log_losses)
         self.robust_step_size = robust_step_size

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from mtlbench.method import LossWeighting, Objective, Scale, StepContext, register
+from mtlbench.registry import PositiveFloat, PositiveInt
 
 
 def kmeans_1d(values: np.ndarray, n_groups: int) -> np.ndarray:
@@ -103,8 +104,8 @@ class GO4Align(LossWeighting):
     def __init__(
         self,
         n_tasks: int,
-        num_groups: int = 1,
-        robust_step_size: float = 1e-4,
+        num_groups: PositiveInt = 1,
+        robust_step_size: PositiveFloat = 1e-4,
         min_losses: list[float] | None = None,
     ) -> None:
         super().__init__(n_tasks)

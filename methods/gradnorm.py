@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from mtlbench.method import GramianWeighting, Scale, register
+from mtlbench.registry import NonNegativeFloat
 
 InitialLoss = Literal["first_epoch", "first_step"]
 
@@ -54,7 +55,7 @@ class GradNorm(GramianWeighting):
     def __init__(
         self,
         n_tasks: int,
-        alpha: float = 1.5,
+        alpha: NonNegativeFloat = 1.5,
         initial_loss: InitialLoss = "first_epoch",
         log_losses: bool = False,
     ) -> None:

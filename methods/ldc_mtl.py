@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from mtlbench.method import LossWeighting, Objective, Scale, StepContext, register
-from mtlbench.registry import ConfigError
+from mtlbench.registry import ConfigError, NonNegativeFloat, PositiveInt
 
 
 @register("ldc_mtl")
@@ -155,7 +155,7 @@ class LDCMTL(LossWeighting):
     def __init__(
         self,
         n_tasks: int,
-        feature_dim: int | None = None,
+        feature_dim: PositiveInt | None = None,
         router: Literal["vector", "linear"] = "vector",
         activation: Literal["sigmoid", "relu_sigmoid"] = "sigmoid",
         init_low: float = 1.0,
@@ -166,7 +166,7 @@ class LDCMTL(LossWeighting):
         log_reset: Literal["epoch", "never"] = "epoch",
         tau: Literal["w", "one"] = "w",
         normalizer: Literal["none", "sum", "sum_detached"] = "sum_detached",
-        lamb: float = 0.01,
+        lamb: NonNegativeFloat = 0.01,
     ) -> None:
         super().__init__(n_tasks)
         if init_low > init_high:

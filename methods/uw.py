@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from mtlbench.method import LossWeighting, Objective, Scale, StepContext, register
+from mtlbench.registry import PositiveFloat
 
 
 @register("uw")
@@ -41,7 +42,7 @@ class UW(LossWeighting):
     scale: ClassVar[Scale] = "sum"
 
     def __init__(
-        self, n_tasks: int, lr: float = 0.025, min_losses: list[float] | None = None
+        self, n_tasks: int, lr: PositiveFloat = 0.025, min_losses: list[float] | None = None
     ) -> None:
         super().__init__(n_tasks)
         self.log_sigma = nn.Parameter(torch.zeros(n_tasks))
