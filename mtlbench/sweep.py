@@ -31,8 +31,9 @@ from typing import Any
 
 import yaml
 
-from mtlbench.registry import ConfigError
-from mtlbench.trial import STL, ResolvedTrial, TrialConfig, resolve
+from mtlbench import benchmark as benchmarks
+from mtlbench.registry import ConfigError, coerce
+from mtlbench.trial import STL, ResolvedTrial, Seed, TrialConfig, resolve
 
 SPEC_KEYS = {
     "name",
@@ -50,7 +51,12 @@ BENCH_KEYS = {"protocol", "grid", "stl", "methods", "resources", "data_root", "s
 
 
 class SpecError(ConfigError):
-    """A sweep spec with problems; the message lists every one, with its line."""
+    """A sweep spec with problems; the message lists every one, with its line; ``problems``
+    holds them, one line each (``FILE: line N: message``)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems if problems is not None else [message]
 
 
 @dataclass
@@ -72,7 +78,13 @@ class Sweep:
 
 
 class _LineLoader(yaml.SafeLoader):
-    """A YAML loader that remembers the line of every mapping key."""
+    """A YAML loader that remembers the line of every mapping key and list item."""
+
+
+class _Items(list):
+    """A YAML list that knows the line of each of its items (``lines``)."""
+
+    lines: list[int]
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
@@ -85,7 +97,14 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool =
     return mapping
 
 
+def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode, deep: bool = False) -> list:
+    items = _Items(yaml.SafeLoader.construct_sequence(loader, node, deep=True))
+    items.lines = [item.start_mark.line + 1 for item in node.value]
+    return items
+
+
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
 def _strip(value: Any) -> Any:
@@ -97,10 +116,29 @@ def _strip(value: Any) -> Any:
 
 
 def _line(node: Any, key: str | None = None) -> int | None:
+    """The line of ``key`` in a mapping node, else of the node itself (None: not from a file)."""
     if isinstance(node, dict):
         if key is not None and key in node.get("__lines__", {}):
             return node["__lines__"][key]
         return node.get("__line__")
+    return None
+
+
+def _item_line(items: Any, index: int) -> int | None:
+    lines = getattr(items, "lines", None)
+    return lines[index] if lines and index < len(lines) else None
+
+
+def _setting_line(nodes: list[Any], key: str | None) -> int | None:
+    """The line that sets ``key`` (``lr`` matches ``lr`` and ``protocol.lr``) in the first of
+    ``nodes`` that has it."""
+    if key is None:
+        return None
+    name = key.rpartition(".")[2]
+    for node in nodes:
+        for spelled, line in (node.get("__lines__", {}) if isinstance(node, dict) else {}).items():
+            if spelled == key or spelled.rpartition(".")[2] == name:
+                return line
     return None
 
 
@@ -128,30 +166,203 @@ def load_spec(path: str | Path) -> Sweep:
     return parse_spec(raw, path)
 
 
+class _Problems:
+    """The problems of one spec, each ``FILE: line N: message``, in order, without repeats."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.lines: list[str] = []
+
+    def add(self, message: str, line: int | None) -> None:
+        text = f"{self.where}:{f' line {line}:' if line else ''} {message}"
+        if text not in self.lines:
+            self.lines.append(text)
+
+    def raise_if_any(self) -> None:
+        if self.lines:
+            raise SpecError(
+                f"{len(self.lines)} problem(s) in the sweep spec:\n  " + "\n  ".join(self.lines),
+                problems=self.lines,
+            )
+
+
+def _seeds(value: Any, node: dict[str, Any], key: str, problems: _Problems) -> list[int]:
+    """The valid seeds of a ``seeds`` entry; each bad one is a problem on its own line."""
+    if not isinstance(value, list):
+        problems.add(f"{key} must be a list of integers, got {_strip(value)!r}", _line(node, key))
+        return []
+    if not value:
+        problems.add(f"{key} is empty: no trial would run", _line(node, key))
+    valid = []
+    for index, seed in enumerate(value):
+        try:
+            valid.append(coerce(seed, Seed, f"{key}[{index}]"))
+        except ConfigError as error:
+            problems.add(str(error), _item_line(value, index) or _line(node, key))
+    return valid
+
+
+def _empty_lists(settings: Any, what: str, problems: _Problems) -> bool:
+    """Report grid entries given as empty lists (they would expand to no trial)."""
+    empty = [k for k, v in settings.items() if isinstance(v, list) and not v]
+    for key in empty:
+        problems.add(f"{what}: {key!r} is an empty list: no trial would run", _line(settings, key))
+    return bool(empty)
+
+
+class _BenchContext:
+    """One benchmark's entry of a spec: its trials, and its problems with their lines."""
+
+    def __init__(
+        self,
+        raw: dict[str, Any],
+        benches: dict[str, Any],
+        name: str,
+        spec: Any,
+        seeds: list[int],
+        problems: _Problems,
+    ) -> None:
+        self.raw, self.benches, self.name = raw, benches, name
+        self.spec = spec if spec is not None else {}
+        self.seeds, self.problems = seeds, problems
+        self.resources: dict[str, Any] | None = None
+
+    def problem(self, message: str, line: int | None) -> None:
+        self.problems.add(f"benchmark {self.name!r}: {message}", line)
+
+    def trials(self) -> list[ResolvedTrial]:
+        spec, problems = self.spec, self.problems
+        try:
+            benchmarks.get(self.name)
+        except ConfigError as error:
+            problems.add(str(error), _line(self.benches, self.name))
+            return []
+        if not isinstance(spec, dict):
+            self.problem("settings must be a mapping", _line(self.benches, self.name))
+            return []
+        for key in spec:
+            if key not in BENCH_KEYS and not key.startswith("__"):
+                self.problem(
+                    f"unknown key {key!r} (valid: {', '.join(sorted(BENCH_KEYS))})",
+                    _line(spec, key),
+                )
+        fixed, grid = spec.get("protocol") or {}, spec.get("grid") or {}
+        if not isinstance(fixed, dict) or not isinstance(grid, dict):
+            self.problem("protocol and grid must be mappings", _line(spec))
+            return []
+        _empty_lists(grid, f"benchmark {self.name!r}, grid", problems)
+        if "seeds" in spec:
+            self.seeds = _seeds(spec["seeds"], spec, "seeds", problems)
+        if spec.get("resources") is not None:
+            self.resources = _strip(spec["resources"])
+        owner = spec if "methods" in spec else self.raw
+        methods = owner.get("methods")
+        trials: list[ResolvedTrial] = []
+        if methods is None:
+            self.problem("no methods (give methods at the top or here)", _line(spec))
+        elif not isinstance(methods, (list, dict)):
+            self.problem(
+                "methods must be a list of names or a mapping name -> settings",
+                _line(owner, "methods"),
+            )
+        elif not _strip(methods) and not spec.get("stl"):
+            self.problem("methods is empty: no trial would run", _line(owner, "methods"))
+        else:
+            names = [str(m) for m in methods if not str(m).startswith("__")]
+            for index, method in enumerate(names):
+                settings = methods.get(method) if isinstance(methods, dict) else None
+                line = (
+                    _line(methods, method)
+                    if isinstance(methods, dict)
+                    else _item_line(methods, index)
+                )
+                trials += self.method_trials(method, settings or {}, line, fixed, grid)
+        if spec.get("stl"):
+            stl_fixed = {k: v for k, v in {**fixed, **grid}.items() if not isinstance(v, list)}
+            trials += self.method_trials(STL, {}, _line(spec, "stl"), stl_fixed, {})
+        return trials
+
+    def method_trials(
+        self,
+        method: str,
+        settings: Any,
+        line: int | None,
+        fixed: dict[str, Any],
+        grid: dict[str, Any],
+    ) -> list[ResolvedTrial]:
+        """The trials of one method (every grid combination and seed, every task for stl)."""
+        if not isinstance(settings, dict):
+            self.problem(f"method {method!r}: settings must be a mapping", line)
+            return []
+        if _empty_lists(settings, f"benchmark {self.name!r}, method {method!r}", self.problems):
+            return []
+        tasks = benchmarks.get(self.name).tasks if method == STL else (None,)
+        trials: list[ResolvedTrial] = []
+        for combo in _grid({**_strip(grid), **_strip(settings)}):
+            for task in tasks:
+                for seed in self.seeds:
+                    config = TrialConfig(
+                        self.name,
+                        method,
+                        seed,
+                        {**_strip(fixed), **combo},
+                        task=task,
+                        data_root=self.spec.get("data_root", self.raw.get("data_root")),
+                    )
+                    try:
+                        trials.append(resolve(config))
+                    except ConfigError as error:
+                        self.report(method, error, line, settings, fixed, grid)
+                        break  # the other seeds have the same problem
+        return trials
+
+    def report(
+        self,
+        method: str,
+        error: ConfigError,
+        method_line: int | None,
+        settings: dict[str, Any],
+        fixed: dict[str, Any],
+        grid: dict[str, Any],
+    ) -> None:
+        """Each problem of a trial's config, at the line that sets the value at fault: the
+        method's own settings, else the benchmark's grid or protocol, else the method's name."""
+        for problem in getattr(error, "errors", [error]):
+            own = _setting_line([settings], problem.key)
+            shared = _setting_line([grid, fixed], problem.key)
+            message = str(problem)
+            if problem.key == "method":
+                self.problem(message, method_line)
+            elif (
+                own is None
+                and shared is not None
+                and message.startswith(("protocol.", "policies."))
+            ):
+                self.problem(message, shared)  # bad for every method: said once
+            else:
+                self.problem(f"method {method!r}: {message}", own or shared or method_line)
+
+
 def parse_spec(raw: Any, path: Path | None = None) -> Sweep:
-    errors: list[str] = []
-    where = str(path) if path else "<spec>"
-
-    def err(msg: str, node: Any = None, key: str | None = None) -> None:
-        line = _line(node, key)
-        errors.append(f"{where}:{f' line {line}:' if line else ''} {msg}")
-
+    """Validate a spec (as read by :func:`load_spec`, or a plain mapping) and resolve its
+    trials; raises :class:`SpecError` listing every problem, each with the line it comes from."""
+    problems = _Problems(str(path) if path else "<spec>")
     if not isinstance(raw, dict):
-        raise SpecError(f"{where}: a sweep spec is a mapping with name, seeds, methods, benchmarks")
+        raise SpecError(
+            f"{problems.where}: a sweep spec is a mapping with name, seeds, methods, benchmarks"
+        )
     for key in raw:
         if key not in SPEC_KEYS and not key.startswith("__"):
-            err(f"unknown key {key!r} (valid: {', '.join(sorted(SPEC_KEYS))})", raw, key)
+            problems.add(
+                f"unknown key {key!r} (valid: {', '.join(sorted(SPEC_KEYS))})", _line(raw, key)
+            )
     name = raw.get("name") or (path.stem if path else "sweep")
-    seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not all(
-        isinstance(s, int) and not isinstance(s, bool) for s in seeds
-    ):
-        err("seeds must be a list of integers", raw, "seeds")
-        seeds = []
-    methods = raw.get("methods")
+    seeds = _seeds(raw.get("seeds", [0]), raw, "seeds", problems)
     benches = raw.get("benchmarks")
     if not isinstance(benches, dict) or not _strip(benches):
-        err("benchmarks must be a mapping of benchmark name -> settings", raw, "benchmarks")
+        problems.add(
+            "benchmarks must be a mapping of benchmark name -> settings", _line(raw, "benchmarks")
+        )
         benches = {}
 
     trials: list[ResolvedTrial] = []
@@ -159,88 +370,13 @@ def parse_spec(raw: Any, path: Path | None = None) -> Sweep:
     for bench_name, bench_spec in benches.items():
         if bench_name.startswith("__"):
             continue
-        bench_spec = bench_spec if bench_spec is not None else {}
-        if not isinstance(bench_spec, dict):
-            err(f"benchmark {bench_name!r}: settings must be a mapping", benches, bench_name)
-            continue
-        for key in bench_spec:
-            if key not in BENCH_KEYS and not key.startswith("__"):
-                err(
-                    f"benchmark {bench_name!r}: unknown key {key!r} "
-                    f"(valid: {', '.join(sorted(BENCH_KEYS))})",
-                    bench_spec,
-                    key,
-                )
-        fixed = _strip(bench_spec.get("protocol") or {})
-        grid = _strip(bench_spec.get("grid") or {})
-        if not isinstance(fixed, dict) or not isinstance(grid, dict):
-            err(f"benchmark {bench_name!r}: protocol and grid must be mappings", bench_spec)
-            continue
-        data_root = bench_spec.get("data_root", raw.get("data_root"))
-        bench_seeds = bench_spec.get("seeds", seeds)
-        bench_methods = bench_spec.get("methods", methods)
-        if bench_methods is None:
-            err(
-                f"benchmark {bench_name!r}: no methods (give methods at the top or here)",
-                bench_spec,
-            )
-            continue
-        if isinstance(bench_methods, list):
-            bench_methods = {m: {} for m in bench_methods}
-        if not isinstance(bench_methods, dict):
-            err(
-                "methods must be a list of names or a mapping name -> settings",
-                bench_spec,
-                "methods",
-            )
-            continue
-        if bench_spec.get("resources") is not None:
-            resources[bench_name] = _strip(bench_spec["resources"])
-        line_node = bench_spec if "methods" in bench_spec else raw
-        for method, msettings in _strip(bench_methods).items():
-            msettings = msettings or {}
-            for combo in _grid({**grid, **msettings}):
-                for seed in bench_seeds:
-                    cfg = TrialConfig(
-                        bench_name, method, seed, {**fixed, **combo}, data_root=data_root
-                    )
-                    try:
-                        trials.append(resolve(cfg))
-                    except ConfigError as error:
-                        err(
-                            f"benchmark {bench_name!r}, method {method!r}: {error}",
-                            line_node,
-                            "methods",
-                        )
-                        break
-                else:
-                    continue
-                break
-        if bench_spec.get("stl"):
-            stl_fixed = {k: v for k, v in {**fixed, **grid}.items() if not isinstance(v, list)}
-            try:
-                from mtlbench import benchmark as benchmarks
-
-                tasks = benchmarks.get(bench_name).tasks
-            except ConfigError as error:
-                err(str(error), benches, bench_name)
-                continue
-            for task in tasks:
-                for seed in bench_seeds:
-                    try:
-                        trials.append(
-                            resolve(
-                                TrialConfig(
-                                    bench_name, STL, seed, stl_fixed, task=task, data_root=data_root
-                                )
-                            )
-                        )
-                    except ConfigError as error:
-                        err(f"benchmark {bench_name!r}, stl: {error}", bench_spec, "stl")
-                        break
-    if errors:
-        unique = list(dict.fromkeys(errors))
-        raise SpecError(f"{len(unique)} problem(s) in the sweep spec:\n  " + "\n  ".join(unique))
+        context = _BenchContext(raw, benches, bench_name, bench_spec, seeds, problems)
+        trials.extend(context.trials())
+        if context.resources is not None:
+            resources[bench_name] = context.resources
+    if not trials and not problems.lines:
+        problems.add("the spec expands to no trial", _line(raw))
+    problems.raise_if_any()
     seen: set[str] = set()
     trials = [t for t in trials if not (t.trial_id in seen or seen.add(t.trial_id))]
     results = Path(raw.get("results") or Path("results") / name)
