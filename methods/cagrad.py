@@ -91,6 +91,7 @@ class CAGrad(GramianWeighting):
     the mean direction ``g0 / rescale``; both are counted in ``fallbacks``.
     """
 
+    summary: ClassVar[str] = "Maximises the worst task's improvement near the mean gradient."
     paper: ClassVar[str] = (
         "Liu et al., Conflict-Averse Gradient Descent for Multi-task Learning, NeurIPS 2021 "
         "(arXiv 2110.14048)"

@@ -34,6 +34,7 @@ class DBMTL(JacobianMethod):
     ``wrt="representation"`` for it.
     """
 
+    summary: ClassVar[str] = "Log losses; each task gradient rescaled to the largest norm."
     paper: ClassVar[str] = "Lin et al., Dual-Balancing for Multi-Task Learning (arXiv 2308.12029)"
     scale: ClassVar[Scale] = "sum"
     # aggregate(c J) = c aggregate(J) for c > 0 on a fresh instance (the EMA is linear in J and

@@ -38,6 +38,7 @@ class DWA(LossWeighting):
     window) keeps the last weights and is counted in ``fallbacks``.
     """
 
+    summary: ClassVar[str] = "Weights from each loss's recent rate of decrease (softmax)."
     paper: ClassVar[str] = (
         "Liu, Johns & Davison, End-to-End Multi-Task Learning with Attention, CVPR 2019 "
         "(arXiv 1803.10704)"

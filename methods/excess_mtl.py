@@ -40,6 +40,7 @@ class ExcessMTL(JacobianMethod):
     ``fallbacks``.
     """
 
+    summary: ClassVar[str] = "Weights the tasks by their estimated excess risks."
     paper: ClassVar[str] = (
         "He et al., Robust Multi-Task Learning with Excess Risks, ICML 2024 (arXiv 2402.02009)"
     )

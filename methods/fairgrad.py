@@ -157,6 +157,7 @@ class FairGrad(GramianWeighting):
     used and counted in ``fallbacks``.
     """
 
+    summary: ClassVar[str] = "Shares the improvement among the tasks by alpha-fairness."
     paper: ClassVar[str] = (
         "Ban & Ji, Fair Resource Allocation in Multi-Task Learning, ICML 2024 (arXiv 2402.15638)"
     )

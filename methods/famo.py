@@ -42,6 +42,7 @@ class FAMO(LossWeighting):
     Algorithm 1 states 0.001. Per-benchmark values are those of the ``run.sh`` scripts.
     """
 
+    summary: ClassVar[str] = "Balances the tasks' rates of loss decrease, one backward pass."
     paper: ClassVar[str] = "Liu, Feng, Stone & Liu, FAMO, NeurIPS 2023 (arXiv 2306.03792)"
     post_step_losses: ClassVar[bool] = True
     scale: ClassVar[Scale] = "mean"

@@ -95,6 +95,7 @@ class GO4Align(LossWeighting):
       are the weights (the step ascends), as on the toy problem (losses down to about -20).
     """
 
+    summary: ClassVar[str] = "Groups the tasks by loss trends and weights the groups."
     paper: ClassVar[str] = (
         "Shen et al., GO4Align: Group Optimization for Multi-Task Alignment, NeurIPS 2024 "
         "(arXiv 2404.06486)"

@@ -51,6 +51,7 @@ class GradDrop(JacobianMethod):
     share of each task's squared gradient norm that survives the masks, on the mean scale.
     """
 
+    summary: ClassVar[str] = "Keeps one random sign of each conflicting gradient component."
     paper: ClassVar[str] = (
         "Chen et al., Just Pick a Sign: Optimizing Deep Multitask Models with Gradient Sign "
         "Dropout, NeurIPS 2020 (arXiv 2010.06808)"

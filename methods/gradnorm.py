@@ -46,6 +46,7 @@ class GradNorm(GramianWeighting):
     the paper's choice. ``theta``, the epoch and the loss statistics live in ``state_dict``.
     """
 
+    summary: ClassVar[str] = "Learns weights that equalise the task gradient norms."
     paper: ClassVar[str] = (
         "Chen et al., GradNorm: Gradient Normalization for Adaptive Loss Balancing in Deep "
         "Multitask Networks, ICML 2018 (arXiv 1711.02257)"

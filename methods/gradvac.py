@@ -45,6 +45,7 @@ class GradVac(GramianWeighting):
     first) without touching ``phi`` and is counted in ``fallbacks``.
     """
 
+    summary: ClassVar[str] = "Pulls task gradient pairs towards a target cosine similarity."
     paper: ClassVar[str] = (
         "Wang et al., Gradient Vaccine: Investigating and Improving Multi-task Optimization in "
         "Massively Multilingual Models, ICLR 2021 (arXiv 2010.05874)"

@@ -66,6 +66,7 @@ class LDCMTL(LossWeighting):
        nothing here depends on them.
     """
 
+    summary: ClassVar[str] = "A learned router weighs the losses; a penalty bounds their gaps."
     paper: ClassVar[str] = (
         "LDC-MTL: Balancing Multi-Task Learning through Scalable Loss Discrepancy Control "
         "(arXiv 2502.08585)"

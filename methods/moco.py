@@ -51,6 +51,7 @@ class MoCo(JacobianMethod):
     (losses down to about -20), where MoCo without the shift climbs until the losses reach 0.
     """
 
+    summary: ClassVar[str] = "MGDA on tracked task gradients, correcting its stochastic bias."
     paper: ClassVar[str] = (
         "Fernando et al., Mitigating Gradient Bias in Multi-objective Learning: A Provably "
         "Convergent Approach, ICLR 2023 (arXiv 2210.12624)"

@@ -58,6 +58,7 @@ class NashMTL(GramianWeighting):
     hyper-parameter here.
     """
 
+    summary: ClassVar[str] = "The Nash bargaining solution among the task gradients."
     paper: ClassVar[str] = (
         "Navon et al., Multi-Task Learning as a Bargaining Game, ICML 2022 (arXiv 2202.01017)"
     )

@@ -48,6 +48,7 @@ class SDMGrad(GramianWeighting):
     in ``fallbacks``.
     """
 
+    summary: ClassVar[str] = "MGDA regularised towards the mean gradient."
     paper: ClassVar[str] = (
         "Xiao, Ban & Ji, Direction-oriented Multi-objective Learning: Simple and Provable "
         "Stochastic Algorithms, NeurIPS 2023 (arXiv 2305.18409)"

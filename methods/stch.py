@@ -41,6 +41,7 @@ class STCH(LossWeighting):
     for losses that go negative such as the toy problem's.
     """
 
+    summary: ClassVar[str] = "Smooth Tchebycheff: a soft maximum of the shifted losses."
     paper: ClassVar[str] = (
         "Lin et al., Smooth Tchebycheff Scalarization for Multi-Objective Optimization, ICML 2024 "
         "(arXiv 2402.19078)"

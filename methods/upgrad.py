@@ -67,6 +67,7 @@ class UPGrad(GramianWeighting):
     and is counted in ``fallbacks``.
     """
 
+    summary: ClassVar[str] = "Projects each task gradient onto the gradients' dual cone."
     paper: ClassVar[str] = (
         "Quinton & Rey, Jacobian Descent for Multi-Objective Optimization (arXiv 2406.16232)"
     )

@@ -35,6 +35,7 @@ class UW(LossWeighting):
     on it.
     """
 
+    summary: ClassVar[str] = "Weights each loss by a learned homoscedastic uncertainty."
     paper: ClassVar[str] = (
         "Kendall, Gal & Cipolla, Multi-Task Learning Using Uncertainty to Weigh Losses for Scene "
         "Geometry and Semantics, CVPR 2018 (arXiv 1705.07115)"
