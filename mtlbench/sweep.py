@@ -25,6 +25,7 @@ line of the spec it comes from.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,12 +70,84 @@ class Sweep:
     executor: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)  # per benchmark
     report_formats: list[str] = field(default_factory=lambda: ["md"])
+    grid_keys: set[str] = field(default_factory=set)  # settings the spec gives as lists
 
     def stages(self) -> list[list[ResolvedTrial]]:
         """Single-task runs first (MTL trials need their reference), then the rest."""
         stl = [t for t in self.trials if t.mode == "stl"]
         mtl = [t for t in self.trials if t.mode != "stl"]
         return [s for s in (stl, mtl) if s]
+
+    def describe(self, trials: list[ResolvedTrial] | None = None) -> str:
+        """The plan of ``trials`` (default: all), in the order they run, stage by stage: each
+        trial's id, benchmark, method (and task), seed and the settings that tell it apart from
+        the other trials of its benchmark and method (the toy's ``start``, any grid key)."""
+        todo = self.trials if trials is None else trials
+        ids = {t.trial_id for t in todo}
+        labels = trial_labels({t.trial_id: t.to_dict() for t in self.trials}, self.grid_keys)
+        lines = [
+            f"sweep {self.name}: {len(todo)} of {len(self.trials)} trials to run -> {self.results}"
+        ]
+        stages = [[t for t in stage if t.trial_id in ids] for stage in self.stages()]
+        stages = [stage for stage in stages if stage]
+        for number, stage in enumerate(stages, 1):
+            what = "single-task references" if stage[0].mode == "stl" else "multi-task trials"
+            lines.append(f"stage {number} of {len(stages)}: {len(stage)} {what}")
+            width = max(len(t.trial_id) for t in stage)
+            lines.extend(f"  {t.trial_id:<{width}}  {labels[t.trial_id]}" for t in stage)
+        return "\n".join(lines)
+
+
+def _setting(config: dict[str, Any], key: str) -> Any:
+    """A setting of a trial config (``ResolvedTrial.to_dict()``), looked up as the spec names it
+    (``lr`` or ``protocol.lr``): a method hyper-parameter, a protocol option or a policy."""
+    prefix, _, name = key.rpartition(".")
+    sections = {"method": "hparams", "protocol": "protocol", "policies": "policies"}
+    for section in [sections[prefix]] if prefix in sections else sections.values():
+        if name in (config.get(section) or {}):
+            return config[section][name]
+    return None
+
+
+def trial_labels(configs: dict[str, dict[str, Any]], keys: Iterable[str] = ()) -> dict[str, str]:
+    """What tells each trial apart, by trial id: ``benchmark method [task] seed=S`` and the
+    settings named in ``keys`` (a spec's grid) or whose values differ among the trials of the
+    same benchmark, method and task, e.g. ``toy ls seed=0 start=3``.
+
+    ``configs`` maps trial ids to resolved configs (``ResolvedTrial.to_dict()``, or a record's
+    ``config``), so that a status view of records can label them the same way.
+    """
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for trial_id, config in configs.items():
+        group = (config.get("benchmark"), config.get("method"), config.get("task"))
+        groups.setdefault(group, []).append(trial_id)
+    labels = {}
+    for members in groups.values():
+        flat = [_flat(configs[m]) for m in members]
+        varying = {k for k in set().union(*flat) if len({repr(f.get(k)) for f in flat}) > 1}
+        for trial_id, values in zip(members, flat, strict=True):
+            config = configs[trial_id]
+            named = {k if k in values else k.rpartition(".")[2] for k in keys}
+            shown = sorted((varying | named) & set(values))
+            head = (config.get("benchmark"), config.get("method"), config.get("task"))
+            text = " ".join(str(h) for h in head if h) + f" seed={config.get('seed')}"
+            labels[trial_id] = " ".join([text, *(f"{k}={values[k]}" for k in shown)])
+    return labels
+
+
+def _flat(config: dict[str, Any]) -> dict[str, Any]:
+    """Hyper-parameters, protocol options and policies of a trial config in one mapping; a name
+    found in two sections (UW's ``lr``) is prefixed with its section (``method.lr``)."""
+    sections = {"method": "hparams", "protocol": "protocol", "policies": "policies"}
+    counts: dict[str, int] = {}
+    for section in sections.values():
+        for name in config.get(section) or {}:
+            counts[name] = counts.get(name, 0) + 1
+    flat: dict[str, Any] = {}
+    for prefix, section in sections.items():
+        for name, value in (config.get(section) or {}).items():
+            flat[name if counts[name] == 1 else f"{prefix}.{name}"] = value
+    return flat
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -226,6 +299,7 @@ class _BenchContext:
         self.spec = spec if spec is not None else {}
         self.seeds, self.problems = seeds, problems
         self.resources: dict[str, Any] | None = None
+        self.grid_keys: set[str] = set()  # the settings given as lists (grid dimensions)
 
     def problem(self, message: str, line: int | None) -> None:
         self.problems.add(f"benchmark {self.name!r}: {message}", line)
@@ -251,6 +325,7 @@ class _BenchContext:
             self.problem("protocol and grid must be mappings", _line(spec))
             return []
         _empty_lists(grid, f"benchmark {self.name!r}, grid", problems)
+        self.grid_keys.update(k for k in grid if not k.startswith("__"))
         if "seeds" in spec:
             self.seeds = _seeds(spec["seeds"], spec, "seeds", problems)
         if spec.get("resources") is not None:
@@ -296,6 +371,7 @@ class _BenchContext:
             return []
         if _empty_lists(settings, f"benchmark {self.name!r}, method {method!r}", self.problems):
             return []
+        self.grid_keys.update(k for k, v in settings.items() if isinstance(v, list))
         tasks = benchmarks.get(self.name).tasks if method == STL else (None,)
         trials: list[ResolvedTrial] = []
         for combo in _grid({**_strip(grid), **_strip(settings)}):
@@ -367,11 +443,13 @@ def parse_spec(raw: Any, path: Path | None = None) -> Sweep:
 
     trials: list[ResolvedTrial] = []
     resources: dict[str, dict[str, Any]] = {}
+    grid_keys: set[str] = set()
     for bench_name, bench_spec in benches.items():
         if bench_name.startswith("__"):
             continue
         context = _BenchContext(raw, benches, bench_name, bench_spec, seeds, problems)
         trials.extend(context.trials())
+        grid_keys |= context.grid_keys
         if context.resources is not None:
             resources[bench_name] = context.resources
     if not trials and not problems.lines:
@@ -390,4 +468,5 @@ def parse_spec(raw: Any, path: Path | None = None) -> Sweep:
         executor=_strip(raw.get("executor") or {}),
         resources=resources,
         report_formats=list(raw.get("report_formats") or ["md"]),
+        grid_keys=grid_keys,
     )
