@@ -15,7 +15,7 @@ import typing
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -23,8 +23,10 @@ from torch import Tensor, nn
 from mtlbench.registry import (
     ConfigError,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    Range,
     Registry,
     coerce,
     raise_all,
@@ -53,12 +55,54 @@ class Reference:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+# The arguments of each ``scheduler`` form, with their types and ranges (the trainer's
+# ``build_scheduler`` reads the same forms): StepLR's step size and decay, ReduceLROnPlateau's
+# factor, patience and floor.
+SCHEDULERS: dict[str, tuple[tuple[str, Any], ...]] = {
+    "step": (("STEP", PositiveInt), ("GAMMA", Annotated[float, Range(gt=0, le=1)])),
+    "plateau": (
+        ("FACTOR", Annotated[float, Range(gt=0, lt=1)]),
+        ("PATIENCE", NonNegativeInt),
+        ("MIN_LR", NonNegativeFloat),
+    ),
+}
+
+
+def check_scheduler(spec: str | None) -> str | None:
+    """``spec`` if it is ``None`` or one of the :data:`SCHEDULERS` forms with every argument of
+    the right type and in range; else a :class:`ConfigError` naming the form."""
+    if spec is None:
+        return None
+    kind, *args = spec.split(":")
+    forms = "; ".join(f"{k}:{':'.join(n for n, _ in fields)}" for k, fields in SCHEDULERS.items())
+    fields = SCHEDULERS.get(kind)
+    if fields is None or len(args) != len(fields):
+        raise ConfigError(f"protocol.scheduler: {spec!r} not understood: use {forms}", "scheduler")
+    for (name, hint), text in zip(fields, args, strict=True):
+        base = typing.get_args(hint)[0]
+        try:
+            coerce(base(text), hint, f"protocol.scheduler {kind} {name}")
+        except (ValueError, ConfigError):
+            raise ConfigError(
+                f"protocol.scheduler: {spec!r}: {name} must be {_range_text(hint)}, got {text!r}",
+                "scheduler",
+            ) from None
+    return spec
+
+
+def _range_text(hint: Any) -> str:
+    base, *extras = typing.get_args(hint)
+    ranges = [e.describe() for e in extras if isinstance(e, Range)]
+    return f"{'an int' if base is int else 'a number'} {' and '.join(ranges)}".strip()
+
+
 @dataclass
 class Protocol:
     """The training protocol shared by all benchmarks; benchmarks subclass it to add options.
 
     ``scheduler``: ``None``, ``"step:STEP_SIZE:GAMMA"`` (StepLR, per epoch) or
-    ``"plateau:FACTOR:PATIENCE:MIN_LR"`` (ReduceLROnPlateau on the selection score).
+    ``"plateau:FACTOR:PATIENCE:MIN_LR"`` (ReduceLROnPlateau on the selection score); the
+    arguments' ranges are in :data:`SCHEDULERS`.
     ``selection``: ``"best_val_delta_m"`` (validation Delta m%, the leak-free default),
     ``"last"``, or ``"last10_test_mean"`` (the published rule of NYU-v2 / Cityscapes; it reads
     the test set and is labelled so in records and reports).
@@ -109,6 +153,8 @@ class Protocol:
                 if key not in valid:
                     raise unknown(f"protocol option of {type(self).__name__}:", key, valid, key)
                 checked[key] = coerce(value, hints[key], f"protocol.{key}")
+                if key == "scheduler":
+                    check_scheduler(checked[key])
             except ConfigError as error:
                 errors.append(error)
         raise_all(errors)
