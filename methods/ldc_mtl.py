@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from mtlbench.method import LossWeighting, Objective, Scale, StepContext, register
-from mtlbench.registry import ConfigError, NonNegativeFloat, PositiveInt
+from mtlbench.registry import ConfigError, NonNegativeFloat, PositiveInt, UnitInterval
 
 
 @register("ldc_mtl")
@@ -161,8 +161,8 @@ class LDCMTL(LossWeighting):
         activation: Literal["sigmoid", "relu_sigmoid"] = "sigmoid",
         init_low: float = 1.0,
         init_high: float = 1.0,
-        clamp_min: float = 0.2,
-        clamp_max: float = 0.8,
+        clamp_min: UnitInterval = 0.2,
+        clamp_max: UnitInterval = 0.8,
         normalization: Literal["none", "rescaled", "log"] = "none",
         log_reset: Literal["epoch", "never"] = "epoch",
         tau: Literal["w", "one"] = "w",

@@ -149,7 +149,12 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
         f"{where}: expected {_type_name(annotation)}, got {value!r}", _key(where)
     )
     if origin is Annotated:
-        checked = coerce(value, args[0], where)
+        try:
+            checked = coerce(value, args[0], where)
+        except ConfigError:
+            if args[0] in (int, float):
+                raise expected from None  # "expected float > 0", not "expected float"
+            raise
         if any(isinstance(r, Range) and not r.contains(checked) for r in args[1:]):
             raise expected
         return checked
