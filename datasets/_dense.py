@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -41,7 +41,7 @@ from mtlbench.datasets._dense_metrics import DenseEvaluator
 from mtlbench.datasets._published import published_reference
 from mtlbench.datasets._sampling import EpochSampler, epoch_loader
 from mtlbench.datasets._segnet_mtan import Activation, segnet_mtan
-from mtlbench.registry import ConfigError
+from mtlbench.registry import ConfigError, NonNegativeInt, PositiveInt, Range
 
 
 @dataclass
@@ -62,11 +62,11 @@ class DenseProtocol(Protocol):
     lr: float = 1e-4
     scheduler: str | None = "step:100:0.5"
     augment: bool = True
-    val_fraction: float = 0.1
-    split_seed: int = 0
-    eval_batch_size: int | None = None
+    val_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.1
+    split_seed: NonNegativeInt = 0
+    eval_batch_size: PositiveInt | None = None
     stats: Literal["per_batch", "pooled"] = "per_batch"
-    num_workers: int = 4
+    num_workers: NonNegativeInt = 4
 
 
 class DenseBenchmark(Benchmark):

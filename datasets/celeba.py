@@ -75,6 +75,7 @@ from mtlbench.benchmark import (
 )
 from mtlbench.datasets._published import published_reference
 from mtlbench.datasets._sampling import EpochSampler, epoch_loader, epoch_order
+from mtlbench.registry import NonNegativeInt, PositiveInt
 
 ATTRIBUTES = (
     "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "
@@ -262,8 +263,8 @@ class CelebAProtocol(Protocol):
     epochs: int = 15
     batch_size: int = 256
     lr: float = 3e-4
-    image_size: int = 64
-    num_workers: int = 4
+    image_size: PositiveInt = 64
+    num_workers: NonNegativeInt = 4
     cache: bool = True
     cache_dir: str | None = None
 

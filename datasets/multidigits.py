@@ -41,6 +41,7 @@ from mtlbench.benchmark import (
     register,
 )
 from mtlbench.datasets._sampling import epoch_batches, permutation
+from mtlbench.registry import NonNegativeInt, PositiveInt
 
 CANVAS = 16
 DIGIT = 8
@@ -149,10 +150,10 @@ class MultiDigitsProtocol(Protocol):
 
     epochs: int = 10
     batch_size: int = 256
-    data_seed: int = 0
-    n_train: int = 10_000
-    n_val: int = 2_000
-    n_test: int = 2_000
+    data_seed: NonNegativeInt = 0
+    n_train: PositiveInt = 10_000
+    n_val: PositiveInt = 2_000
+    n_test: PositiveInt = 2_000
 
 
 class AccuracyEvaluator(Evaluator):

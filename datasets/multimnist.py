@@ -55,6 +55,7 @@ from mtlbench.benchmark import (
 )
 from mtlbench.datasets._sampling import epoch_batches
 from mtlbench.datasets.multidigits import AccuracyEvaluator, source_pools
+from mtlbench.registry import NonNegativeInt, PositiveInt
 
 CANVAS = 36
 DIGIT = 28
@@ -149,10 +150,10 @@ class MultiMNISTProtocol(Protocol):
 
     epochs: int = 10
     batch_size: int = 256
-    data_seed: int = 0
-    n_train: int = 20_000
-    n_val: int = 4_000
-    n_test: int = 4_000
+    data_seed: NonNegativeInt = 0
+    n_train: PositiveInt = 20_000
+    n_val: PositiveInt = 4_000
+    n_test: PositiveInt = 4_000
 
 
 @register("multimnist")

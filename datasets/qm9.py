@@ -67,6 +67,7 @@ from mtlbench.datasets._qm9_loading import DownloadFailed, check_files, load_sto
 from mtlbench.datasets._qm9_model import QM9Encoder
 from mtlbench.datasets._qm9_targets import PUBLISHED_STL, TARGETS, TASKS, MAEEvaluator, Standardizer
 from mtlbench.datasets._sampling import epoch_order
+from mtlbench.registry import NonNegativeInt, PositiveInt
 
 
 @dataclass
@@ -81,10 +82,10 @@ class QM9Protocol(Protocol):
     lr: float = 1e-3
     scheduler: str | None = "plateau:0.7:5:1e-5"
     scale_y: bool = True
-    split_seed: int = 0
-    n_test: int = 10_000
-    n_val: int = 10_000
-    n_train: int | None = None
+    split_seed: NonNegativeInt = 0
+    n_test: PositiveInt = 10_000
+    n_val: PositiveInt = 10_000
+    n_train: PositiveInt | None = None
     graph: GraphKind = "complete"
 
 

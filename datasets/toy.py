@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -43,7 +43,7 @@ from mtlbench.benchmark import (
     Split,
     register,
 )
-from mtlbench.registry import ConfigError
+from mtlbench.registry import ConfigError, PositiveFloat, PositiveInt, Range
 
 LOWER = 5e-6
 # The five initial points of Nash-MTL and FAMO (``experiments/toy``); CAGrad used three others.
@@ -121,10 +121,10 @@ class ToyProtocol(Protocol):
     """
 
     epochs: int = 500
-    steps_per_epoch: int = 100
+    steps_per_epoch: PositiveInt = 100
     selection: Literal["best_val_delta_m", "last", "last10_test_mean"] = "last"
-    scale: float = 0.1
-    start: int = 0
+    scale: PositiveFloat = 0.1
+    start: Annotated[int, Range(ge=0, lt=len(INITIAL_POINTS))] = 0
 
     @property
     def total_steps(self) -> int:

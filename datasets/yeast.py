@@ -49,6 +49,7 @@ from mtlbench.benchmark import (
     register,
 )
 from mtlbench.datasets._sampling import epoch_batches, permutation
+from mtlbench.registry import NonNegativeInt
 
 N_FEATURES = 103
 CLASSES = tuple(f"class{i}" for i in range(1, 15))
@@ -148,7 +149,7 @@ class YeastProtocol(Protocol):
     epochs: int = 20
     batch_size: int = 64
     lr: float = 1e-3
-    data_seed: int = 0
+    data_seed: NonNegativeInt = 0
 
 
 @register("yeast")

@@ -39,6 +39,7 @@ class AlignedMTL(GramianWeighting):
     shared representation) is the engine's ``wrt = "representation"`` option.
     """
 
+    summary: ClassVar[str] = "Aligns the task gradients: equal singular values of their matrix."
     paper: ClassVar[str] = (
         "Senushkin et al., Independent Component Alignment for Multi-Task Learning, CVPR 2023 "
         "(arXiv 2305.19000)"

@@ -10,6 +10,7 @@ from scipy.optimize import minimize
 from torch import Tensor
 
 from mtlbench.method import Aggregate, GramianWeighting, Scale, register, sanitize
+from mtlbench.registry import NonNegativeFloat
 
 _SMOOTH = 1e-8  # the reference's guards: sqrt(w^T G w + 1e-8), |g_w| + 1e-8 (here relative)
 
@@ -90,6 +91,7 @@ class CAGrad(GramianWeighting):
     the mean direction ``g0 / rescale``; both are counted in ``fallbacks``.
     """
 
+    summary: ClassVar[str] = "Maximises the worst task's improvement near the mean gradient."
     paper: ClassVar[str] = (
         "Liu et al., Conflict-Averse Gradient Descent for Multi-task Learning, NeurIPS 2021 "
         "(arXiv 2110.14048)"
@@ -101,7 +103,7 @@ class CAGrad(GramianWeighting):
     def __init__(
         self,
         n_tasks: int,
-        c: float = 0.4,
+        c: NonNegativeFloat = 0.4,
         rescale: Literal[0, 1, 2] = 1,
         log_losses: bool = False,
     ) -> None:

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from mtlbench.method import Aggregate, JacobianMethod, Scale, register
+from mtlbench.registry import NonNegativeFloat, UnitInterval
 
 
 @register("db_mtl")
@@ -33,6 +34,7 @@ class DBMTL(JacobianMethod):
     ``wrt="representation"`` for it.
     """
 
+    summary: ClassVar[str] = "Log losses; each task gradient rescaled to the largest norm."
     paper: ClassVar[str] = "Lin et al., Dual-Balancing for Multi-Task Learning (arXiv 2308.12029)"
     scale: ClassVar[Scale] = "sum"
     # aggregate(c J) = c aggregate(J) for c > 0 on a fresh instance (the EMA is linear in J and
@@ -42,8 +44,8 @@ class DBMTL(JacobianMethod):
     def __init__(
         self,
         n_tasks: int,
-        beta: float = 0.9,
-        beta_sigma: float = 0.0,
+        beta: UnitInterval = 0.9,
+        beta_sigma: NonNegativeFloat = 0.0,
         min_losses: list[float] | None = None,
     ) -> None:
         super().__init__(n_tasks)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from mtlbench.method import LossWeighting, Objective, Scale, StepContext, register
+from mtlbench.registry import PositiveFloat, PositiveInt
 
 
 @register("dwa")
@@ -37,13 +38,14 @@ class DWA(LossWeighting):
     window) keeps the last weights and is counted in ``fallbacks``.
     """
 
+    summary: ClassVar[str] = "Weights from each loss's recent rate of decrease (softmax)."
     paper: ClassVar[str] = (
         "Liu, Johns & Davison, End-to-End Multi-Task Learning with Attention, CVPR 2019 "
         "(arXiv 1803.10704)"
     )
     scale: ClassVar[Scale] = "mean"
 
-    def __init__(self, n_tasks: int, temp: float = 2.0, window: int = 25) -> None:
+    def __init__(self, n_tasks: int, temp: PositiveFloat = 2.0, window: PositiveInt = 25) -> None:
         super().__init__(n_tasks)
         if window < 1:
             raise ValueError(f"window must be positive, got {window}")

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from mtlbench.method import Aggregate, JacobianMethod, Scale, register
+from mtlbench.registry import PositiveFloat
 
 
 @register("excess_mtl")
@@ -39,13 +40,14 @@ class ExcessMTL(JacobianMethod):
     ``fallbacks``.
     """
 
+    summary: ClassVar[str] = "Weights the tasks by their estimated excess risks."
     paper: ClassVar[str] = (
         "He et al., Robust Multi-Task Learning with Excess Risks, ICML 2024 (arXiv 2402.02009)"
     )
     scale: ClassVar[Scale] = "sum"
 
     def __init__(
-        self, n_tasks: int, robust_step_size: float = 1e-2, log_losses: bool = False
+        self, n_tasks: int, robust_step_size: PositiveFloat = 1e-2, log_losses: bool = False
     ) -> None:
         super().__init__(n_tasks, log_losses=log_losses)
         self.robust_step_size = robust_step_size

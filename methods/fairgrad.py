@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from mtlbench.method import GramianWeighting, Scale, register
+from mtlbench.registry import PositiveFloat, PositiveInt
 
 # A task whose squared gradient norm is below this fraction of the largest one counts as a zero
 # gradient: G w = w^(-p) then has no solution (its weight would be infinite).
@@ -156,6 +157,7 @@ class FairGrad(GramianWeighting):
     used and counted in ``fallbacks``.
     """
 
+    summary: ClassVar[str] = "Shares the improvement among the tasks by alpha-fairness."
     paper: ClassVar[str] = (
         "Ban & Ji, Fair Resource Allocation in Multi-Task Learning, ICML 2024 (arXiv 2402.15638)"
     )
@@ -165,7 +167,11 @@ class FairGrad(GramianWeighting):
     non_conflicting: ClassVar[bool] = True
 
     def __init__(
-        self, n_tasks: int, alpha: float = 2.0, max_iter: int = 50, log_losses: bool = False
+        self,
+        n_tasks: int,
+        alpha: PositiveFloat = 2.0,
+        max_iter: PositiveInt = 50,
+        log_losses: bool = False,
     ) -> None:
         super().__init__(n_tasks, log_losses=log_losses)
         if alpha <= 0:

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from mtlbench.method import LossWeighting, Objective, Scale, StepContext, register
+from mtlbench.registry import NonNegativeFloat, PositiveFloat
 
 _EPS = 1e-8  # FAMO's shift inside the logs
 _BETAS = (0.9, 0.999)  # torch.optim.Adam defaults, used by the reference's logit optimizer
@@ -41,6 +42,7 @@ class FAMO(LossWeighting):
     Algorithm 1 states 0.001. Per-benchmark values are those of the ``run.sh`` scripts.
     """
 
+    summary: ClassVar[str] = "Balances the tasks' rates of loss decrease, one backward pass."
     paper: ClassVar[str] = "Liu, Feng, Stone & Liu, FAMO, NeurIPS 2023 (arXiv 2306.03792)"
     post_step_losses: ClassVar[bool] = True
     scale: ClassVar[Scale] = "mean"
@@ -57,8 +59,8 @@ class FAMO(LossWeighting):
     def __init__(
         self,
         n_tasks: int,
-        gamma: float = 0.01,
-        w_lr: float = 0.025,
+        gamma: NonNegativeFloat = 0.01,
+        w_lr: PositiveFloat = 0.025,
         min_losses: list[float] | None = None,
     ) -> None:
         super().__init__(n_tasks)

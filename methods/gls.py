@@ -29,6 +29,7 @@ class GLS(LossWeighting):
     losses that go negative such as the toy problem's.
     """
 
+    summary: ClassVar[str] = "The geometric mean of the losses."
     paper: ClassVar[str] = (
         "Chennupati et al., MultiNet++: Multi-Stream Feature Aggregation and Geometric Loss "
         "Strategy for Multi-Task Learning, CVPR 2019 Workshops (arXiv 1904.08492)"

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from mtlbench.method import LossWeighting, Objective, Scale, StepContext, register
+from mtlbench.registry import PositiveFloat, PositiveInt
 
 
 def kmeans_1d(values: np.ndarray, n_groups: int) -> np.ndarray:
@@ -94,6 +95,7 @@ class GO4Align(LossWeighting):
       are the weights (the step ascends), as on the toy problem (losses down to about -20).
     """
 
+    summary: ClassVar[str] = "Groups the tasks by loss trends and weights the groups."
     paper: ClassVar[str] = (
         "Shen et al., GO4Align: Group Optimization for Multi-Task Alignment, NeurIPS 2024 "
         "(arXiv 2404.06486)"
@@ -103,8 +105,8 @@ class GO4Align(LossWeighting):
     def __init__(
         self,
         n_tasks: int,
-        num_groups: int = 1,
-        robust_step_size: float = 1e-4,
+        num_groups: PositiveInt = 1,
+        robust_step_size: PositiveFloat = 1e-4,
         min_losses: list[float] | None = None,
     ) -> None:
         super().__init__(n_tasks)

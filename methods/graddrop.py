@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from mtlbench.method import Aggregate, JacobianMethod, Scale, register
+from mtlbench.registry import UnitInterval
 
 _EPS = 1e-8  # the reference's guard in the sign purity
 
@@ -50,6 +51,7 @@ class GradDrop(JacobianMethod):
     share of each task's squared gradient norm that survives the masks, on the mean scale.
     """
 
+    summary: ClassVar[str] = "Keeps one random sign of each conflicting gradient component."
     paper: ClassVar[str] = (
         "Chen et al., Just Pick a Sign: Optimizing Deep Multitask Models with Gradient Sign "
         "Dropout, NeurIPS 2020 (arXiv 2010.06808)"
@@ -61,7 +63,7 @@ class GradDrop(JacobianMethod):
     # c aggregate(J) for the same draw.
     scale_equivariant: ClassVar[bool] = True
 
-    def __init__(self, n_tasks: int, leak: float = 0.0, log_losses: bool = False) -> None:
+    def __init__(self, n_tasks: int, leak: UnitInterval = 0.0, log_losses: bool = False) -> None:
         super().__init__(n_tasks, log_losses=log_losses)
         if not 0.0 <= leak <= 1.0:
             raise ValueError(f"leak must be in [0, 1], got {leak}")

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from mtlbench.method import GramianWeighting, Scale, register
+from mtlbench.registry import NonNegativeFloat
 
 InitialLoss = Literal["first_epoch", "first_step"]
 
@@ -45,6 +46,7 @@ class GradNorm(GramianWeighting):
     the paper's choice. ``theta``, the epoch and the loss statistics live in ``state_dict``.
     """
 
+    summary: ClassVar[str] = "Learns weights that equalise the task gradient norms."
     paper: ClassVar[str] = (
         "Chen et al., GradNorm: Gradient Normalization for Adaptive Loss Balancing in Deep "
         "Multitask Networks, ICML 2018 (arXiv 1711.02257)"
@@ -54,7 +56,7 @@ class GradNorm(GramianWeighting):
     def __init__(
         self,
         n_tasks: int,
-        alpha: float = 1.5,
+        alpha: NonNegativeFloat = 1.5,
         initial_loss: InitialLoss = "first_epoch",
         log_losses: bool = False,
     ) -> None:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from mtlbench.method import GramianWeighting, Scale, register
+from mtlbench.registry import UnitInterval
 
 _EPS = 1e-8  # LibMTL's guard in the cosine and in the correction's denominator
 
@@ -44,6 +45,7 @@ class GradVac(GramianWeighting):
     first) without touching ``phi`` and is counted in ``fallbacks``.
     """
 
+    summary: ClassVar[str] = "Pulls task gradient pairs towards a target cosine similarity."
     paper: ClassVar[str] = (
         "Wang et al., Gradient Vaccine: Investigating and Improving Multi-task Optimization in "
         "Massively Multilingual Models, ICLR 2021 (arXiv 2010.05874)"
@@ -53,7 +55,7 @@ class GradVac(GramianWeighting):
     # The cosines and the corrections' coefficients do not change when J is scaled.
     scale_equivariant: ClassVar[bool] = True
 
-    def __init__(self, n_tasks: int, beta: float = 0.5, log_losses: bool = False) -> None:
+    def __init__(self, n_tasks: int, beta: UnitInterval = 0.5, log_losses: bool = False) -> None:
         super().__init__(n_tasks, log_losses=log_losses)
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {beta}")

@@ -63,6 +63,7 @@ class IMTLG(GramianWeighting):
     divides by 0). IMTL-L, the loss-scale half of IMTL, is not part of this method.
     """
 
+    summary: ClassVar[str] = "The update with equal projections on every task gradient."
     paper: ClassVar[str] = (
         "Liu et al., Towards Impartial Multi-task Learning, ICLR 2021 "
         "(openreview.net/forum?id=IMPnRXEWpvr)"

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from mtlbench.method import LossWeighting, Objective, Scale, StepContext, register
-from mtlbench.registry import ConfigError
+from mtlbench.registry import ConfigError, NonNegativeFloat, PositiveInt, UnitInterval
 
 
 @register("ldc_mtl")
@@ -66,6 +66,7 @@ class LDCMTL(LossWeighting):
        nothing here depends on them.
     """
 
+    summary: ClassVar[str] = "A learned router weighs the losses; a penalty bounds their gaps."
     paper: ClassVar[str] = (
         "LDC-MTL: Balancing Multi-Task Learning through Scalable Loss Discrepancy Control "
         "(arXiv 2502.08585)"
@@ -155,18 +156,18 @@ class LDCMTL(LossWeighting):
     def __init__(
         self,
         n_tasks: int,
-        feature_dim: int | None = None,
+        feature_dim: PositiveInt | None = None,
         router: Literal["vector", "linear"] = "vector",
         activation: Literal["sigmoid", "relu_sigmoid"] = "sigmoid",
         init_low: float = 1.0,
         init_high: float = 1.0,
-        clamp_min: float = 0.2,
-        clamp_max: float = 0.8,
+        clamp_min: UnitInterval = 0.2,
+        clamp_max: UnitInterval = 0.8,
         normalization: Literal["none", "rescaled", "log"] = "none",
         log_reset: Literal["epoch", "never"] = "epoch",
         tau: Literal["w", "one"] = "w",
         normalizer: Literal["none", "sum", "sum_detached"] = "sum_detached",
-        lamb: float = 0.01,
+        lamb: NonNegativeFloat = 0.01,
     ) -> None:
         super().__init__(n_tasks)
         if init_low > init_high:

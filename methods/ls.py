@@ -21,6 +21,7 @@ class LS(LossWeighting):
     multi-task paper; no hyper-parameters.
     """
 
+    summary: ClassVar[str] = "The sum of the task losses (equal weights): the baseline."
     paper: ClassVar[str] = (
         "Linear scalarisation / equal weighting (baseline; nash-mtl and FAMO LinearScalarization, "
         "LibMTL EW)"

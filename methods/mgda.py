@@ -43,6 +43,7 @@ class MGDA(GramianWeighting):
     weights (uniform at first) and is counted in ``fallbacks``.
     """
 
+    summary: ClassVar[str] = "The min-norm point in the convex hull of the task gradients."
     paper: ClassVar[str] = (
         "Désidéri, C. R. Math. 2012; Sener & Koltun, NeurIPS 2018 (arXiv 1810.04650)"
     )

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from mtlbench.method import Aggregate, JacobianMethod, Scale, register
 from mtlbench.methods._min_norm import project_to_simplex
+from mtlbench.registry import NonNegativeFloat
 
 Simplex = Literal["softmax", "projection"]
 
@@ -50,6 +51,7 @@ class MoCo(JacobianMethod):
     (losses down to about -20), where MoCo without the shift climbs until the losses reach 0.
     """
 
+    summary: ClassVar[str] = "MGDA on tracked task gradients, correcting its stochastic bias."
     paper: ClassVar[str] = (
         "Fernando et al., Mitigating Gradient Bias in Multi-objective Learning: A Provably "
         "Convergent Approach, ICLR 2023 (arXiv 2210.12624)"
@@ -59,11 +61,11 @@ class MoCo(JacobianMethod):
     def __init__(
         self,
         n_tasks: int,
-        beta: float = 0.5,
-        beta_sigma: float = 0.5,
-        gamma: float = 0.1,
-        gamma_sigma: float = 0.5,
-        rho: float = 0.0,
+        beta: NonNegativeFloat = 0.5,
+        beta_sigma: NonNegativeFloat = 0.5,
+        gamma: NonNegativeFloat = 0.1,
+        gamma_sigma: NonNegativeFloat = 0.5,
+        rho: NonNegativeFloat = 0.0,
         simplex: Simplex = "softmax",
         log_losses: bool = False,
         min_losses: list[float] | None = None,

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from mtlbench.method import GramianWeighting, Scale, register
 from mtlbench.methods.fairgrad import alpha_fair_weights
+from mtlbench.registry import PositiveInt
 
 
 @register("nash_mtl")
@@ -57,6 +58,7 @@ class NashMTL(GramianWeighting):
     hyper-parameter here.
     """
 
+    summary: ClassVar[str] = "The Nash bargaining solution among the task gradients."
     paper: ClassVar[str] = (
         "Navon et al., Multi-Task Learning as a Bargaining Game, ICML 2022 (arXiv 2202.01017)"
     )
@@ -67,8 +69,8 @@ class NashMTL(GramianWeighting):
     def __init__(
         self,
         n_tasks: int,
-        update_weights_every: int = 1,
-        optim_niter: int = 20,
+        update_weights_every: PositiveInt = 1,
+        optim_niter: PositiveInt = 20,
         log_losses: bool = False,
     ) -> None:
         super().__init__(n_tasks, log_losses=log_losses)

@@ -55,6 +55,7 @@ class PCGrad(GramianWeighting):
     Gramian falls back to the plain sum (``w = 1``), counted in ``fallbacks``.
     """
 
+    summary: ClassVar[str] = "Projects each task gradient off those it conflicts with."
     paper: ClassVar[str] = (
         "Yu et al., Gradient Surgery for Multi-Task Learning, NeurIPS 2020 (arXiv 2001.06782)"
     )

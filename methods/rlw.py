@@ -22,6 +22,7 @@ class RLW(LossWeighting):
     reproducible on any device (``stochastic = True``). The weights sum to 1: ``scale = "mean"``.
     """
 
+    summary: ClassVar[str] = "Random loss weights, drawn afresh at every step."
     paper: ClassVar[str] = (
         "Lin et al., Reasonable Effectiveness of Random Weighting: A Litmus Test for Multi-Task "
         "Learning, TMLR 2022 (arXiv 2111.10603)"

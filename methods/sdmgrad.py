@@ -10,6 +10,7 @@ from torch import Tensor
 
 from mtlbench.method import GramianWeighting, Scale, register
 from mtlbench.methods._min_norm import project_to_simplex
+from mtlbench.registry import NonNegativeFloat, PositiveFloat, PositiveInt, UnitInterval
 
 
 @register("sdmgrad")
@@ -47,6 +48,7 @@ class SDMGrad(GramianWeighting):
     in ``fallbacks``.
     """
 
+    summary: ClassVar[str] = "MGDA regularised towards the mean gradient."
     paper: ClassVar[str] = (
         "Xiao, Ban & Ji, Direction-oriented Multi-objective Learning: Simple and Provable "
         "Stochastic Algorithms, NeurIPS 2023 (arXiv 2305.18409)"
@@ -64,10 +66,10 @@ class SDMGrad(GramianWeighting):
     def __init__(
         self,
         n_tasks: int,
-        lamda: float = 0.3,
-        niter: int = 20,
-        lr: float = 5.0,
-        momentum: float = 0.5,
+        lamda: NonNegativeFloat = 0.3,
+        niter: PositiveInt = 20,
+        lr: PositiveFloat = 5.0,
+        momentum: UnitInterval = 0.5,
         log_losses: bool = False,
     ) -> None:
         super().__init__(n_tasks, log_losses=log_losses)

@@ -26,6 +26,7 @@ class SI(LossWeighting):
     toy problem's (down to about -20).
     """
 
+    summary: ClassVar[str] = "The sum of the log losses: invariant to each loss's scale."
     paper: ClassVar[str] = (
         "Scale-invariant baseline of Navon et al., Multi-Task Learning as a Bargaining Game, "
         "ICML 2022 (arXiv 2202.01017)"

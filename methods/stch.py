@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from mtlbench.method import LossWeighting, Objective, Scale, StepContext, register
+from mtlbench.registry import NonNegativeInt, PositiveFloat
 
 _TINY = 1e-20  # the reference's guard inside the logs
 
@@ -40,6 +41,7 @@ class STCH(LossWeighting):
     for losses that go negative such as the toy problem's.
     """
 
+    summary: ClassVar[str] = "Smooth Tchebycheff: a soft maximum of the shifted losses."
     paper: ClassVar[str] = (
         "Lin et al., Smooth Tchebycheff Scalarization for Multi-Objective Optimization, ICML 2024 "
         "(arXiv 2402.19078)"
@@ -49,8 +51,8 @@ class STCH(LossWeighting):
     def __init__(
         self,
         n_tasks: int,
-        mu: float = 1.0,
-        warmup_epochs: int = 4,
+        mu: PositiveFloat = 1.0,
+        warmup_epochs: NonNegativeInt = 4,
         min_losses: list[float] | None = None,
     ) -> None:
         super().__init__(n_tasks)

@@ -10,6 +10,7 @@ from scipy.optimize import nnls
 from torch import Tensor
 
 from mtlbench.method import GramianWeighting, Scale, register
+from mtlbench.registry import NonNegativeFloat
 
 
 def dual_cone_weights(gramian: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -66,6 +67,7 @@ class UPGrad(GramianWeighting):
     and is counted in ``fallbacks``.
     """
 
+    summary: ClassVar[str] = "Projects each task gradient onto the gradients' dual cone."
     paper: ClassVar[str] = (
         "Quinton & Rey, Jacobian Descent for Multi-Objective Optimization (arXiv 2406.16232)"
     )
@@ -75,8 +77,8 @@ class UPGrad(GramianWeighting):
     def __init__(
         self,
         n_tasks: int,
-        norm_eps: float = 1e-4,
-        reg_eps: float = 0.0,
+        norm_eps: NonNegativeFloat = 1e-4,
+        reg_eps: NonNegativeFloat = 0.0,
         log_losses: bool = False,
     ) -> None:
         super().__init__(n_tasks, log_losses=log_losses)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from mtlbench.method import LossWeighting, Objective, Scale, StepContext, register
+from mtlbench.registry import PositiveFloat
 
 
 @register("uw")
@@ -34,6 +35,7 @@ class UW(LossWeighting):
     on it.
     """
 
+    summary: ClassVar[str] = "Weights each loss by a learned homoscedastic uncertainty."
     paper: ClassVar[str] = (
         "Kendall, Gal & Cipolla, Multi-Task Learning Using Uncertainty to Weigh Losses for Scene "
         "Geometry and Semantics, CVPR 2018 (arXiv 1705.07115)"
@@ -41,7 +43,7 @@ class UW(LossWeighting):
     scale: ClassVar[Scale] = "sum"
 
     def __init__(
-        self, n_tasks: int, lr: float = 0.025, min_losses: list[float] | None = None
+        self, n_tasks: int, lr: PositiveFloat = 0.025, min_losses: list[float] | None = None
     ) -> None:
         super().__init__(n_tasks)
         self.log_sigma = nn.Parameter(torch.zeros(n_tasks))

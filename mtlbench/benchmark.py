@@ -15,12 +15,23 @@ import typing
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from mtlbench.registry import ConfigError, Registry, coerce, unknown
+from mtlbench.registry import (
+    ConfigError,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    Registry,
+    coerce,
+    raise_all,
+    unknown,
+)
 
 Split = Literal["train", "val", "test"]
 
@@ -44,38 +55,109 @@ class Reference:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+# The arguments of each ``scheduler`` form, with their types and ranges (the trainer's
+# ``build_scheduler`` reads the same forms): StepLR's step size and decay, ReduceLROnPlateau's
+# factor, patience and floor.
+SCHEDULERS: dict[str, tuple[tuple[str, Any], ...]] = {
+    "step": (("STEP", PositiveInt), ("GAMMA", Annotated[float, Range(gt=0, le=1)])),
+    "plateau": (
+        ("FACTOR", Annotated[float, Range(gt=0, lt=1)]),
+        ("PATIENCE", NonNegativeInt),
+        ("MIN_LR", NonNegativeFloat),
+    ),
+}
+
+
+def check_scheduler(spec: str | None) -> str | None:
+    """``spec`` if it is ``None`` or one of the :data:`SCHEDULERS` forms with every argument of
+    the right type and in range; else a :class:`ConfigError` naming the form."""
+    if spec is None:
+        return None
+    kind, *args = spec.split(":")
+    forms = "; ".join(f"{k}:{':'.join(n for n, _ in fields)}" for k, fields in SCHEDULERS.items())
+    fields = SCHEDULERS.get(kind)
+    if fields is None or len(args) != len(fields):
+        raise ConfigError(f"protocol.scheduler: {spec!r} not understood: use {forms}", "scheduler")
+    for (name, hint), text in zip(fields, args, strict=True):
+        base = typing.get_args(hint)[0]
+        try:
+            coerce(base(text), hint, f"protocol.scheduler {kind} {name}")
+        except (ValueError, ConfigError):
+            raise ConfigError(
+                f"protocol.scheduler: {spec!r}: {name} must be {_range_text(hint)}, got {text!r}",
+                "scheduler",
+            ) from None
+    return spec
+
+
+def _range_text(hint: Any) -> str:
+    base, *extras = typing.get_args(hint)
+    ranges = [e.describe() for e in extras if isinstance(e, Range)]
+    return f"{'an int' if base is int else 'a number'} {' and '.join(ranges)}".strip()
+
+
 @dataclass
 class Protocol:
     """The training protocol shared by all benchmarks; benchmarks subclass it to add options.
 
     ``scheduler``: ``None``, ``"step:STEP_SIZE:GAMMA"`` (StepLR, per epoch) or
-    ``"plateau:FACTOR:PATIENCE:MIN_LR"`` (ReduceLROnPlateau on the selection score).
+    ``"plateau:FACTOR:PATIENCE:MIN_LR"`` (ReduceLROnPlateau on the selection score); the
+    arguments' ranges are in :data:`SCHEDULERS`.
     ``selection``: ``"best_val_delta_m"`` (validation Delta m%, the leak-free default),
     ``"last"``, or ``"last10_test_mean"`` (the published rule of NYU-v2 / Cityscapes; it reads
     the test set and is labelled so in records and reports).
     ``max_steps``: stop each epoch after this many steps (``None``: the whole split); smoke runs
     and quickstarts use it, and records keep it.
+
+    Each numeric option declares its valid range in its type hint (``PositiveInt``: ``>= 1``;
+    ``PositiveFloat``: ``> 0``; ``NonNegativeFloat``: ``>= 0``), checked by :meth:`replace`
+    when a spec or ``--set`` is read; subclasses declare their own options' ranges the same way.
     """
 
-    epochs: int = 1
-    batch_size: int = 32
-    lr: float = 1e-3
+    epochs: PositiveInt = 1
+    batch_size: PositiveInt = 32
+    lr: PositiveFloat = 1e-3
     optimizer: Literal["adam", "sgd"] = "adam"
-    weight_decay: float = 0.0
+    weight_decay: NonNegativeFloat = 0.0
     scheduler: str | None = None
     selection: Literal["best_val_delta_m", "last", "last10_test_mean"] = "best_val_delta_m"
-    max_steps: int | None = None
-    eval_every: int = 1
+    max_steps: PositiveInt | None = None
+    eval_every: PositiveInt = 1
+
+    @classmethod
+    def field_hints(cls) -> dict[str, Any]:
+        """Each option's type hint with its range. A subclass that only changes a default
+        (``epochs: int = 500``) keeps the range its base class declared for that type."""
+        hints: dict[str, Any] = {}
+        plain_hints: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            if not issubclass(klass, Protocol):
+                continue
+            rich = typing.get_type_hints(klass, include_extras=True)
+            plain = typing.get_type_hints(klass)
+            for key, hint in rich.items():
+                if key in hints and hint == plain[key] == plain_hints[key]:
+                    continue  # the same type, written without its range: keep the range
+                hints[key], plain_hints[key] = hint, plain[key]
+        return hints
 
     def replace(self, **changes: Any) -> Protocol:
-        """A copy with ``changes`` applied, each checked against the field's type."""
-        hints = typing.get_type_hints(type(self))
+        """A copy with ``changes`` applied, each checked against the field's type and range;
+        every bad option is reported (:class:`~mtlbench.registry.ConfigErrors`), not the first."""
+        hints = type(self).field_hints()
         valid = {f.name for f in dataclasses.fields(self)}
         checked = {}
+        errors: list[ConfigError] = []
         for key, value in changes.items():
-            if key not in valid:
-                raise unknown(f"protocol option of {type(self).__name__}:", key, valid)
-            checked[key] = coerce(value, hints[key], f"protocol.{key}")
+            try:
+                if key not in valid:
+                    raise unknown(f"protocol option of {type(self).__name__}:", key, valid, key)
+                checked[key] = coerce(value, hints[key], f"protocol.{key}")
+                if key == "scheduler":
+                    check_scheduler(checked[key])
+            except ConfigError as error:
+                errors.append(error)
+        raise_all(errors)
         return dataclasses.replace(self, **checked)
 
     def to_dict(self) -> dict[str, Any]:

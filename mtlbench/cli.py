@@ -8,9 +8,12 @@ never shows a traceback.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
+import shutil
 import sys
 import tempfile
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,39 +38,86 @@ def _parse_set(items: Sequence[str]) -> dict[str, Any]:
 
 
 def ensure_writable(folder: Path) -> Path:
-    """Create ``folder`` if needed and check that files can be written in it."""
+    """Create ``folder`` if needed and check that files can be written in it; the error names
+    the nearest existing folder that refuses (``/proc`` for ``--out /proc/x``)."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
             pass
     except OSError as error:
-        raise ConfigError(f"cannot write to {folder}: {error.strerror or error}") from None
+        base = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+        why = f"{base} is a file, not a folder" if base.is_file() else f"{base} is not writable"
+        raise ConfigError(
+            f"cannot write to {folder}: {why} ({error.strerror or error}); choose another folder"
+        ) from None
     return folder
 
 
-# -- commands ---------------------------------------------------------------------------------
-def cmd_list(args: argparse.Namespace) -> int:
-    from tabulate import tabulate
+def _error_lines(error: ConfigError) -> list[str]:
+    """One line per problem: a spec's problems each with its file and line, a trial's bad
+    settings each on its own."""
+    problems = getattr(error, "problems", None)
+    if problems is not None:
+        return list(problems)
+    return [str(e) for e in getattr(error, "errors", [error])]
 
+
+# -- commands ---------------------------------------------------------------------------------
+def _fit_table(rows: list[tuple[str, ...]], headers: tuple[str, ...], width: int) -> str:
+    """A plain table whose last column wraps to fit ``width`` characters (at least 20 wide)."""
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers) - 1)]
+    indent = sum(widths) + 2 * len(widths)
+    room = max(20, width - indent)
+    lines = []
+    for row in [headers, tuple("-" * w for w in widths) + ("-" * min(room, 40),), *rows]:
+        head = "".join(f"{str(cell):<{w}}  " for cell, w in zip(row, widths, strict=False))
+        wrapped = textwrap.wrap(str(row[-1]), room, break_on_hyphens=False) or [""]
+        lines.append((head + wrapped[0]).rstrip())
+        lines.extend((" " * indent + more).rstrip() for more in wrapped[1:])
+    return "\n".join(lines)
+
+
+def _method_text(cls: Any) -> str:
+    """A method's docstring as plain text (RST ``::`` block markers become ``:``)."""
+    return inspect.cleandoc(cls.__doc__ or "").replace("::\n", ":\n")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    width = shutil.get_terminal_size((100, 24)).columns
     if args.what == "methods":
         from mtlbench.method import METHODS, names
 
-        rows = []
-        for name in names():
-            cls = METHODS.get(name)
-            doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-            rows.append((name, cls.cost, cls.needs, cls.paper, doc))
-        print(tabulate(rows, headers=["method", "cost", "needs", "paper", "summary"]))
-        print(f"\n{len(rows)} methods; 'stl' (single-task runs) is a mode of the trainer.")
+        if args.long:
+            for name in names():
+                cls = METHODS.get(name)
+                print(f"{name}  ({cls.cost}, needs {cls.needs})\n{'=' * len(name)}")
+                print(f"{cls.summary}\nPaper: {cls.paper}\n\n{_method_text(cls)}\n")
+            return 0
+        rows = [
+            (n, METHODS.get(n).cost, METHODS.get(n).needs, METHODS.get(n).summary) for n in names()
+        ]
+        print(_fit_table(rows, ("method", "cost", "needs", "summary"), width))
+        print()
+        print(
+            textwrap.fill(
+                f"{len(rows)} methods; 'stl' (single-task runs) is a mode of the trainer. "
+                "Papers and full descriptions: mtlbench list methods --long",
+                width,
+            )
+        )
     else:
         from mtlbench import benchmark as benchmarks
 
         rows = []
         for name in benchmarks.names():
             cls = benchmarks.get(name)
-            rows.append((name, len(cls.tasks), len(cls.metrics), cls.description or cls.paper))
-        print(tabulate(rows, headers=["benchmark", "tasks", "metrics", "description"]))
+            rows.append(
+                (name, str(len(cls.tasks)), str(len(cls.metrics)), cls.description or cls.paper)
+            )
+            if args.long:
+                rows[-1] = (*rows[-1][:3], f"{rows[-1][3]}. {cls.paper}")
+        print(_fit_table(rows, ("benchmark", "tasks", "metrics", "description"), width))
     return 0
 
 
@@ -75,7 +125,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mtlbench.trainer import run_trial
     from mtlbench.trial import TrialConfig, resolve
 
-    out = ensure_writable(Path(args.out))
     resolved = resolve(
         TrialConfig(
             args.benchmark,
@@ -87,6 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             smoke=args.smoke,
         )
     )
+    out = ensure_writable(Path(args.out))  # after validation: a rejected run writes nothing
     _check_data(resolved.benchmark, resolved.data_root)
     record = run_trial(resolved, out, device=args.device, progress=not args.quiet)
     _print_record(record, out)
@@ -111,6 +161,8 @@ def _print_record(record: dict[str, Any], out: Path) -> None:
         dm_text = f", Δm% {dm['metric_avg']:+.2f}" if dm.get("metric_avg") is not None else ""
         test = ", ".join(f"{k} {v:.4g}" for k, v in list(record["metrics"]["test"].items())[:8])
         print(f"done{dm_text} (epoch {record['selection']['epoch']} selected): {test}")
+        if not dm_text and record["config"].get("mode") == "mtl":
+            print(_no_delta_m_hint(record["config"]["benchmark"], out))
     elif status == "diverged":
         print(f"diverged at step {record['diverged']['step']}")
     else:
@@ -118,8 +170,34 @@ def _print_record(record: dict[str, Any], out: Path) -> None:
     print(f"record: {path}")
 
 
+def _no_delta_m_hint(benchmark: str, out: Path) -> str:
+    """One line: why a run has no Δm% (no published reference, no STL records in ``out``) and
+    the commands that give it one."""
+    from mtlbench import benchmark as benchmarks
+    from mtlbench.records import iter_records
+
+    cls = benchmarks.get(benchmark)
+    have = {
+        r["config"].get("task")
+        for r in iter_records(out)
+        if r.get("status") == "done"
+        and r["config"].get("benchmark") == benchmark
+        and r["config"].get("mode") == "stl"
+    }
+    missing = [t for t in cls.tasks if t not in have]
+    if not missing:
+        return f"no Δm%: the stl records in {out} do not cover this run's metrics or protocol"
+    tasks = missing[0] if len(missing) == 1 else "TASK"
+    each = "" if len(missing) == 1 else f" for TASK in {', '.join(missing)}"
+    return (
+        f"no Δm%: {benchmark} has no published single-task reference and {out} has no stl run "
+        f"of {', '.join(missing)}; run `mtlbench run -b {benchmark} -m stl --task {tasks} "
+        f"--out {out}`{each} (same protocol --set options), then `mtlbench report {out}`"
+    )
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from mtlbench.executors import describe_plan, make_executor, pending, summary
+    from mtlbench.executors import make_executor, pending, summary
     from mtlbench.sweep import load_spec
 
     sweep = load_spec(args.spec)
@@ -132,7 +210,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         options["workers"] = args.workers
     todo = pending(sweep, retry_failed=args.retry_failed)
     if args.dry_run:
-        print(describe_plan(sweep, todo))
+        print(sweep.describe(todo))
         executor = make_executor(options, device=args.device)
         if hasattr(executor, "plan"):
             print(executor.plan(sweep, todo))
@@ -183,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list methods or benchmarks")
     p.add_argument("what", choices=["methods", "benchmarks"])
+    p.add_argument("--long", action="store_true", help="papers and full descriptions")
 
     p = sub.add_parser("run", help="run one trial")
     p.add_argument("--benchmark", "-b", required=True)
@@ -252,7 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except ConfigError as error:
-        print(f"mtlbench: error: {error}", file=sys.stderr)
+        for line in _error_lines(error):
+            print(f"mtlbench: error: {line}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         os._exit(0)

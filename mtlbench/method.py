@@ -93,6 +93,7 @@ class Method(nn.Module):
     needs: ClassVar[Need]
     cost: ClassVar[str] = "O(1)"
     paper: ClassVar[str] = ""
+    summary: ClassVar[str] = ""  # one short sentence, for `mtlbench list methods`
     uses_features: ClassVar[bool] = False
     post_step_losses: ClassVar[bool] = False
     scale: ClassVar[Scale] = "sum"

@@ -1,26 +1,95 @@
 """A small generic registry: ``register(name)``, ``create(name, **hparams)``, ``names()``.
 
-Hyper-parameters are validated against the registered constructor's signature: unknown names
-and values of the wrong type raise :class:`ConfigError` with the valid names and the closest
-match, so a typo in a sweep file fails at once with a one-line message instead of deep inside a
-training run.
+Hyper-parameters are validated against the registered constructor's signature: unknown names,
+values of the wrong type and values outside their declared range raise :class:`ConfigError`
+with the valid names and the closest match, so a typo in a sweep file fails at once with a
+one-line message instead of deep inside a training run.
+
+A numeric setting declares its valid range next to its type hint, ``Annotated[int, Range(ge=1)]``
+(or one of the aliases :data:`PositiveInt`, :data:`NonNegativeInt`, :data:`PositiveFloat`,
+:data:`NonNegativeFloat`, :data:`UnitInterval`); :func:`coerce` checks it wherever a value is
+read. The range is a check, not part of the value: records and trial ids do not change.
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
+import math
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, TypeVar
 
 T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A user-facing configuration error (unknown name, bad value); printed as one line."""
+    """A user-facing configuration error (unknown name, bad value); printed as one line.
+
+    ``key`` names the setting at fault, where one does (``"epochs"``, ``"lamb"``), so that a
+    sweep spec can point at the line that sets it.
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class ConfigErrors(ConfigError):
+    """Several configuration errors found at once; ``errors`` holds them, one line each."""
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        super().__init__("\n".join(str(e) for e in errors))
+        self.errors = list(errors)
+
+
+def raise_all(errors: Sequence[ConfigError]) -> None:
+    """Raise nothing, the one error, or all of them as :class:`ConfigErrors`."""
+    flat = [e for error in errors for e in getattr(error, "errors", [error])]
+    if len(flat) == 1:
+        raise flat[0]
+    if flat:
+        raise ConfigErrors(flat)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The valid interval of a numeric setting, declared in its type hint:
+    ``Annotated[float, Range(gt=0)]`` means ``value > 0``. Bounds left ``None`` are open; a
+    float must also be finite (``nan`` and ``inf`` are never a valid learning rate or count)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def describe(self) -> str:
+        parts = [
+            f"{op} {bound if isinstance(bound, int) else format(bound, 'g')}"
+            for op, bound in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+            if bound is not None
+        ]
+        return " and ".join(parts)
+
+    def contains(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        return (
+            (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le)
+            and (self.lt is None or value < self.lt)
+        )
+
+
+PositiveInt = Annotated[int, Range(ge=1)]
+NonNegativeInt = Annotated[int, Range(ge=0)]
+PositiveFloat = Annotated[float, Range(gt=0)]
+NonNegativeFloat = Annotated[float, Range(ge=0)]
+UnitInterval = Annotated[float, Range(ge=0, le=1)]
 
 
 def closest(name: str, candidates: Iterable[str]) -> str:
@@ -29,14 +98,29 @@ def closest(name: str, candidates: Iterable[str]) -> str:
     return f" Did you mean {match[0]!r}?" if match else ""
 
 
-def unknown(kind: str, name: str, valid: Iterable[str]) -> ConfigError:
+def unknown(kind: str, name: str, valid: Iterable[str], key: str | None = None) -> ConfigError:
+    """``unknown <kind> 'name'. Did you mean ...? Valid: ...``; ``key``: the setting at fault."""
     valid = sorted(valid)
     return ConfigError(
-        f"unknown {kind} {name!r}.{closest(name, valid)} Valid: {', '.join(valid) or '(none)'}"
+        f"unknown {kind} {name!r}.{closest(name, valid)} Valid: {', '.join(valid) or '(none)'}",
+        key,
     )
 
 
+def _key(where: str) -> str:
+    """The setting's own name in a ``where`` such as ``"protocol.lr"`` or ``"ldc_mtl.lamb"``."""
+    return where.rpartition(".")[2].partition("[")[0]
+
+
 def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is Annotated:
+        base, *extras = typing.get_args(annotation)
+        ranges = [e.describe() for e in extras if isinstance(e, Range)]
+        return f"{_type_name(base)} {' and '.join(ranges)}".strip()
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " | ".join(
+            "None" if a is type(None) else _type_name(a) for a in typing.get_args(annotation)
+        )
     if typing.get_origin(annotation) is typing.Literal:
         return " | ".join(repr(a) for a in typing.get_args(annotation))
     if isinstance(annotation, type):
@@ -51,36 +135,49 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     """Check ``value`` against a type annotation and convert where it is lossless.
 
     Supports the annotations hyper-parameters use: ``bool``, ``int``, ``float``, ``str``,
-    ``Literal[...]``, ``X | None``, ``list[X]`` / ``tuple[X, ...]`` and ``Any``. An int is
-    accepted for a float, and so is a string in exponent notation such as ``"1e-6"`` (YAML 1.1,
-    which PyYAML implements, reads it as a string); nothing else is converted silently.
+    ``Literal[...]``, ``X | None``, ``list[X]`` / ``tuple[X, ...]``, ``Any`` and
+    ``Annotated[X, Range(...)]`` (the value must also lie in the range). An int is accepted for
+    a float, and so is a string in exponent notation such as ``"1e-6"`` (YAML 1.1, which PyYAML
+    implements, reads it as a string); nothing else is converted silently. Errors carry the
+    setting's name as ``key``.
     """
     if annotation is inspect.Parameter.empty or annotation is Any:
         return value
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    expected = ConfigError(
+        f"{where}: expected {_type_name(annotation)}, got {value!r}", _key(where)
+    )
+    if origin is Annotated:
+        try:
+            checked = coerce(value, args[0], where)
+        except ConfigError:
+            if args[0] in (int, float):
+                raise expected from None  # "expected float > 0", not "expected float"
+            raise
+        if any(isinstance(r, Range) and not r.contains(checked) for r in args[1:]):
+            raise expected
+        return checked
     if origin in (typing.Union, types.UnionType):
-        errors = []
+        if value is None and type(None) in args:
+            return None
         for option in args:
-            if option is type(None):
-                if value is None:
-                    return None
-                continue
             try:
                 return coerce(value, option, where)
-            except ConfigError as error:
-                errors.append(error)
-        raise ConfigError(f"{where}: expected {_type_name(annotation)}, got {value!r}")
+            except ConfigError:
+                continue
+        raise expected
     if origin is typing.Literal:
         if value in args:
             return value
         raise ConfigError(
             f"{where}: expected one of {', '.join(map(repr, args))}, got {value!r}"
-            f"{closest(str(value), map(str, args))}"
+            f"{closest(str(value), map(str, args))}",
+            _key(where),
         )
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {value!r}", _key(where))
         item = args[0] if args else Any
         items = [coerce(v, item, where) for v in value]
         return items if origin is list else tuple(items)
@@ -100,7 +197,7 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
             return value
     elif isinstance(annotation, type) and isinstance(value, annotation):
         return value
-    raise ConfigError(f"{where}: expected {_type_name(annotation)}, got {value!r}")
+    raise expected
 
 
 class Registry(Generic[T]):
@@ -142,7 +239,7 @@ class Registry(Generic[T]):
         """The hyper-parameters of ``name``: its keyword arguments, context excluded."""
         factory = self.get(name)
         target = factory.__init__ if isinstance(factory, type) else factory
-        hints = typing.get_type_hints(target)
+        hints = typing.get_type_hints(target, include_extras=True)
         params = {}
         for p in inspect.signature(target).parameters.values():
             if p.name in ("self", *self.context) or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -154,16 +251,22 @@ class Registry(Generic[T]):
         return {k: p.default for k, p in self.hparams(name).items() if p.default is not p.empty}
 
     def validate(self, name: str, hparams: dict[str, Any]) -> dict[str, Any]:
-        """Checked and converted ``hparams``; raises :class:`ConfigError` on the first problem."""
+        """Checked and converted ``hparams``; raises :class:`ConfigError` (one problem) or
+        :class:`ConfigErrors` (all of them)."""
         valid = self.hparams(name)
         checked = {}
+        errors: list[ConfigError] = []
         for key, value in hparams.items():
-            if key not in valid:
-                raise unknown(f"hyper-parameter of {self.kind} {name!r}:", key, valid)
-            checked[key] = coerce(value, valid[key].annotation, f"{name}.{key}")
-        missing = [k for k, p in valid.items() if p.default is p.empty and k not in checked]
+            try:
+                if key not in valid:
+                    raise unknown(f"hyper-parameter of {self.kind} {name!r}:", key, valid, key)
+                checked[key] = coerce(value, valid[key].annotation, f"{name}.{key}")
+            except ConfigError as error:
+                errors.append(error)
+        missing = [k for k, p in valid.items() if p.default is p.empty and k not in hparams]
         if missing:
-            raise ConfigError(f"{self.kind} {name!r} needs {', '.join(missing)}")
+            errors.append(ConfigError(f"{self.kind} {name!r} needs {', '.join(missing)}"))
+        raise_all(errors)
         return checked
 
     def create(self, name: str, *context: Any, **hparams: Any) -> T:

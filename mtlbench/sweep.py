@@ -25,14 +25,16 @@ line of the spec it comes from.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mtlbench.registry import ConfigError
-from mtlbench.trial import STL, ResolvedTrial, TrialConfig, resolve
+from mtlbench import benchmark as benchmarks
+from mtlbench.registry import ConfigError, coerce
+from mtlbench.trial import STL, ResolvedTrial, Seed, TrialConfig, resolve
 
 SPEC_KEYS = {
     "name",
@@ -50,7 +52,12 @@ BENCH_KEYS = {"protocol", "grid", "stl", "methods", "resources", "data_root", "s
 
 
 class SpecError(ConfigError):
-    """A sweep spec with problems; the message lists every one, with its line."""
+    """A sweep spec with problems; the message lists every one, with its line; ``problems``
+    holds them, one line each (``FILE: line N: message``)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems if problems is not None else [message]
 
 
 @dataclass
@@ -63,6 +70,7 @@ class Sweep:
     executor: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)  # per benchmark
     report_formats: list[str] = field(default_factory=lambda: ["md"])
+    grid_keys: set[str] = field(default_factory=set)  # settings the spec gives as lists
 
     def stages(self) -> list[list[ResolvedTrial]]:
         """Single-task runs first (MTL trials need their reference), then the rest."""
@@ -70,9 +78,86 @@ class Sweep:
         mtl = [t for t in self.trials if t.mode != "stl"]
         return [s for s in (stl, mtl) if s]
 
+    def describe(self, trials: list[ResolvedTrial] | None = None) -> str:
+        """The plan of ``trials`` (default: all), in the order they run, stage by stage: each
+        trial's id, benchmark, method (and task), seed and the settings that tell it apart from
+        the other trials of its benchmark and method (the toy's ``start``, any grid key)."""
+        todo = self.trials if trials is None else trials
+        ids = {t.trial_id for t in todo}
+        labels = trial_labels({t.trial_id: t.to_dict() for t in self.trials}, self.grid_keys)
+        lines = [
+            f"sweep {self.name}: {len(todo)} of {len(self.trials)} trials to run -> {self.results}"
+        ]
+        stages = [[t for t in stage if t.trial_id in ids] for stage in self.stages()]
+        stages = [stage for stage in stages if stage]
+        for number, stage in enumerate(stages, 1):
+            what = "single-task references" if stage[0].mode == "stl" else "multi-task trials"
+            lines.append(f"stage {number} of {len(stages)}: {len(stage)} {what}")
+            width = max(len(t.trial_id) for t in stage)
+            lines.extend(f"  {t.trial_id:<{width}}  {labels[t.trial_id]}" for t in stage)
+        return "\n".join(lines)
+
+
+def _setting(config: dict[str, Any], key: str) -> Any:
+    """A setting of a trial config (``ResolvedTrial.to_dict()``), looked up as the spec names it
+    (``lr`` or ``protocol.lr``): a method hyper-parameter, a protocol option or a policy."""
+    prefix, _, name = key.rpartition(".")
+    sections = {"method": "hparams", "protocol": "protocol", "policies": "policies"}
+    for section in [sections[prefix]] if prefix in sections else sections.values():
+        if name in (config.get(section) or {}):
+            return config[section][name]
+    return None
+
+
+def trial_labels(configs: dict[str, dict[str, Any]], keys: Iterable[str] = ()) -> dict[str, str]:
+    """What tells each trial apart, by trial id: ``benchmark method [task] seed=S`` and the
+    settings named in ``keys`` (a spec's grid) or whose values differ among the trials of the
+    same benchmark, method and task, e.g. ``toy ls seed=0 start=3``.
+
+    ``configs`` maps trial ids to resolved configs (``ResolvedTrial.to_dict()``, or a record's
+    ``config``), so that a status view of records can label them the same way.
+    """
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for trial_id, config in configs.items():
+        group = (config.get("benchmark"), config.get("method"), config.get("task"))
+        groups.setdefault(group, []).append(trial_id)
+    labels = {}
+    for members in groups.values():
+        flat = [_flat(configs[m]) for m in members]
+        varying = {k for k in set().union(*flat) if len({repr(f.get(k)) for f in flat}) > 1}
+        for trial_id, values in zip(members, flat, strict=True):
+            config = configs[trial_id]
+            named = {k if k in values else k.rpartition(".")[2] for k in keys}
+            shown = sorted((varying | named) & set(values))
+            head = (config.get("benchmark"), config.get("method"), config.get("task"))
+            text = " ".join(str(h) for h in head if h) + f" seed={config.get('seed')}"
+            labels[trial_id] = " ".join([text, *(f"{k}={values[k]}" for k in shown)])
+    return labels
+
+
+def _flat(config: dict[str, Any]) -> dict[str, Any]:
+    """Hyper-parameters, protocol options and policies of a trial config in one mapping; a name
+    found in two sections (UW's ``lr``) is prefixed with its section (``method.lr``)."""
+    sections = {"method": "hparams", "protocol": "protocol", "policies": "policies"}
+    counts: dict[str, int] = {}
+    for section in sections.values():
+        for name in config.get(section) or {}:
+            counts[name] = counts.get(name, 0) + 1
+    flat: dict[str, Any] = {}
+    for prefix, section in sections.items():
+        for name, value in (config.get(section) or {}).items():
+            flat[name if counts[name] == 1 else f"{prefix}.{name}"] = value
+    return flat
+
 
 class _LineLoader(yaml.SafeLoader):
-    """A YAML loader that remembers the line of every mapping key."""
+    """A YAML loader that remembers the line of every mapping key and list item."""
+
+
+class _Items(list):
+    """A YAML list that knows the line of each of its items (``lines``)."""
+
+    lines: list[int]
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
@@ -85,7 +170,14 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool =
     return mapping
 
 
+def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode, deep: bool = False) -> list:
+    items = _Items(yaml.SafeLoader.construct_sequence(loader, node, deep=True))
+    items.lines = [item.start_mark.line + 1 for item in node.value]
+    return items
+
+
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
 def _strip(value: Any) -> Any:
@@ -97,10 +189,29 @@ def _strip(value: Any) -> Any:
 
 
 def _line(node: Any, key: str | None = None) -> int | None:
+    """The line of ``key`` in a mapping node, else of the node itself (None: not from a file)."""
     if isinstance(node, dict):
         if key is not None and key in node.get("__lines__", {}):
             return node["__lines__"][key]
         return node.get("__line__")
+    return None
+
+
+def _item_line(items: Any, index: int) -> int | None:
+    lines = getattr(items, "lines", None)
+    return lines[index] if lines and index < len(lines) else None
+
+
+def _setting_line(nodes: list[Any], key: str | None) -> int | None:
+    """The line that sets ``key`` (``lr`` matches ``lr`` and ``protocol.lr``) in the first of
+    ``nodes`` that has it."""
+    if key is None:
+        return None
+    name = key.rpartition(".")[2]
+    for node in nodes:
+        for spelled, line in (node.get("__lines__", {}) if isinstance(node, dict) else {}).items():
+            if spelled == key or spelled.rpartition(".")[2] == name:
+                return line
     return None
 
 
@@ -128,119 +239,222 @@ def load_spec(path: str | Path) -> Sweep:
     return parse_spec(raw, path)
 
 
+class _Problems:
+    """The problems of one spec, each ``FILE: line N: message``, in order, without repeats."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.lines: list[str] = []
+
+    def add(self, message: str, line: int | None) -> None:
+        text = f"{self.where}:{f' line {line}:' if line else ''} {message}"
+        if text not in self.lines:
+            self.lines.append(text)
+
+    def raise_if_any(self) -> None:
+        if self.lines:
+            raise SpecError(
+                f"{len(self.lines)} problem(s) in the sweep spec:\n  " + "\n  ".join(self.lines),
+                problems=self.lines,
+            )
+
+
+def _seeds(value: Any, node: dict[str, Any], key: str, problems: _Problems) -> list[int]:
+    """The valid seeds of a ``seeds`` entry; each bad one is a problem on its own line."""
+    if not isinstance(value, list):
+        problems.add(f"{key} must be a list of integers, got {_strip(value)!r}", _line(node, key))
+        return []
+    if not value:
+        problems.add(f"{key} is empty: no trial would run", _line(node, key))
+    valid = []
+    for index, seed in enumerate(value):
+        try:
+            valid.append(coerce(seed, Seed, f"{key}[{index}]"))
+        except ConfigError as error:
+            problems.add(str(error), _item_line(value, index) or _line(node, key))
+    return valid
+
+
+def _empty_lists(settings: Any, what: str, problems: _Problems) -> bool:
+    """Report grid entries given as empty lists (they would expand to no trial)."""
+    empty = [k for k, v in settings.items() if isinstance(v, list) and not v]
+    for key in empty:
+        problems.add(f"{what}: {key!r} is an empty list: no trial would run", _line(settings, key))
+    return bool(empty)
+
+
+class _BenchContext:
+    """One benchmark's entry of a spec: its trials, and its problems with their lines."""
+
+    def __init__(
+        self,
+        raw: dict[str, Any],
+        benches: dict[str, Any],
+        name: str,
+        spec: Any,
+        seeds: list[int],
+        problems: _Problems,
+    ) -> None:
+        self.raw, self.benches, self.name = raw, benches, name
+        self.spec = spec if spec is not None else {}
+        self.seeds, self.problems = seeds, problems
+        self.resources: dict[str, Any] | None = None
+        self.grid_keys: set[str] = set()  # the settings given as lists (grid dimensions)
+
+    def problem(self, message: str, line: int | None) -> None:
+        self.problems.add(f"benchmark {self.name!r}: {message}", line)
+
+    def trials(self) -> list[ResolvedTrial]:
+        spec, problems = self.spec, self.problems
+        try:
+            benchmarks.get(self.name)
+        except ConfigError as error:
+            problems.add(str(error), _line(self.benches, self.name))
+            return []
+        if not isinstance(spec, dict):
+            self.problem("settings must be a mapping", _line(self.benches, self.name))
+            return []
+        for key in spec:
+            if key not in BENCH_KEYS and not key.startswith("__"):
+                self.problem(
+                    f"unknown key {key!r} (valid: {', '.join(sorted(BENCH_KEYS))})",
+                    _line(spec, key),
+                )
+        fixed, grid = spec.get("protocol") or {}, spec.get("grid") or {}
+        if not isinstance(fixed, dict) or not isinstance(grid, dict):
+            self.problem("protocol and grid must be mappings", _line(spec))
+            return []
+        _empty_lists(grid, f"benchmark {self.name!r}, grid", problems)
+        self.grid_keys.update(k for k in grid if not k.startswith("__"))
+        if "seeds" in spec:
+            self.seeds = _seeds(spec["seeds"], spec, "seeds", problems)
+        if spec.get("resources") is not None:
+            self.resources = _strip(spec["resources"])
+        owner = spec if "methods" in spec else self.raw
+        methods = owner.get("methods")
+        trials: list[ResolvedTrial] = []
+        if methods is None:
+            self.problem("no methods (give methods at the top or here)", _line(spec))
+        elif not isinstance(methods, (list, dict)):
+            self.problem(
+                "methods must be a list of names or a mapping name -> settings",
+                _line(owner, "methods"),
+            )
+        elif not _strip(methods) and not spec.get("stl"):
+            self.problem("methods is empty: no trial would run", _line(owner, "methods"))
+        else:
+            names = [str(m) for m in methods if not str(m).startswith("__")]
+            for index, method in enumerate(names):
+                settings = methods.get(method) if isinstance(methods, dict) else None
+                line = (
+                    _line(methods, method)
+                    if isinstance(methods, dict)
+                    else _item_line(methods, index)
+                )
+                trials += self.method_trials(method, settings or {}, line, fixed, grid)
+        if spec.get("stl"):
+            stl_fixed = {k: v for k, v in {**fixed, **grid}.items() if not isinstance(v, list)}
+            trials += self.method_trials(STL, {}, _line(spec, "stl"), stl_fixed, {})
+        return trials
+
+    def method_trials(
+        self,
+        method: str,
+        settings: Any,
+        line: int | None,
+        fixed: dict[str, Any],
+        grid: dict[str, Any],
+    ) -> list[ResolvedTrial]:
+        """The trials of one method (every grid combination and seed, every task for stl)."""
+        if not isinstance(settings, dict):
+            self.problem(f"method {method!r}: settings must be a mapping", line)
+            return []
+        if _empty_lists(settings, f"benchmark {self.name!r}, method {method!r}", self.problems):
+            return []
+        self.grid_keys.update(k for k, v in settings.items() if isinstance(v, list))
+        tasks = benchmarks.get(self.name).tasks if method == STL else (None,)
+        trials: list[ResolvedTrial] = []
+        for combo in _grid({**_strip(grid), **_strip(settings)}):
+            for task in tasks:
+                for seed in self.seeds:
+                    config = TrialConfig(
+                        self.name,
+                        method,
+                        seed,
+                        {**_strip(fixed), **combo},
+                        task=task,
+                        data_root=self.spec.get("data_root", self.raw.get("data_root")),
+                    )
+                    try:
+                        trials.append(resolve(config))
+                    except ConfigError as error:
+                        self.report(method, error, line, settings, fixed, grid)
+                        break  # the other seeds have the same problem
+        return trials
+
+    def report(
+        self,
+        method: str,
+        error: ConfigError,
+        method_line: int | None,
+        settings: dict[str, Any],
+        fixed: dict[str, Any],
+        grid: dict[str, Any],
+    ) -> None:
+        """Each problem of a trial's config, at the line that sets the value at fault: the
+        method's own settings, else the benchmark's grid or protocol, else the method's name."""
+        for problem in getattr(error, "errors", [error]):
+            own = _setting_line([settings], problem.key)
+            shared = _setting_line([grid, fixed], problem.key)
+            message = str(problem)
+            if problem.key == "method":
+                self.problem(message, method_line)
+            elif (
+                own is None
+                and shared is not None
+                and message.startswith(("protocol.", "policies."))
+            ):
+                self.problem(message, shared)  # bad for every method: said once
+            else:
+                self.problem(f"method {method!r}: {message}", own or shared or method_line)
+
+
 def parse_spec(raw: Any, path: Path | None = None) -> Sweep:
-    errors: list[str] = []
-    where = str(path) if path else "<spec>"
-
-    def err(msg: str, node: Any = None, key: str | None = None) -> None:
-        line = _line(node, key)
-        errors.append(f"{where}:{f' line {line}:' if line else ''} {msg}")
-
+    """Validate a spec (as read by :func:`load_spec`, or a plain mapping) and resolve its
+    trials; raises :class:`SpecError` listing every problem, each with the line it comes from."""
+    problems = _Problems(str(path) if path else "<spec>")
     if not isinstance(raw, dict):
-        raise SpecError(f"{where}: a sweep spec is a mapping with name, seeds, methods, benchmarks")
+        raise SpecError(
+            f"{problems.where}: a sweep spec is a mapping with name, seeds, methods, benchmarks"
+        )
     for key in raw:
         if key not in SPEC_KEYS and not key.startswith("__"):
-            err(f"unknown key {key!r} (valid: {', '.join(sorted(SPEC_KEYS))})", raw, key)
+            problems.add(
+                f"unknown key {key!r} (valid: {', '.join(sorted(SPEC_KEYS))})", _line(raw, key)
+            )
     name = raw.get("name") or (path.stem if path else "sweep")
-    seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not all(
-        isinstance(s, int) and not isinstance(s, bool) for s in seeds
-    ):
-        err("seeds must be a list of integers", raw, "seeds")
-        seeds = []
-    methods = raw.get("methods")
+    seeds = _seeds(raw.get("seeds", [0]), raw, "seeds", problems)
     benches = raw.get("benchmarks")
     if not isinstance(benches, dict) or not _strip(benches):
-        err("benchmarks must be a mapping of benchmark name -> settings", raw, "benchmarks")
+        problems.add(
+            "benchmarks must be a mapping of benchmark name -> settings", _line(raw, "benchmarks")
+        )
         benches = {}
 
     trials: list[ResolvedTrial] = []
     resources: dict[str, dict[str, Any]] = {}
+    grid_keys: set[str] = set()
     for bench_name, bench_spec in benches.items():
         if bench_name.startswith("__"):
             continue
-        bench_spec = bench_spec if bench_spec is not None else {}
-        if not isinstance(bench_spec, dict):
-            err(f"benchmark {bench_name!r}: settings must be a mapping", benches, bench_name)
-            continue
-        for key in bench_spec:
-            if key not in BENCH_KEYS and not key.startswith("__"):
-                err(
-                    f"benchmark {bench_name!r}: unknown key {key!r} "
-                    f"(valid: {', '.join(sorted(BENCH_KEYS))})",
-                    bench_spec,
-                    key,
-                )
-        fixed = _strip(bench_spec.get("protocol") or {})
-        grid = _strip(bench_spec.get("grid") or {})
-        if not isinstance(fixed, dict) or not isinstance(grid, dict):
-            err(f"benchmark {bench_name!r}: protocol and grid must be mappings", bench_spec)
-            continue
-        data_root = bench_spec.get("data_root", raw.get("data_root"))
-        bench_seeds = bench_spec.get("seeds", seeds)
-        bench_methods = bench_spec.get("methods", methods)
-        if bench_methods is None:
-            err(
-                f"benchmark {bench_name!r}: no methods (give methods at the top or here)",
-                bench_spec,
-            )
-            continue
-        if isinstance(bench_methods, list):
-            bench_methods = {m: {} for m in bench_methods}
-        if not isinstance(bench_methods, dict):
-            err(
-                "methods must be a list of names or a mapping name -> settings",
-                bench_spec,
-                "methods",
-            )
-            continue
-        if bench_spec.get("resources") is not None:
-            resources[bench_name] = _strip(bench_spec["resources"])
-        line_node = bench_spec if "methods" in bench_spec else raw
-        for method, msettings in _strip(bench_methods).items():
-            msettings = msettings or {}
-            for combo in _grid({**grid, **msettings}):
-                for seed in bench_seeds:
-                    cfg = TrialConfig(
-                        bench_name, method, seed, {**fixed, **combo}, data_root=data_root
-                    )
-                    try:
-                        trials.append(resolve(cfg))
-                    except ConfigError as error:
-                        err(
-                            f"benchmark {bench_name!r}, method {method!r}: {error}",
-                            line_node,
-                            "methods",
-                        )
-                        break
-                else:
-                    continue
-                break
-        if bench_spec.get("stl"):
-            stl_fixed = {k: v for k, v in {**fixed, **grid}.items() if not isinstance(v, list)}
-            try:
-                from mtlbench import benchmark as benchmarks
-
-                tasks = benchmarks.get(bench_name).tasks
-            except ConfigError as error:
-                err(str(error), benches, bench_name)
-                continue
-            for task in tasks:
-                for seed in bench_seeds:
-                    try:
-                        trials.append(
-                            resolve(
-                                TrialConfig(
-                                    bench_name, STL, seed, stl_fixed, task=task, data_root=data_root
-                                )
-                            )
-                        )
-                    except ConfigError as error:
-                        err(f"benchmark {bench_name!r}, stl: {error}", bench_spec, "stl")
-                        break
-    if errors:
-        unique = list(dict.fromkeys(errors))
-        raise SpecError(f"{len(unique)} problem(s) in the sweep spec:\n  " + "\n  ".join(unique))
+        context = _BenchContext(raw, benches, bench_name, bench_spec, seeds, problems)
+        trials.extend(context.trials())
+        grid_keys |= context.grid_keys
+        if context.resources is not None:
+            resources[bench_name] = context.resources
+    if not trials and not problems.lines:
+        problems.add("the spec expands to no trial", _line(raw))
+    problems.raise_if_any()
     seen: set[str] = set()
     trials = [t for t in trials if not (t.trial_id in seen or seen.add(t.trial_id))]
     results = Path(raw.get("results") or Path("results") / name)
@@ -254,4 +468,5 @@ def parse_spec(raw: Any, path: Path | None = None) -> Sweep:
         executor=_strip(raw.get("executor") or {}),
         resources=resources,
         report_formats=list(raw.get("report_formats") or ["md"]),
+        grid_keys=grid_keys,
     )

@@ -13,15 +13,28 @@ import dataclasses
 import hashlib
 import json
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from mtlbench import benchmark as benchmarks
 from mtlbench.method import METHODS
 from mtlbench.method import names as method_names
-from mtlbench.registry import ConfigError, closest, coerce, unknown
+from mtlbench.registry import (
+    ConfigError,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    closest,
+    coerce,
+    raise_all,
+    unknown,
+)
 
 STL = "stl"  # the method name of single-task runs (mode "stl"): LS on one task's loss
+# A seed: what every generator takes (NumPy's seeds are 32-bit, torch's 64-bit).
+Seed = Annotated[int, Range(ge=0, lt=2**32)]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -44,9 +57,9 @@ class Policies:
 
     head_grads: Literal["weighted", "unit"] = "weighted"
     update_scale: Literal["reference", "sum", "mean"] = "reference"
-    clip_grad_norm: float | None = None
+    clip_grad_norm: PositiveFloat | None = None
     jacobian_mode: Literal["batched", "sequential"] = "batched"
-    jacobian_chunk: int | None = None
+    jacobian_chunk: PositiveInt | None = None
     grad_wrt: Literal["parameters", "representation"] = "parameters"
     post_step_mode: Literal["train", "eval"] = "train"
 
@@ -58,14 +71,21 @@ class Policies:
             )
 
     def replace(self, **changes: Any) -> Policies:
-        hints = typing.get_type_hints(Policies)
+        """A copy with ``changes`` applied, each checked against its type and range; every bad
+        policy is reported, not the first."""
+        hints = typing.get_type_hints(Policies, include_extras=True)
         valid = {f.name for f in dataclasses.fields(self)}
-        for key in changes:
-            if key not in valid:
-                raise unknown("policy", key, valid)
-        return dataclasses.replace(
-            self, **{k: coerce(v, hints[k], f"policies.{k}") for k, v in changes.items()}
-        )
+        checked = {}
+        errors: list[ConfigError] = []
+        for key, value in changes.items():
+            try:
+                if key not in valid:
+                    raise unknown("policy", key, valid, key)
+                checked[key] = coerce(value, hints[key], f"policies.{key}")
+            except ConfigError as error:
+                errors.append(error)
+        raise_all(errors)
+        return dataclasses.replace(self, **checked)
 
 
 @dataclass
@@ -124,7 +144,10 @@ def _split_overrides(
     hparam_names: set[str],
     protocol_names: set[str],
     policy_names: set[str],
+    errors: list[ConfigError],
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Sort ``overrides`` into method hyper-parameters, protocol options and policies; a key
+    that is unknown or ambiguous goes to ``errors``."""
     hparams: dict[str, Any] = {}
     protocol: dict[str, Any] = {}
     policies: dict[str, Any] = {}
@@ -133,8 +156,9 @@ def _split_overrides(
         prefix, _, name = key.rpartition(".")
         if prefix:
             if prefix not in targets:
-                raise unknown("setting prefix", prefix, targets)
-            targets[prefix][name] = value
+                errors.append(unknown("setting prefix", prefix, targets, key))
+            else:
+                targets[prefix][name] = value
             continue
         owners = [
             t
@@ -147,39 +171,70 @@ def _split_overrides(
         ]
         if not owners:
             valid = hparam_names | protocol_names | policy_names
-            raise ConfigError(
-                f"unknown setting {key!r}.{closest(key, valid)} Valid: "
-                f"method: {', '.join(sorted(hparam_names)) or '(none)'}; "
-                f"protocol: {', '.join(sorted(protocol_names))}; "
-                f"policies: {', '.join(sorted(policy_names))}"
+            errors.append(
+                ConfigError(
+                    f"unknown setting {key!r}.{closest(key, valid)} Valid: "
+                    f"method: {', '.join(sorted(hparam_names)) or '(none)'}; "
+                    f"protocol: {', '.join(sorted(protocol_names))}; "
+                    f"policies: {', '.join(sorted(policy_names))}",
+                    key,
+                )
             )
-        if len(owners) > 1:
-            raise ConfigError(
-                f"setting {key!r} is ambiguous: write {' or '.join(o + '.' + key for o in owners)}"
+        elif len(owners) > 1:
+            errors.append(
+                ConfigError(
+                    f"setting {key!r} is ambiguous: write "
+                    f"{' or '.join(o + '.' + key for o in owners)}",
+                    key,
+                )
             )
-        targets[owners[0]][key] = value
+        else:
+            targets[owners[0]][key] = value
     return hparams, protocol, policies
 
 
-def resolve(config: TrialConfig) -> ResolvedTrial:
-    """Validate ``config`` and resolve every default; raises ConfigError on any problem."""
-    bench_cls = benchmarks.get(config.benchmark)
-    stl = config.method == STL
-    if stl:
+def _collect(errors: list[ConfigError], build: Callable[[], T], fallback: T) -> T:
+    """``build()``, or ``fallback`` with its error appended to ``errors``."""
+    try:
+        return build()
+    except ConfigError as error:
+        errors.append(error)
+        return fallback
+
+
+def _check_names(config: TrialConfig, bench_cls: type[benchmarks.Benchmark]) -> None:
+    """The method, and the task of an stl run: what the rest of the resolution depends on."""
+    if config.method == STL:
         if config.task is None:
-            raise ConfigError(f"an stl run needs a task: one of {', '.join(bench_cls.tasks)}")
+            raise ConfigError(
+                f"an stl run needs a task: one of {', '.join(bench_cls.tasks)}", "task"
+            )
         if config.task not in bench_cls.tasks:
-            raise unknown(f"task of {config.benchmark}", config.task, bench_cls.tasks)
+            raise unknown(f"task of {config.benchmark}", config.task, bench_cls.tasks, "task")
     elif config.task is not None:
-        raise ConfigError("a task is only given for single-task (stl) runs")
-    if not stl and config.method not in method_names():
-        raise unknown("method", config.method, [*method_names(), STL])
+        raise ConfigError("a task is only given for single-task (stl) runs", "task")
+    if config.method != STL and config.method not in method_names():
+        raise unknown("method", config.method, [*method_names(), STL], "method")
+
+
+def resolve(config: TrialConfig) -> ResolvedTrial:
+    """Validate ``config`` and resolve every default.
+
+    Raises :class:`ConfigError` for one problem and :class:`~mtlbench.registry.ConfigErrors`
+    listing all of them (bad seed, unknown settings, values of the wrong type or out of their
+    range) when there are several; each error's ``key`` names the setting at fault.
+    """
+    bench_cls = benchmarks.get(config.benchmark)
+    _check_names(config, bench_cls)
+    stl = config.method == STL
+    errors: list[ConfigError] = []
+    seed = _collect(errors, lambda: coerce(config.seed, Seed, "seed"), config.seed)
 
     hparam_names = set() if stl else set(METHODS.hparams(config.method))
     protocol_names = {f.name for f in dataclasses.fields(bench_cls.protocol_type)}
     policy_names = {f.name for f in dataclasses.fields(Policies)}
     user_h, user_p, user_pol = _split_overrides(
-        config.overrides, hparam_names, protocol_names, policy_names
+        config.overrides, hparam_names, protocol_names, policy_names, errors
     )
 
     method_defaults: dict[str, Any] = {}
@@ -198,15 +253,24 @@ def resolve(config: TrialConfig) -> ResolvedTrial:
     if config.smoke:
         protocol_changes.update(bench_cls.smoke_protocol())
     protocol_changes.update(user_p)
-    protocol = bench_cls.default_protocol().replace(**protocol_changes)
-    policies = Policies().replace(**{**policy_defaults, **user_pol})
-    hparams = {} if stl else METHODS.validate(config.method, {**method_defaults, **user_h})
+    default_protocol = bench_cls.default_protocol()
+    protocol = _collect(
+        errors, lambda: default_protocol.replace(**protocol_changes), default_protocol
+    )
+    policies = _collect(
+        errors, lambda: Policies().replace(**{**policy_defaults, **user_pol}), Policies()
+    )
+    hparams: dict[str, Any] = {}
     if not stl:
-        hparams = {**METHODS.defaults(config.method), **hparams}
+        checked = _collect(
+            errors, lambda: METHODS.validate(config.method, {**method_defaults, **user_h}), {}
+        )
+        hparams = {**METHODS.defaults(config.method), **checked}
+    raise_all(errors)
     return ResolvedTrial(
         benchmark=config.benchmark,
         method=config.method,
-        seed=config.seed,
+        seed=seed,
         hparams=hparams,
         protocol=protocol,
         policies=policies,

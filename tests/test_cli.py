@@ -134,3 +134,91 @@ def test_readme_has_exactly_two_setup_commands():
     test_cmd = re.findall(r"## Test\n\n```bash\n(.*?)\n```", text, re.S)[0]
     assert test_cmd.replace(".venv/bin/python -m pytest -q", "") == ""
     assert ".venv/bin/python -m pytest -q" in ci
+
+
+# -- frictions of a first session (issue 15) --------------------------------------------------
+
+
+def test_list_methods_fits_the_terminal_one_sentence_each():
+    from mtlbench.method import METHODS, names
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtlbench.cli", "list", "methods"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, COLUMNS="72"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 72
+    assert "::" not in proc.stdout
+    for name in names():
+        summary = METHODS.get(name).summary
+        assert summary.endswith(".") and ". " not in summary and len(summary) <= 70, name
+        assert re.search(rf"^{name}\s+O\((1|K)\)", proc.stdout, re.M), name
+    words = " ".join(proc.stdout.split())  # the summaries wrap, but every word is there
+    assert all(" ".join(METHODS.get(n).summary.split()) in words for n in names())
+
+
+def test_list_methods_long_has_papers_and_full_text(capsys):
+    from mtlbench.method import METHODS
+
+    assert main(["list", "methods", "--long"]) == 0
+    out = capsys.readouterr().out
+    mgda = out.split("\nmgda  (")[1].split("\nmoco  (")[0]
+    assert METHODS.get("mgda").paper in mgda and "min-norm" in mgda
+    assert "::\n" not in out
+
+
+def test_out_under_proc_says_not_writable(tmp_path):
+    if not Path("/proc").is_dir():
+        pytest.skip("no /proc on this system")
+    line = _one_line_error(run_cli("run", "-b", "toy", "-m", "ls", "--out", "/proc/mtlbench/x"))
+    assert "cannot write to /proc/mtlbench/x: /proc is not writable" in line
+
+
+def test_dry_run_tells_trials_apart_in_the_order_they_run(tmp_path, capsys, monkeypatch):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        f"results: {tmp_path / 'results'}\n"
+        "methods: {ls: {}, ldc_mtl: {lamb: [0.01, 0.1]}}\n"
+        "benchmarks:\n"
+        "  toy: {grid: {start: [0, 3]}}\n"
+        "  multidigits: {stl: true, methods: [ls]}\n"
+    )
+    monkeypatch.setattr("mtlbench.cli.EXTENSIONS", [])
+    assert main(["sweep", str(spec), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("sweep s: 9 of 9 trials to run")
+    assert lines[1] == "stage 1 of 2: 2 single-task references"
+    assert [line.split()[1:] for line in lines[2:4]] == [
+        ["multidigits", "stl", "left", "seed=0"],
+        ["multidigits", "stl", "right", "seed=0"],
+    ]
+    assert lines[4] == "stage 2 of 2: 7 multi-task trials"
+    labels = [" ".join(line.split()[1:]) for line in lines[5:]]
+    assert labels[:2] == ["toy ls seed=0 start=0", "toy ls seed=0 start=3"]
+    assert "toy ldc_mtl seed=0 lamb=0.1 start=3" in labels
+    assert "multidigits ls seed=0" in labels
+    assert len(set(labels)) == len(labels) == 7  # no two trials look alike
+    assert not (tmp_path / "results").exists()
+
+
+def test_run_without_stl_records_says_why_there_is_no_delta_m(tmp_path, capsys):
+    args = ["--set", "epochs=1", "--set", "steps_per_epoch=5", "--out", str(tmp_path), "-q"]
+    assert main(["run", "-b", "toy", "-m", "ls", *args]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("done (epoch")
+    assert out[1].startswith("no Δm%: toy has no published single-task reference")
+    assert f"mtlbench run -b toy -m stl --task TASK --out {tmp_path}" in out[1]
+    assert out[2].startswith("record:")
+
+
+def test_readme_tour_puts_mtlbench_on_the_path_first():
+    text = (ROOT / "README.md").read_text()
+    tour = text.split("## A short tour")[1]
+    activate = tour.index("source .venv/bin/activate")
+    first_bare = re.search(r"^mtlbench ", tour, re.M)
+    assert first_bare is not None and activate < first_bare.start()
+    setup = text.split("## Set up")[1].split("## Test")[0]
+    assert "CPU time" in setup and "wall time" in setup  # what the quickstart costs
