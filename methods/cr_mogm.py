@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from mtlbench.method import METHODS, GramianWeighting, Scale, create, register
+from mtlbench.registry import UnitInterval
 
 
 @register("cr_mogm")
@@ -35,6 +36,7 @@ class CRMOGM(GramianWeighting):
     buffers.
     """
 
+    summary: ClassVar[str] = "A moving average of another Gramian method's weights (CR-MOGM)."
     paper: ClassVar[str] = (
         "Zhou et al., On the Convergence of Stochastic Multi-Objective Gradient Manipulation and "
         "Beyond, NeurIPS 2022"
@@ -43,7 +45,7 @@ class CRMOGM(GramianWeighting):
     scale_equivariant: ClassVar[bool] = True
 
     def __init__(
-        self, n_tasks: int, base: str = "mgda", alpha: float = 0.9, log_losses: bool = False
+        self, n_tasks: int, base: str = "mgda", alpha: UnitInterval = 0.9, log_losses: bool = False
     ) -> None:
         super().__init__(n_tasks, log_losses=log_losses)
         if not 0.0 <= alpha <= 1.0:

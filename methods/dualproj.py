@@ -10,6 +10,7 @@ from torch import Tensor
 
 from mtlbench.method import GramianWeighting, Scale, register
 from mtlbench.methods.upgrad import dual_cone_weights
+from mtlbench.registry import NonNegativeFloat
 
 
 @register("dualproj")
@@ -38,6 +39,7 @@ class DualProj(GramianWeighting):
     (``u`` at first), counted in ``fallbacks``.
     """
 
+    summary: ClassVar[str] = "Projects the mean gradient onto the dual cone of the task gradients."
     paper: ClassVar[str] = (
         "Quinton & Rey, Jacobian Descent for Multi-Objective Optimization (arXiv 2406.16232); "
         "Lopez-Paz & Ranzato, Gradient Episodic Memory for Continual Learning, NeurIPS 2017"
@@ -48,8 +50,8 @@ class DualProj(GramianWeighting):
     def __init__(
         self,
         n_tasks: int,
-        norm_eps: float = 1e-4,
-        reg_eps: float = 0.0,
+        norm_eps: NonNegativeFloat = 1e-4,
+        reg_eps: NonNegativeFloat = 0.0,
         pref_vector: list[float] | None = None,
         log_losses: bool = False,
     ) -> None:

@@ -44,6 +44,7 @@ class IMTL(GramianWeighting):
     ``imtl_l``); LibMTL has no shift, and the toy's negative losses need it.
     """
 
+    summary: ClassVar[str] = "IMTL-G on the learned-scale losses of IMTL-L (LibMTL's hybrid IMTL)."
     paper: ClassVar[str] = (
         "Liu et al., Towards Impartial Multi-task Learning, ICLR 2021 "
         "(openreview.net/forum?id=IMPnRXEWpvr)"

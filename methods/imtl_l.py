@@ -37,6 +37,7 @@ class IMTLL(LossWeighting):
     the ``s_k`` step only: for given ``s_k`` the model's gradient does not depend on it.
     """
 
+    summary: ClassVar[str] = "Learned loss scales that keep the scaled losses equal (IMTL-L)."
     paper: ClassVar[str] = (
         "Liu et al., Towards Impartial Multi-task Learning, ICLR 2021 "
         "(openreview.net/forum?id=IMPnRXEWpvr)"

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from mtlbench.method import GramianWeighting, Scale, register
 from mtlbench.methods._min_norm import project_to_simplex
+from mtlbench.registry import NonNegativeFloat, PositiveFloat
 
 
 @register("modo")
@@ -39,6 +40,7 @@ class MoDo(GramianWeighting):
     counted in ``fallbacks``.
     """
 
+    summary: ClassVar[str] = "One projected step per batch on the simplex weights (MoDo)."
     paper: ClassVar[str] = (
         "Chen, Fernando, Ying & Chen, Three-Way Trade-Off in Multi-Objective Learning: "
         "Optimization, Generalization and Conflict-Avoidance, NeurIPS 2023 (arXiv 2305.20057)"
@@ -46,7 +48,11 @@ class MoDo(GramianWeighting):
     scale: ClassVar[Scale] = "mean"
 
     def __init__(
-        self, n_tasks: int, gamma: float = 0.1, rho: float = 0.1, log_losses: bool = False
+        self,
+        n_tasks: int,
+        gamma: PositiveFloat = 0.1,
+        rho: NonNegativeFloat = 0.1,
+        log_losses: bool = False,
     ) -> None:
         super().__init__(n_tasks, log_losses=log_losses)
         if gamma <= 0 or rho < 0:

@@ -10,6 +10,7 @@ from scipy.optimize import nnls
 from torch import Tensor
 
 from mtlbench.method import GramianWeighting, Scale, register
+from mtlbench.registry import NonNegativeFloat, UnitInterval
 
 _DEPENDENCE = 1e-9  # eigenvalues of the normalised Gramian below this (relative) count as zero
 
@@ -76,6 +77,7 @@ class PCD(GramianWeighting):
     (``ordered_tasks``).
     """
 
+    summary: ClassVar[str] = "Task 0 as primary objective, the others as constraints (PCD)."
     paper: ClassVar[str] = (
         "Not All Objectives Are Born Equal: Priority-Constrained Descent for Hierarchical "
         "Multi-Objective Optimization, TMLR 2026 (arXiv 2606.29521; openreview HT01yGHLEt)"
@@ -87,9 +89,9 @@ class PCD(GramianWeighting):
     def __init__(
         self,
         n_tasks: int,
-        tau: float = 0.02,
-        beta: float = 0.999,
-        eps: float = 1e-8,
+        tau: UnitInterval = 0.02,
+        beta: UnitInterval = 0.999,
+        eps: NonNegativeFloat = 1e-8,
         log_losses: bool = False,
     ) -> None:
         super().__init__(n_tasks, log_losses=log_losses)
