@@ -1,5 +1,5 @@
 """Time ``build_report`` on 10,000 records (a benchmark, not a test: its number goes into
-docs/reports.md). Run: ``.venv/bin/python tests/bench_report.py [--keep DIR]``."""
+docs/reports.md). Run: ``.venv/bin/python tests/bench_report.py [--results DIR]``."""
 
 from __future__ import annotations
 

@@ -16,10 +16,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from mtlbench.report.figures import palette_for, save, theme
+from mtlbench.report.figures import figure, label_room, palette_for, save, theme
 
 Curves = dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]  # variant -> task -> (mean, std)
 LOG_RANGE = 30.0  # max / min of a row's values above which it is drawn on a log scale
@@ -141,14 +140,22 @@ def training_dynamics(
     cols = len(tasks) if len(tasks) <= max_task_panels else 1
     colours = palette_for(methods, palette)
     with theme():
-        fig = Figure(figsize=(3.4 * cols + 1.8, 5.4), layout="constrained")
-        axes = np.atleast_2d(fig.subplots(2, cols, squeeze=False, sharex=True))
+        fig, flat = figure(
+            2,
+            cols,
+            (3.2, 2.3),
+            right=label_room(methods),
+            top=0.7 if title else 0.35,
+            hspace=0.75,
+            sharex=True,
+        )
+        axes = flat.reshape(2, cols)
         _draw_row(axes[0], loss, tasks, colours, "training loss", band)
         _draw_row(axes[1], weights, tasks, colours, "task weight", band)
         handles, labels = axes[0, 0].get_legend_handles_labels()
         if not handles:
             handles, labels = axes[1, 0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside right center", fontsize=7)
+        fig.legend(handles, labels, loc="center right", fontsize=7)
         if title:
             fig.suptitle(title)
         return save(fig, path)

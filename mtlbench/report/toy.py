@@ -162,7 +162,7 @@ def toy_trajectories(
     starts = sorted(trajectories["start"].dropna().unique())
     colours = dict(zip(starts, colors(len(starts)), strict=True))
     with theme():
-        fig, axes = panels(n, cols, (3.0, 2.8))
+        fig, axes = panels(n, cols, (2.8, 2.6), bottom=1.5, hspace=0.9)
         for ax, method in zip(axes, methods, strict=False):
             if front is not None:
                 ax.plot(front[:, 0], front[:, 1], color="0.6", lw=3, alpha=0.7, zorder=1)
@@ -182,7 +182,5 @@ def toy_trajectories(
             Line2D([], [], color="0.6", lw=3),
         ]
         labels += ["initial point", "end point", "Pareto front"]
-        fig.legend(
-            handles, labels, loc="outside lower center", ncols=min(4, len(labels)), fontsize=8
-        )
+        fig.legend(handles, labels, loc="lower center", ncols=min(4, len(labels)), fontsize=8)
         return save(fig, path)
