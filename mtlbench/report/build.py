@@ -16,11 +16,11 @@ from typing import Any
 
 import pandas as pd
 
-from mtlbench.records import SCHEMA, first_line
+from mtlbench.records import first_line
 from mtlbench.registry import ConfigError
 from mtlbench.report.benchmarks import bench_info
 from mtlbench.report.document import Doc
-from mtlbench.report.leaderboard import Board, compute_board, cross_benchmark
+from mtlbench.report.leaderboard import Board, compute_board
 from mtlbench.report.load import Results, read_results
 from mtlbench.report.published import load_published
 from mtlbench.report.render import Table, render
@@ -192,4 +192,4 @@ def build_report(
     return index
 
 
-__all__ = ["FORMATS", "SCHEMA", "Report", "SkippedRecordWarning", "build_report", "cross_benchmark"]
+__all__ = ["FORMATS", "Report", "SkippedRecordWarning", "build_report"]

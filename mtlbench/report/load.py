@@ -25,7 +25,8 @@ class Results:
 
     ``skipped`` lists the JSON files that are not valid records (``path: reason``, paths
     relative to ``root``); ``duplicates`` counts records dropped because their trial id was
-    found twice; ``metric_info`` maps a benchmark to the union of its records' ``metric_info``.
+    found twice; ``bench_table`` holds the rows of the ``bench*.csv`` files (``bench_notes``:
+    the files skipped and why).
     """
 
     root: Path
