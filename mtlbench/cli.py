@@ -238,15 +238,36 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from mtlbench.report import build_report
+    """Write the report; name every skipped (corrupt or foreign) JSON file on stderr, and with
+    ``--strict`` exit 1 when there was one (the report is written all the same)."""
+    import warnings
+
+    from mtlbench.report import SkippedRecordWarning, build_report
 
     results = Path(args.results)
     if not results.is_dir():
         raise ConfigError(f"no results folder at {results}: run a sweep or `mtlbench run` first")
     out = ensure_writable(Path(args.out) if args.out else Path("reports") / results.name)
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    index = build_report(results, out, formats, task_avg=args.task_avg, published=args.published)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SkippedRecordWarning)
+        index = build_report(
+            results, out, formats, task_avg=args.task_avg, published=args.published
+        )
+    skipped = [w for w in caught if issubclass(w.category, SkippedRecordWarning)]
+    for w in skipped:
+        print(f"mtlbench: warning: {w.message}", file=sys.stderr)
+    for w in caught:
+        if not issubclass(w.category, SkippedRecordWarning):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     print(f"report: {index}")
+    if skipped and args.strict:
+        print(
+            f"mtlbench: error: {len(skipped)} file(s) under {results} are not valid records "
+            "(--strict)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -298,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="md", help="comma-separated: md,tex,csv,html")
     p.add_argument("--task-avg", action="store_true", help="also the task-averaged Δm%%")
     p.add_argument("--published", action="store_true", help="show the LDC-MTL paper's numbers")
+    p.add_argument(
+        "--strict", action="store_true", help="exit 1 when a JSON file is not a valid record"
+    )
     for extend in EXTENSIONS:
         extend(sub)
     return parser

@@ -1,0 +1,312 @@
+"""Leaderboard: pure numbers per benchmark (means, sample standard deviations, ranks, ratios).
+
+* **Δm%** is recomputed for every done record from its test metrics and the reference of its
+  variant (:mod:`mtlbench.report.reference`) by :func:`mtlbench.metrics.delta_m_frame`; the
+  record's own ``delta_m`` is only cross-checked. Per run first, then mean ± sample standard
+  deviation (ddof = 1) over seeds. The convention is written out in ``docs/reports.md``.
+* **Mean rank** (MR): per metric, variants ranked on their means (1 = best, ties share the
+  lowest rank, :func:`mtlbench.metrics.mean_rank`), averaged over metrics.
+* **Time × LS**: each run's per-step median (``timing.step_median_s``) or total training time
+  (``timing.train_s``) divided by the mean of LS's runs on the same benchmark (the LS variant
+  with the most runs), then averaged over seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mtlbench.metrics import delta_m_frame, mean_rank
+from mtlbench.report.benchmarks import BenchInfo, Col, bench_info
+from mtlbench.report.missing import missing_runs, status_notes
+from mtlbench.report.reference import Choice, RefInfo, choose
+from mtlbench.report.variants import prepare
+
+FRONT = ["benchmark", "method", "base_method", "role", "n", "runs"]
+# per-run column -> leaderboard column (mean, and "<name>_std")
+PER_RUN = {
+    "_dm": "delta_m",
+    "_dmt": "delta_m_task",
+    "_step_x": "step_x_ls",
+    "_total_x": "total_x_ls",
+}
+
+
+@dataclass
+class Board:
+    """One benchmark's leaderboard (``table``: one row per variant, a reference row first,
+    methods not run last) with its per-run values (``runs``: the done multi-task records with
+    ``_dm``, ``_dmt``, ``_step_x``, ``_total_x``), notes and missing runs."""
+
+    benchmark: str
+    table: pd.DataFrame
+    runs: pd.DataFrame
+    metrics: list[Col]
+    reference: RefInfo | None
+    missing: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    ls: str | None = None
+
+
+def _delta_m(done: pd.DataFrame, choice: Choice, ranked: list[Col], notes: list[str]) -> None:
+    """Per-run Δm% (metric- and task-averaged) into ``_dm`` / ``_dmt``."""
+    done["_dm"] = math.nan
+    done["_dmt"] = math.nan
+    groups = done.groupby("variant", sort=False).groups if ranked else {}
+    for variant, idx in groups.items():
+        ref = choice.refs.get(str(variant))
+        if ref is None:
+            continue
+        lacking = [c.name for c in ranked if not np.isfinite(ref.values.get(c.name, math.nan))]
+        if lacking:
+            notes.append(f"{variant}: no Δm% (reference lacks {', '.join(lacking)})")
+            continue
+        m_avg, t_avg = delta_m_frame(done.loc[idx], ref.values, ranked)  # type: ignore[arg-type]
+        done.loc[idx, "_dm"] = m_avg
+        done.loc[idx, "_dmt"] = t_avg
+    stored = done["delta_m"]
+    both = stored.notna() & done["_dm"].notna()
+    diff = (stored[both] - done.loc[both, "_dm"]).abs()
+    bad = diff > 1e-6 * np.maximum(1.0, done.loc[both, "_dm"].abs())
+    if bad.any():
+        notes.append(
+            f"{int(bad.sum())} of {int(both.sum())} records carry a stored Δm% that differs from "
+            f"the recomputed one (largest gap {diff.max():.3g}; e.g. computed against another "
+            "reference); the table shows the recomputed values"
+        )
+
+
+def _time_ratios(done: pd.DataFrame, notes: list[str]) -> str | None:
+    """Per-run time relative to LS into ``_step_x`` / ``_total_x``; returns LS's label."""
+    ls_variants = done[done["method"] == "ls"]["variant"].value_counts()
+    ls_label = str(ls_variants.index[0]) if len(ls_variants) else None
+    ls_step = ls_total = math.nan
+    if ls_label is None:
+        if not done.empty:
+            notes.append("no time × LS: no done LS run on this benchmark")
+    else:
+        ls = done[done["variant"] == ls_label]
+        ls_step, ls_total = ls["step_median_s"].mean(), ls["train_s"].mean()
+        if len(ls_variants) > 1:
+            notes.append(f"time × LS is relative to {ls_label} (the LS variant with most runs)")
+    done["_step_x"] = done["step_median_s"] / ls_step
+    done["_total_x"] = done["train_s"] / ls_total
+    return ls_label
+
+
+def _seeds(s: pd.Series) -> str:
+    return ",".join(str(int(x)) for x in sorted(s.dropna().unique()))
+
+
+def _aggregate(done: pd.DataFrame, mtl: pd.DataFrame, cols: list[Col], bench: str) -> pd.DataFrame:
+    """One row per variant: means and sample stds over its done runs."""
+    value_cols = {f"test/{c.name}": c.name for c in cols}
+    for c in value_cols:
+        if c not in done:
+            done[c] = math.nan
+    agg_cols = [*value_cols, *PER_RUN, "step_median_s", "train_s"]
+    grouped = done.groupby("variant", sort=False)[agg_cols]
+    mean, std = grouped.mean(), grouped.std(ddof=1)
+    count = done.groupby("variant", sort=False).size()
+    runs = mtl.groupby("variant", sort=False).size()
+    base = mtl.groupby("variant", sort=False)["method"].first()
+    seeds = done.groupby("variant", sort=False)["seed"].agg(_seeds)
+    trials = done.groupby("variant", sort=False)["trial_id"].agg(lambda s: " ".join(sorted(s)))
+    out = []
+    for variant in runs.index:
+        have = variant in mean.index
+        r: dict[str, Any] = {
+            "benchmark": bench,
+            "method": variant,
+            "base_method": base[variant],
+            "role": "method",
+            "n": int(count.get(variant, 0)),
+            "runs": int(runs[variant]),
+        }
+        for src, dst in [*value_cols.items(), *PER_RUN.items()]:
+            r[dst] = mean.at[variant, src] if have else math.nan
+            r[f"{dst}_std"] = std.at[variant, src] if have else math.nan
+        r["step_median_s"] = mean.at[variant, "step_median_s"] if have else math.nan
+        r["train_s"] = mean.at[variant, "train_s"] if have else math.nan
+        r["seeds"] = seeds.get(variant, "")
+        r["trials"] = trials.get(variant, "")
+        out.append(r)
+    return pd.DataFrame(out) if out else pd.DataFrame(columns=FRONT)
+
+
+def tie_round(values: Any) -> Any:
+    """Values rounded to 10 significant digits, so that means equal up to float noise
+    ((0.6 + 0.6 + 0.9) / 3 against 0.7) tie in ranks and marks."""
+
+    def one(x: float) -> float:
+        return float(f"{x:.10g}") if math.isfinite(x) else x
+
+    if isinstance(values, pd.DataFrame):
+        return values.astype(float).map(one)
+    return pd.Series(values, dtype=float).map(one)
+
+
+def _ranked_and_sorted(table: pd.DataFrame, ranked: list[Col]) -> pd.DataFrame:
+    """``mean_rank`` over the ranked metrics; rows by Δm%, then MR."""
+    if ranked and not table.empty:
+        metric_table = tie_round(table.set_index("method")[[c.name for c in ranked]])
+        higher = {c.name: bool(c.higher_is_better) for c in ranked}
+        table["mean_rank"] = mean_rank(metric_table, higher).to_numpy()
+    else:
+        table["mean_rank"] = math.nan
+    if not table.empty:
+        sort_by = [c for c in ("delta_m", "mean_rank") if c in table]
+        table = table.sort_values(sort_by, na_position="last", kind="stable")
+    return table
+
+
+def _reference_row(reference: RefInfo, cols: list[Col], bench: str) -> dict[str, Any]:
+    row: dict[str, Any] = {"benchmark": bench, "role": "reference", "base_method": "stl"}
+    if reference.kind == "stl":
+        row["method"] = "STL"
+        row["n"] = min(reference.n.values()) if reference.n else 0
+        row["runs"] = sum(reference.n.values())
+        row["trials"] = " ".join(t for ts in reference.trials.values() for t in ts)
+    else:
+        row["method"] = f"STL ({reference.kind})"
+        row["n"] = row["runs"] = 0
+    for c in cols:
+        row[c.name] = reference.values.get(c.name, math.nan)
+        row[f"{c.name}_std"] = reference.std.get(c.name, math.nan)
+    return row
+
+
+def _assemble(
+    table: pd.DataFrame, bench: str, absent: list[str], reference: RefInfo | None, cols: list[Col]
+) -> pd.DataFrame:
+    """The reference row on top, the variants, then one empty row per method not run."""
+    columns = list(table.columns)
+    extra = [
+        {"benchmark": bench, "method": m, "base_method": m, "role": "not run", "n": 0, "runs": 0}
+        for m in absent
+    ]
+    if extra:
+        table = pd.concat([table, pd.DataFrame(extra)], ignore_index=True)
+    if reference is not None:
+        top = pd.DataFrame([_reference_row(reference, cols, bench)])
+        table = pd.concat([top, table], ignore_index=True)
+    order = FRONT + [c for c in columns if c not in FRONT]
+    table = table.reindex(columns=order + [c for c in table.columns if c not in order])
+    return table.reset_index(drop=True)
+
+
+def compute_board(
+    df: pd.DataFrame,
+    benchmark: str,
+    *,
+    task_avg: bool = False,
+    info: BenchInfo | None = None,
+    methods: Iterable[str] = (),
+) -> Board:
+    """:func:`leaderboard` as a :class:`Board` (``df`` already :func:`prepare`-d)."""
+    rows = df[df["benchmark"] == benchmark]
+    info = info or bench_info(benchmark, df)
+    mtl = rows[rows["mode"] != "stl"]
+    done = mtl[mtl["status"] == "done"].copy()
+    choice = choose(rows, info)
+    notes = [*info.notes, *choice.notes]
+    unknown_dir = [c.name for c in info.metrics if c.higher_is_better is None]
+    if unknown_dir and choice.shown is not None:
+        notes.append(f"Δm% and ranks leave out {', '.join(unknown_dir)} (direction unknown)")
+    _delta_m(done, choice, info.ranked, notes)
+    ls_label = _time_ratios(done, notes)
+    table = _aggregate(done, mtl, info.metrics, benchmark)
+    if not task_avg:
+        table = table.drop(columns=[c for c in ("delta_m_task", "delta_m_task_std") if c in table])
+    table = _ranked_and_sorted(table, info.ranked)
+    present = set(mtl["method"])
+    absent = [m for m in dict.fromkeys(methods) if m not in present and m != "stl"]
+    if absent:
+        notes.append(f"not run on {benchmark}: {', '.join(absent)}")
+    table = _assemble(table, benchmark, absent, choice.shown, info.metrics)
+    notes += status_notes(mtl, done, table)
+    missing = missing_runs(rows)
+    return Board(benchmark, table, done, info.metrics, choice.shown, missing, notes, ls_label)
+
+
+def leaderboard(
+    df: pd.DataFrame,
+    benchmark: str,
+    *,
+    task_avg: bool = False,
+    info: BenchInfo | None = None,
+    methods: Iterable[str] = (),
+) -> pd.DataFrame:
+    """The leaderboard of one benchmark as numbers: one row per method variant.
+
+    ``df``: :func:`mtlbench.report.read_results`' frame (or
+    :func:`mtlbench.records.load_results`'). ``methods``: methods to list as "not run" when the
+    benchmark has no record of them.
+
+    Columns: ``method`` (the variant's label), ``base_method``, ``role`` (``reference``,
+    ``method`` or ``not run``), ``n`` (done runs), ``runs`` (all runs), ``<metric>`` and
+    ``<metric>_std`` per metric, ``delta_m`` and ``delta_m_std`` (and ``delta_m_task`` /
+    ``delta_m_task_std`` with ``task_avg``), ``mean_rank``, ``step_x_ls`` / ``total_x_ls``
+    (time relative to LS, with ``_std``), ``step_median_s``, ``train_s``, ``seeds``, ``trials``.
+    The frame's ``attrs`` hold ``notes`` (list of str), ``reference`` (a :class:`RefInfo` or
+    None), ``metrics`` (list of :class:`Col`), ``missing`` (a frame of missing runs) and ``ls``.
+    """
+    board = compute_board(prepare(df), benchmark, task_avg=task_avg, info=info, methods=methods)
+    table = board.table
+    table.attrs = {
+        "notes": board.notes,
+        "reference": board.reference,
+        "metrics": board.metrics,
+        "missing": board.missing,
+        "ls": board.ls,
+    }
+    return table
+
+
+def _best_variant(g: pd.DataFrame) -> pd.Series:
+    return g.sort_values("n", ascending=False, kind="stable").iloc[0]
+
+
+def cross_benchmark(boards: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per method: the mean over benchmarks of its mean rank and of its Δm%, with the
+    benchmarks each covers. A method with several variants on a benchmark enters with the
+    variant that has most runs (its label is listed)."""
+    per: dict[str, dict[str, Any]] = {}
+    for bench, board in boards.items():
+        methods = board[board["role"] == "method"]
+        for base, g in methods.groupby("base_method", sort=False):
+            best = _best_variant(g)
+            entry = per.setdefault(str(base), {"mr": {}, "dm": {}, "variants": []})
+            if pd.notna(best.get("mean_rank")):
+                entry["mr"][bench] = float(best["mean_rank"])
+            if pd.notna(best.get("delta_m")):
+                entry["dm"][bench] = float(best["delta_m"])
+            if len(g) > 1 or "[" in str(best["method"]):
+                entry["variants"].append(f"{bench}: {best['method']}")
+    rows = []
+    for method, e in per.items():
+        rows.append(
+            {
+                "method": method,
+                "avg_mean_rank": float(np.mean(list(e["mr"].values()))) if e["mr"] else math.nan,
+                "mean_rank_benchmarks": ", ".join(e["mr"]),
+                "n_mean_rank": len(e["mr"]),
+                "avg_delta_m": float(np.mean(list(e["dm"].values()))) if e["dm"] else math.nan,
+                "delta_m_benchmarks": ", ".join(e["dm"]),
+                "n_delta_m": len(e["dm"]),
+                "variants_used": "; ".join(e["variants"]),
+                **{f"mean_rank/{b}": e["mr"].get(b, math.nan) for b in boards},
+                **{f"delta_m/{b}": e["dm"].get(b, math.nan) for b in boards},
+            }
+        )
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table = table.sort_values(
+            ["avg_mean_rank", "avg_delta_m"], na_position="last", kind="stable"
+        ).reset_index(drop=True)
+    return table

@@ -1,0 +1,141 @@
+"""The reference ``b`` of each variant's Δm%, chosen through :mod:`mtlbench.references`.
+
+In this order: the benchmark's published reference; else the single-task (``stl``) records of
+the results folder with the variant's data protocol (:func:`mtlbench.references.data_key`; the
+only STL reference there is when none matches, with a note); else, for a benchmark this
+installation does not register, the reference stored in the records' ``delta_m`` when they all
+store the same one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from mtlbench import references
+from mtlbench.report.benchmarks import BenchInfo
+
+
+@dataclass
+class RefInfo:
+    """The reference of a leaderboard: values per metric and where they come from."""
+
+    kind: str  # "published" | "stl" | "stored"
+    values: dict[str, float]
+    source: str
+    std: dict[str, float] = field(default_factory=dict)
+    n: dict[str, int] = field(default_factory=dict)  # seeds per task (STL)
+    trials: dict[str, list[str]] = field(default_factory=dict)
+    key: str = ""
+
+
+@dataclass
+class Choice:
+    """The reference of every variant (None: no Δm%, with the reason in ``no_ref``), the one
+    shown in the table's reference row, and notes for the page."""
+
+    refs: dict[str, RefInfo | None]
+    shown: RefInfo | None
+    no_ref: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def stl_references(rows: pd.DataFrame, info: BenchInfo) -> dict[str, RefInfo | str]:
+    """:func:`mtlbench.references.stl_references` of one benchmark's rows, as
+    :class:`RefInfo` (or the reason a data protocol has none)."""
+    out: dict[str, RefInfo | str] = {}
+    for key, ref in references.stl_references(rows, info.metrics).items():  # type: ignore[arg-type]
+        if isinstance(ref, str):
+            out[key] = ref
+            continue
+        d = ref.details
+        out[key] = RefInfo("stl", ref.values, ref.source, d["std"], d["n"], d["trials"], key)
+    return out
+
+
+def _stored(done: pd.DataFrame, notes: list[str]) -> RefInfo | None:
+    """The reference the records stored, when they all stored the same one."""
+    texts = done["stored_reference"].dropna().unique()
+    if len(texts) > 1:
+        notes.append("the records store different references; none is used")
+    if len(texts) != 1:
+        return None
+    sources = done["stored_reference_source"].dropna().unique()
+    source = sources[0] if len(sources) else "source not recorded"
+    return RefInfo("stored", json.loads(texts[0]), f"as stored in the records' delta_m ({source})")
+
+
+def _stl_for(
+    variant: str, proto: str, stl_refs: dict[str, RefInfo | str], choice: Choice
+) -> RefInfo | None:
+    found = stl_refs.get(references.data_key(proto))
+    if found is None and len(stl_refs) == 1:
+        found = next(iter(stl_refs.values()))
+        if isinstance(found, RefInfo):
+            choice.notes.append(
+                f"{variant}: its data protocol differs from the STL records'; "
+                "Δm% uses the only STL reference there is"
+            )
+    if isinstance(found, str):
+        choice.no_ref[variant] = found
+        return None
+    if found is None:
+        choice.no_ref[variant] = "no STL record with the same data protocol"
+    return found
+
+
+def choose(rows: pd.DataFrame, info: BenchInfo) -> Choice:
+    """The reference of every multi-task variant of one benchmark (``rows``: the benchmark's
+    prepared records, with ``variant``)."""
+    mtl = rows[rows["mode"] != "stl"]
+    done = mtl[mtl["status"] == "done"]
+    choice = Choice({}, None)
+    stl_refs = stl_references(rows, info) if info.published is None else {}
+    fixed: RefInfo | None = None
+    if info.published is not None:
+        fixed = RefInfo("published", dict(info.published.values), info.published.source)
+        n_stl = int((rows["mode"] == "stl").sum())
+        if n_stl:
+            choice.notes.append(
+                f"{n_stl} single-task record(s) in the folder are not used for Δm%: "
+                "the benchmark's published reference is"
+            )
+    elif not stl_refs and not info.known:
+        fixed = _stored(done, choice.notes)
+    variant_proto = mtl.groupby("variant", sort=False)["protocol"].first()
+    for variant, proto in variant_proto.items():
+        if fixed is not None or not stl_refs:
+            choice.refs[str(variant)] = fixed
+        else:
+            choice.refs[str(variant)] = _stl_for(str(variant), proto, stl_refs, choice)
+    _summarise(choice, len(variant_proto), fixed, stl_refs, mtl.empty)
+    return choice
+
+
+def _summarise(
+    choice: Choice,
+    n_variants: int,
+    fixed: RefInfo | None,
+    stl_refs: dict[str, RefInfo | str],
+    no_mtl: bool,
+) -> None:
+    """The notes on missing references, and the reference that the table shows."""
+    reasons = set(choice.no_ref.values())
+    if len(reasons) == 1 and len(choice.no_ref) == n_variants:
+        choice.notes.append(f"no Δm%: {reasons.pop()}")
+    else:
+        choice.notes += [f"{variant}: no Δm% ({why})" for variant, why in choice.no_ref.items()]
+    used = list({id(r): r for r in choice.refs.values() if r is not None}.values())
+    first_stl = next((r for r in stl_refs.values() if isinstance(r, RefInfo)), None)
+    choice.shown = used[0] if used else (fixed or first_stl)
+    if len(used) > 1:
+        choice.notes.append(
+            f"{len(used)} different STL references are used (one per data protocol)"
+        )
+    if choice.shown is None and not no_mtl and not stl_refs:
+        choice.notes.append(
+            "no Δm%: the benchmark has no published reference and the results folder no "
+            "single-task (stl) records for all its tasks"
+        )

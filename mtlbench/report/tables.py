@@ -1,0 +1,223 @@
+"""Display tables built from the leaderboards' numbers (text cells with best / second marks,
+and the raw numbers each table's CSV holds)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from mtlbench.report.benchmarks import Col
+from mtlbench.report.render import (
+    MISSING,
+    Cell,
+    Table,
+    column_decimals,
+    decimals_for,
+    fmt_pm,
+    marks,
+)
+
+MAX_METRIC_COLUMNS = 12  # wider benchmarks (CelebA, QM9) get a separate per-metric table
+SUMMARY = ("delta_m", "delta_m_task", "mean_rank")
+
+
+def _count(x: Any) -> int:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return 0
+    return int(v) if math.isfinite(v) else 0
+
+
+def n_text(r: pd.Series) -> str:
+    """``n`` of a leaderboard row: done runs, ``2/3`` when some runs are not done."""
+    if r["role"] == "not run":
+        return "0"
+    n, runs = _count(r.get("n")), _count(r.get("runs"))
+    if r["role"] == "reference":
+        return str(n) if runs else MISSING
+    return f"{n}/{runs}" if runs != n else str(n)
+
+
+def _column_marks(board: pd.DataFrame, col: str, lower_is_better: bool) -> list[str]:
+    """Marks of a column among the method rows (the reference and not-run rows get none)."""
+    is_method = board["role"] == "method"
+    return marks(board[col].where(is_method).tolist(), lower_is_better)
+
+
+def _metric_cells(board: pd.DataFrame, cols: Sequence[Col]) -> list[list[Cell]]:
+    """Per row, one ``mean ± std`` cell per metric, decimals per column."""
+    columns = []
+    for c in cols:
+        values = board.get(c.name, pd.Series(math.nan, index=board.index))
+        stds = board.get(f"{c.name}_std", pd.Series(math.nan, index=board.index))
+        d = column_decimals(values.tolist())
+        mark = (
+            _column_marks(board, c.name, not c.higher_is_better)
+            if c.higher_is_better is not None and c.name in board
+            else [""] * len(board)
+        )
+        columns.append(
+            [Cell(fmt_pm(v, s, decimals=d), m) for v, s, m in zip(values, stds, mark, strict=True)]
+        )
+    return [list(row) for row in zip(*columns, strict=True)] or [[] for _ in range(len(board))]
+
+
+def _summary_cells(board: pd.DataFrame, task_avg: bool) -> list[list[Cell]]:
+    """Per row: Δm% (one or two variants), MR, time/step × LS, total time × LS."""
+    mark = {c: _column_marks(board, c, True) for c in SUMMARY if c in board}
+    out = []
+    for i, (_, r) in enumerate(board.iterrows()):
+        cells = []
+        for col in ("delta_m", "delta_m_task") if task_avg else ("delta_m",):
+            if r["role"] == "reference":
+                cells.append(Cell("0 (ref)" if col in board else MISSING))
+                continue
+            text = fmt_pm(r.get(col), r.get(f"{col}_std"), decimals=2)
+            cells.append(Cell(text, mark[col][i] if col in mark else ""))
+        rank = mark["mean_rank"][i] if "mean_rank" in mark else ""
+        cells.append(Cell(fmt_pm(r.get("mean_rank"), None, decimals=2), rank))
+        cells.append(Cell(fmt_pm(r.get("step_x_ls"), r.get("step_x_ls_std"), decimals=2)))
+        cells.append(Cell(fmt_pm(r.get("total_x_ls"), r.get("total_x_ls_std"), decimals=2)))
+        out.append(cells)
+    return out
+
+
+def leaderboard_tables(
+    board: pd.DataFrame, metrics: Sequence[Col] | None = None, *, task_avg: bool = False
+) -> list[Table]:
+    """The display tables of a leaderboard: one, or for more than :data:`MAX_METRIC_COLUMNS`
+    metrics a summary plus a per-metric table. ``metrics`` default: ``board.attrs``'."""
+    bench = board["benchmark"].iloc[0] if len(board) else "?"
+    cols = list(metrics if metrics is not None else board.attrs.get("metrics", []))
+    head = [[Cell(str(r["method"])), Cell(n_text(r))] for _, r in board.iterrows()]
+    metric_cells = _metric_cells(board, cols)
+    summary = _summary_cells(board, task_avg)
+    dm = ["Δm% ↓ (metric-avg)"] + (["Δm% ↓ (task-avg)"] if task_avg else [])
+    tail = [*dm, "MR ↓", "time/step × LS", "total time × LS"]
+    metric_headers = [f"{c.name}{c.arrow}" for c in cols]
+    name = f"leaderboard_{bench}"
+    if len(cols) <= MAX_METRIC_COLUMNS:
+        rows = [h + m + s for h, m, s in zip(head, metric_cells, summary, strict=True)]
+        return [Table(name, ["method", "n", *metric_headers, *tail], rows, board)]
+    return [
+        Table(
+            name, ["method", "n", *tail], [h + s for h, s in zip(head, summary, strict=True)], board
+        ),
+        Table(
+            f"{name}_metrics",
+            ["method", "n", *metric_headers],
+            [h + m for h, m in zip(head, metric_cells, strict=True)],
+        ),
+    ]
+
+
+def replicate_table(runs: pd.DataFrame, board: pd.DataFrame, cols: Sequence[Col]) -> Table:
+    """Per method, the final point of each replicate (the toy's starting points): the metrics at
+    the selected epoch, one column per start (the mean over seeds where a start has several),
+    beside the time ratios of the leaderboard. CSV: one row per run."""
+    names = [c.name for c in cols]
+    starts = sorted(runs["start"].dropna().unique())
+    decimals = {n: column_decimals(runs.get(f"test/{n}", pd.Series()).tolist()) for n in names}
+    means = runs.groupby(["variant", "start"], sort=False)[[f"test/{n}" for n in names]].mean()
+    methods = board[board["role"] == "method"]
+    rows = []
+    for _, r in methods.iterrows():
+        cells = [Cell(str(r["method"])), Cell(n_text(r))]
+        for s in starts:
+            key = (r["method"], s)
+            values = [means.at[key, f"test/{n}"] if key in means.index else math.nan for n in names]
+            texts = [
+                fmt_pm(v, None, decimals=decimals[n]) for v, n in zip(values, names, strict=True)
+            ]
+            cells.append(Cell(MISSING if set(texts) == {MISSING} else ", ".join(texts)))
+        cells.append(Cell(fmt_pm(r.get("step_x_ls"), r.get("step_x_ls_std"), decimals=2)))
+        cells.append(Cell(fmt_pm(r.get("total_x_ls"), r.get("total_x_ls_std"), decimals=2)))
+        rows.append(cells)
+    what = ", ".join(f"{c.name}{c.arrow}" for c in cols)
+    headers = ["method", "n", *[f"start {_start(s)}: {what}" for s in starts]]
+    data = runs[["variant", "start", "seed", "trial_id", *[f"test/{n}" for n in names]]]
+    data = data.rename(columns={"variant": "method", **{f"test/{n}": n for n in names}})
+    bench = board["benchmark"].iloc[0]
+    return Table(
+        f"final_points_{bench}", [*headers, "time/step × LS", "total time × LS"], rows, data
+    )
+
+
+def _start(s: Any) -> str:
+    return str(int(s)) if isinstance(s, float) and s.is_integer() else str(s)
+
+
+def cross_table(cross: pd.DataFrame, benches: Sequence[str]) -> Table:
+    """Mean MR and Δm% over benchmarks, with the benchmarks each covers."""
+    mr_marks = marks(cross["avg_mean_rank"].tolist(), True)
+    dm_marks = marks(cross["avg_delta_m"].tolist(), True)
+    rows = []
+    for i, r in cross.iterrows():
+        rows.append(
+            [
+                Cell(r["method"]),
+                Cell(fmt_pm(r["avg_mean_rank"], None, decimals=2), mr_marks[i]),
+                Cell(_covers(r["n_mean_rank"], r["mean_rank_benchmarks"])),
+                Cell(fmt_pm(r["avg_delta_m"], None, decimals=2), dm_marks[i]),
+                Cell(_covers(r["n_delta_m"], r["delta_m_benchmarks"])),
+                *[Cell(fmt_pm(r[f"delta_m/{b}"], None, decimals=2)) for b in benches],
+            ]
+        )
+    headers = ["method", "avg MR ↓", "MR covers", "avg Δm% ↓", "Δm% covers"]
+    return Table("across_benchmarks", [*headers, *[f"Δm% {b}" for b in benches]], rows, cross)
+
+
+def _covers(n: int, benches: str) -> str:
+    return f"{n}: {benches}" if n else MISSING
+
+
+def runtime_table(rt: pd.DataFrame) -> Table:
+    """Time × LS per method (rows) and benchmark (two columns each)."""
+    benches = list(dict.fromkeys(rt["benchmark"]))
+    lookup = {(r["method"], r["benchmark"]): r for _, r in rt.iterrows()}
+    rows = []
+    for method in dict.fromkeys(rt["method"]):
+        cells = [Cell(str(method))]
+        for b in benches:
+            r = lookup.get((method, b), {})
+            cells.append(Cell(fmt_pm(r.get("step_x_ls"), None, decimals=2)))
+            cells.append(Cell(fmt_pm(r.get("total_x_ls"), None, decimals=2)))
+        rows.append(cells)
+    headers = ["method"] + [h for b in benches for h in (f"{b} step × LS", f"{b} total × LS")]
+    return Table("runtime", headers, rows, rt)
+
+
+def missing_table(missing: pd.DataFrame, limit: int) -> Table:
+    """The first ``limit`` missing runs (the CSV holds all of them)."""
+    rows = [
+        [Cell(str(r[c])) for c in ("benchmark", "method", "replicate", "reason")]
+        for _, r in missing.head(limit).iterrows()
+    ]
+    return Table("missing", ["benchmark", "method", "run", "reason"], rows, missing)
+
+
+def published_table(comp: pd.DataFrame, bench: str) -> Table:
+    """Ours, the paper's and the difference per quantity; metrics with the paper's decimals."""
+    quantities = comp.attrs["quantities"]
+    headers = ["method", "paper label"]
+    for q in quantities:
+        name = {"delta_m": "Δm%", "time_rel_ls": "total time × LS"}.get(q, q)
+        headers += [f"{name} ours", f"{name} paper", f"{name} diff"]
+    rows = []
+    for _, r in comp.iterrows():
+        cells = [Cell(r["ours_label"] or r["method"]), Cell(r["paper_label"] or MISSING)]
+        for q in quantities:
+            d = (
+                2
+                if q in ("delta_m", "time_rel_ls")
+                else decimals_for(r[f"{q}/paper"]) or decimals_for(r[f"{q}/ours"])
+            )
+            cells += [
+                Cell(fmt_pm(r[f"{q}/{k}"], None, decimals=d)) for k in ("ours", "paper", "diff")
+            ]
+        rows.append(cells)
+    return Table(f"published_{bench}", headers, rows, comp)
