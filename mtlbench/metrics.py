@@ -1,9 +1,9 @@
 """Delta m% in both conventions of the literature, and mean rank.
 
-* **Metric-averaged** (FAMO / Nash-MTL / LDC-MTL ``delta_fn``, protocols.md section 3.1):
+* **Metric-averaged** (FAMO / Nash-MTL / LDC-MTL ``delta_fn``; docs/reports.md):
   ``Delta m% = 100/M * sum_j (-1)^{s_j} (x_j - b_j) / b_j``, ``s_j = 1`` when higher is
   better. Positive is worse. This is the default everywhere in mtlbench.
-* **Task-averaged** (LibMTL / DB-MTL, also 3.1): the same relative changes averaged within each
+* **Task-averaged** (LibMTL / DB-MTL): the same relative changes averaged within each
   task first, then across tasks, and reported with the same sign as above (positive is worse),
   so that the two variants are comparable in one table; LibMTL's Delta p is its negative.
   They differ whenever tasks have different numbers of metrics (NYU-v2).
@@ -30,10 +30,10 @@ def delta_m_arrays(
     The one implementation of Δm% in mtlbench: the trainer (one row) and the report (a whole
     leaderboard at once) both call it.
     """
-    x = np.asarray(values, dtype=float).reshape(-1, len(metrics))
     if not metrics:
-        nan = np.full(len(x), math.nan)
+        nan = np.full(len(np.atleast_2d(np.asarray(values, dtype=float))), math.nan)
         return nan, nan.copy()
+    x = np.asarray(values, dtype=float).reshape(-1, len(metrics))
     b = np.asarray(reference, dtype=float)
     s = np.array([-1.0 if m.higher_is_better else 1.0 for m in metrics])
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -126,9 +126,9 @@ def test_cli_with_jacobian_chunks(tmp_path: Path) -> None:
 def test_default_out_is_read_by_the_report(tmp_path: Path) -> None:
     """The default CSV lands under ``results/bench/``, where ``mtlbench report results`` looks
     for ``bench*.csv``; the scaling figure is drawn from it."""
-    from mtlbench import plots
     from mtlbench.bench import write_csv
-    from mtlbench.report import _bench_files, read_bench_csv
+    from mtlbench.report import figures as plots
+    from mtlbench.report.load import _bench_files, read_bench_csv
 
     rows = run_bench(
         "mlp", [2, 3], ["famo"], reps=1, warmup=0, device="cpu", batch_size=8, progress=print
