@@ -221,3 +221,22 @@ def test_the_check_detects_a_wrong_constant() -> None:
     ours = train("db_mtl", {"beta": 0.81}, "weighted")
     with pytest.raises(AssertionError):
         assert_close(ours["params"], REFERENCE["db_mtl"]["params"], "db_mtl beta 0.81")
+
+
+def test_libmtl_rep_grad_gramian_is_of_the_batch_summed_representation_gradient() -> None:
+    """A deliberate difference, pinned. LibMTL's ``rep_grad = True`` sums each task's gradient
+    of the representation over the batch before taking inner products (``AbsWeighting._get_grads``:
+    ``per_grads.reshape(K, B, -1).sum(1)``); our ``wrt = "representation"`` keeps one row per
+    sample, as MGDA-UB (Sener & Koltun 2018), so the two Gramians and weights differ. What must
+    agree: our Aligned-MTL on LibMTL's Gramian gives LibMTL's weights. Reference: LibMTL@4336804
+    ``Aligned_MTL`` with ``rep_grad = True`` (``rep`` the encoder output, ``rep_tasks`` its
+    detached copies feeding the heads), first step of the tiny problem: (0.98346287, 0.17376107);
+    ours with ``wrt = "representation"`` gives (0.99126, 0.15739) there."""
+    net = TinyNet()
+    batch = batches()[0]
+    rep, outputs = net(batch[0])
+    losses = task_losses(outputs, batch)
+    rows = [torch.autograd.grad(loss, rep, retain_graph=True)[0].sum(0) for loss in losses]
+    summed = torch.stack(rows).double()
+    weights = create("aligned_mtl", N_TASKS).weights(summed @ summed.T, losses.detach().double())
+    assert_close(weights, [0.98346287, 0.17376107], "aligned_mtl on LibMTL's rep_grad Gramian")
