@@ -27,7 +27,8 @@ batches (20 steps), plain SGD at lr 0.05 (LDC-MTL: Adam at lr 0.05, as its train
   and the weighting's parameters: GradNorm's ``loss_scale``); ``model.epoch`` set each epoch and
   ``train_loss_buffer[:, epoch]`` set to the epoch's mean losses afterwards (GradNorm's ``L0``).
   ``weight_args``: LibMTL's defaults (``DB_beta 0.9, DB_beta_sigma 0``; ``alpha 1.5``;
-  ``MoCo_beta 0.5, MoCo_beta_sigma 0.5, MoCo_gamma 0.1, MoCo_gamma_sigma 0.5, MoCo_rho 0``).
+  ``MoCo_beta 0.5, MoCo_beta_sigma 0.5, MoCo_gamma 0.1, MoCo_gamma_sigma 0.5, MoCo_rho 0``),
+  and DB-MTL once more with ``DB_beta_sigma 0.5`` (the decaying ``beta / t^sigma``).
   ``torch.symeig`` (removed from torch 2) was provided as ``torch.linalg.eigh``, which returns
   the same ascending eigen-pairs.
 * ``AvivNavon/nash-mtl@cce1840`` (2025-06-25), ``methods/weight_methods.py::{NashMTL,
@@ -35,10 +36,13 @@ batches (20 steps), plain SGD at lr 0.05 (LDC-MTL: Adam at lr 0.05, as its train
   folder), each step ``optimizer.zero_grad(); _, extra = method.backward(losses=...,
   shared_parameters=encoder params, task_specific_parameters=head params); optimizer.step()``.
   ``NashMTL(max_norm=0.0)``: its default ``max_norm = 1`` clips the shared gradient, which is
-  our trainer's ``clip_grad_norm`` policy, not part of the method.
+  our trainer's ``clip_grad_norm`` policy, not part of the method. Once more with
+  ``update_weights_every = 3`` (see ``test_nash_mtl_reuses_weights_as_the_reference``).
 * ``autumn9999/GO4Align@5fcbc71`` (2024-09-25), ``methods/cluster_methods.py::GO4ALIGN`` with
-  ``num_groups = 1`` (the README's configuration; ``kmeans_pytorch``, needed for two groups or
-  more, has its import commented out in the released file), the same loop as nash-mtl's.
+  ``num_groups = 1`` (the README's configuration), the same loop as nash-mtl's; and with
+  ``num_groups = 2``, for which ``kmeans_pytorch`` 0.3 (its import is commented out in the
+  released file) was injected as ``cluster_methods.kmeans``: with two tasks each is its own
+  cluster, so Lloyd's algorithm and our exact 1-D k-means agree and ``w = gamma``.
 * ``OptMN-Lab/LDC-MTL@7c39465`` (2025-05-15): LDC-MTL lives in the trainers, not in a class, so
   their objective was run around the tiny model, line for line: the CelebA configuration
   (``experiments/celeba/trainer.py`` lines 112-120, router ``sigmoid(theta)`` with ``theta = 1``
@@ -183,7 +187,11 @@ CASES: dict[str, tuple[str, dict[str, Any], str, bool]] = {
     "go4align": ("go4align", {}, "weighted", False),
     "ldc_mtl": ("ldc_mtl", LDC_CELEBA, "weighted", True),
     "ldc_mtl_qm9": ("ldc_mtl", LDC_QM9, "weighted", True),
+    "db_mtl_sigma": ("db_mtl", {"beta_sigma": 0.5}, "weighted", False),
+    "go4align_2groups": ("go4align", {"num_groups": 2}, "weighted", False),
 }
+# Checked by its own test below (the reference's warm start fails at step 3).
+NASH_EVERY_3 = "nash_mtl_every3"
 
 
 def assert_close(actual: Tensor, expected: list, what: str) -> None:
@@ -208,7 +216,7 @@ def test_method_retraces_its_reference_code(case: str) -> None:
 
 
 def test_reference_values_cover_every_case() -> None:
-    assert set(REFERENCE) == set(CASES)
+    assert set(REFERENCE) == set(CASES) | {NASH_EVERY_3}
     for case, ref in REFERENCE.items():
         steps = EPOCHS * N_BATCHES
         assert len(ref["losses"]) == steps, case
@@ -240,3 +248,21 @@ def test_libmtl_rep_grad_gramian_is_of_the_batch_summed_representation_gradient(
     summed = torch.stack(rows).double()
     weights = create("aligned_mtl", N_TASKS).weights(summed @ summed.T, losses.detach().double())
     assert_close(weights, [0.98346287, 0.17376107], "aligned_mtl on LibMTL's rep_grad Gramian")
+
+
+def test_nash_mtl_reuses_weights_as_the_reference() -> None:
+    """``update_weights_every = 3``: steps 0-2 share the first solve's weights, as in nash-mtl.
+
+    At step 3 the two part, deliberately. nash-mtl warm-starts its CCCP from the previous
+    weights ``a``; there the new Gramian (normalised: ``[[0.614, -0.138], [-0.138, 0.765]]``)
+    gives ``(G a)_2 < 0``, the linearised sub-problem is unbounded (ECOS's status), the stop test
+    fires on the unchanged ``alpha`` and the reference keeps the stale weights until step 6. Ours
+    solve ``G alpha = 1 / alpha`` from a fixed start and get the Nash solution, (0.790, 0.708),
+    which satisfies the equation on that Gramian (``G alpha = (1.266, 1.413) = 1 / alpha``).
+    """
+    ours = train("nash_mtl", {"update_weights_every": 3}, "weighted")
+    ref = REFERENCE[NASH_EVERY_3]["weights"]
+    assert_close(ours["weights"][:3], ref[:3], "nash_mtl every 3, steps 0-2")
+    assert ref[3] == ref[0]  # the reference's stale weights
+    assert_close(ours["weights"][3], [0.78976822, 0.70763171], "nash_mtl every 3, step 3")
+    assert_close(ours["weights"][4:6], [[0.78976822, 0.70763171]] * 2, "reused at steps 4-5")
