@@ -119,7 +119,14 @@ def _print_record(record: dict[str, Any], out: Path) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from mtlbench.executors import describe_plan, make_executor, pending, summary
+    from mtlbench.run.base import (
+        ELSEWHERE,
+        describe_plan,
+        make_executor,
+        summary,
+        tidy_checkpoints,
+    )
+    from mtlbench.run.state import pending
     from mtlbench.sweep import load_spec
 
     sweep = load_spec(args.spec)
@@ -133,11 +140,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     todo = pending(sweep, retry_failed=args.retry_failed)
     if args.dry_run:
         print(describe_plan(sweep, todo))
-        executor = make_executor(options, device=args.device)
-        if hasattr(executor, "plan"):
-            print(executor.plan(sweep, todo))
+        plan = make_executor(options, device=args.device).plan(sweep, todo)
+        if plan is not None:
+            print(plan)
         return 0
     ensure_writable(sweep.results)
+    tidy_checkpoints(sweep.results, sweep.trials)
     for bench in sorted({t.benchmark for t in todo}):
         root = next(t.data_root for t in todo if t.benchmark == bench)
         _check_data(bench, root)
@@ -156,7 +164,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         index = build_report(sweep.results, ensure_writable(sweep.report), sweep.report_formats)
         print(f"report: {index}")
-    return 0 if all(s in ("done", "diverged") for s in statuses.values()) else 1
+    return 0 if all(s in ("done", "diverged", ELSEWHERE) for s in statuses.values()) else 1
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -230,7 +238,7 @@ EXTENSIONS: list[Any] = []
 
 def _load_extensions() -> None:
     EXTENSIONS.clear()  # main() may run more than once in one process (tests, notebooks)
-    for module in ("mtlbench.status", "mtlbench.data_cli", "mtlbench.bench"):
+    for module in ("mtlbench.run.status_cli", "mtlbench.data_cli", "mtlbench.bench"):
         try:
             mod = __import__(module, fromlist=["add_command"])
         except ModuleNotFoundError as error:

@@ -28,22 +28,14 @@ import torch
 
 import tiny_benchmark  # noqa: F401  (registers the "_tiny" benchmark)
 from mtlbench import cli
-from mtlbench.executors import checkpoint_path, make_executor, pending
 from mtlbench.records import read_record, record_path, write_record
 from mtlbench.registry import ConfigError
-from mtlbench.slurm import (
-    SlurmExecutor,
-    TrialRunner,
-    active_submissions,
-    iter_ledger,
-    ledger_path,
-    merge_resources,
-    read_ledger,
-    slurm_parameters,
-    validate_resources,
-    write_ledger,
-)
-from mtlbench.status import collect, render
+from mtlbench.run.base import ELSEWHERE, checkpoint_path, make_executor
+from mtlbench.run.slurm.executor import SlurmExecutor, TrialRunner
+from mtlbench.run.slurm.ledger import iter_ledger, ledger_path, read_ledger, write_ledger
+from mtlbench.run.slurm.resources import merge_resources, parse_resources, slurm_parameters
+from mtlbench.run.state import active_submissions, collect, pending
+from mtlbench.run.status_cli import render
 from mtlbench.sweep import load_spec, parse_spec
 from mtlbench.trainer import Trial
 from mtlbench.trial import TrialConfig, resolve
@@ -76,8 +68,9 @@ def test_resources_map_to_autoexecutor_parameters(tmp_path):
         "sbatch": {"--mail-type": "END", "exclude": "node7"},
         "job_name": "mine",
     }
-    assert validate_resources(resources, "x") == []
-    params = slurm_parameters(resources, "mtlbench-s")
+    parsed, problems = parse_resources(resources, "x")
+    assert problems == []
+    params = slurm_parameters(parsed, "mtlbench-s")
     assert params == {
         "name": "mine",
         "timeout_min": 24 * 60,
@@ -97,8 +90,12 @@ def test_resources_map_to_autoexecutor_parameters(tmp_path):
     import submitit
 
     submitit.AutoExecutor(tmp_path, cluster="local").update_parameters(**params)
-    assert slurm_parameters({"mem": 4}, "n")["mem_gb"] == 4.0
-    assert slurm_parameters({}, "n") == {"name": "n", "timeout_min": 60, "cpus_per_task": 1}
+    assert slurm_parameters(parse_resources({"mem": 4}, "")[0], "n")["mem_gb"] == 4.0
+    assert slurm_parameters(parse_resources({}, "")[0], "n") == {
+        "name": "n",
+        "timeout_min": 60,
+        "cpus_per_task": 1,
+    }
 
 
 @pytest.mark.parametrize(
@@ -106,21 +103,33 @@ def test_resources_map_to_autoexecutor_parameters(tmp_path):
     [(90, 90), (0.5, 1), ("30", 30), ("45:30", 46), ("2:00:00", 120), ("1-12", 2160)],
 )
 def test_time_limits_in_slurm_formats(value, minutes):
-    assert slurm_parameters({"time": value}, "n")["timeout_min"] == minutes
+    resources, problems = parse_resources({"time": value}, "")
+    assert problems == []
+    assert slurm_parameters(resources, "n")["timeout_min"] == minutes
 
 
 def test_invalid_resources_are_all_reported_with_the_valid_keys():
-    problems = validate_resources(
-        {"partiton": "gpu", "gpus": "two", "mem": "lots", "time": "soon", "sbatch": {"array": "1"}},
+    _, problems = parse_resources(
+        {
+            "partiton": "gpu",
+            "gpus": "two",
+            "mem": "lots",
+            "time": "soon",
+            "sbatch": {"array": "1"},
+            "cpus": 0,
+            "setup": "module load x",
+        },
         "benchmark 'toy'",
     )
     text = "\n".join(problems)
-    assert len(problems) == 5
+    assert len(problems) == 7
     assert "unknown resource 'partiton'" in text and "Did you mean 'partition'" in text
     assert "Valid: account, array_parallelism, constraint, cpus, gpus" in text
     assert "'gpus' must be an integer >= 0" in text
     assert "'mem' must be a Slurm memory size" in text and "'time' must be minutes" in text
     assert "sbatch option 'array' is set by the executor" in text
+    assert "'cpus' must be a positive integer, got 0" in text
+    assert "'setup' must be a list of shell lines" in text
 
 
 def test_executor_options_are_checked(tmp_path):
@@ -128,6 +137,8 @@ def test_executor_options_are_checked(tmp_path):
         make_executor({"kind": "slurm", "gpu": 1})
     with pytest.raises(ConfigError, match="poll_s must be a positive number"):
         make_executor({"kind": "slurm", "poll_s": 0})
+    with pytest.raises(ConfigError, match=r"wait: expected bool.*cluster: expected one of"):
+        make_executor({"kind": "slurm", "wait": "yes", "cluster": "cloud"})
     sweep = parse_spec(
         {
             "name": "s",
@@ -337,7 +348,7 @@ def test_checkpoint_requeues_the_same_trial_and_resumes_bit_identically(tmp_path
     assert record["metrics"] == full["metrics"] and record["curves"] == full["curves"]
     assert not checkpoint_path(results, resolved.trial_id).exists()
     # a job that starts for a trial already done does not train it again
-    assert runner(resolved) == "done"
+    assert runner(resolved) == ELSEWHERE
     assert (
         read_record(record_path(results, resolved.trial_id))["started_at"] == record["started_at"]
     )
@@ -419,7 +430,7 @@ def test_status_lists_done_failed_diverged_pending_and_corrupt(
     )
     assert run_cli(monkeypatch, "status", str(results), "--spec", str(spec)) == 0
     out = capsys.readouterr().out
-    assert "6 trial(s): 1 done, 0 running, 2 pending" in out and "not submitted" in out
+    assert "6 trial(s): 1 done, 0 running, 2 pending" in out and "not started" in out
     assert run_cli(monkeypatch, "status", str(results), "--json") == 0
     assert json.loads(capsys.readouterr().out)["counts"]["done"] == 1
     assert run_cli(monkeypatch, "status", str(tmp_path / "nothing")) == 2
@@ -442,7 +453,7 @@ def slurm_problem() -> str | None:
         if shutil.which(tool) is None:
             return f"{tool} is not on PATH"
     try:
-        out = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=20)
+        out = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.SubprocessError) as error:
         return f"scontrol ping failed: {error}"
     if out.returncode != 0 or "UP" not in out.stdout:
@@ -516,18 +527,19 @@ def test_slurm_sweep_survives_cancel_requeue_and_preemption(tmp_path, slurm, cle
     procs.append(first)
 
     # 1. submitted as one array; a second submission now refuses every queued trial
-    deadline = time.monotonic() + 60
+    # (deadlines only guard against hangs: 10 x what an idle machine needs)
+    deadline = time.monotonic() + 600
     while sum(read_ledger(results, t) is not None for t in ids) < len(ids):
         assert first.poll() is None and time.monotonic() < deadline, first.stdout.read()
         time.sleep(0.2)
     jobs = {t: read_ledger(results, t)["job_id"] for t in ids}
     assert len({j.split("_")[0] for j in jobs.values()}) == 1  # one job array
-    again, skipped = SlurmExecutor(time=20).submit(sweep, pending(sweep), echo=lambda _: None)
+    again, skipped = SlurmExecutor(time=20).submit(sweep, sweep.trials, echo=lambda _: None)
     assert again == [] and {s["trial_id"] for s in skipped} == set(ids)
 
     # 2. mid-run (a checkpoint written, the trial not done): cancel, requeue, preempt
     actions = {}
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 900
     while len(actions) < 3:
         assert time.monotonic() < deadline, f"could not act on 3 running trials: {actions}"
         for t in ids:
@@ -554,7 +566,7 @@ def test_slurm_sweep_survives_cancel_requeue_and_preemption(tmp_path, slurm, cle
                 actions[t] = "preempt"
             break
         time.sleep(0.1)
-    out, _ = first.communicate(timeout=150)
+    out, _ = first.communicate(timeout=1500)
     cancelled = next(t for t, a in actions.items() if a == "cancel")
     assert first.returncode == 1, out
     assert f"cancelled: {cancelled}" in out and "_log.err" in out  # reported with its log path
@@ -564,7 +576,7 @@ def test_slurm_sweep_survives_cancel_requeue_and_preemption(tmp_path, slurm, cle
     # 3. run again: only the cancelled trial is submitted; it resumes from its checkpoint
     second = _mtlbench("sweep", str(spec), "--device", "cpu", "--no-report")
     procs.append(second)
-    out2, _ = second.communicate(timeout=120)
+    out2, _ = second.communicate(timeout=1200)
     assert second.returncode == 0, out2
     assert "1 to run" in out2 and "submitted 1 trial(s)" in out2
     assert pending(sweep) == []
