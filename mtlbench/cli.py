@@ -119,13 +119,8 @@ def _print_record(record: dict[str, Any], out: Path) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from mtlbench.run.base import (
-        ELSEWHERE,
-        describe_plan,
-        make_executor,
-        summary,
-        tidy_checkpoints,
-    )
+    from mtlbench.run.base import ELSEWHERE, describe_plan, make_executor, tidy_checkpoints
+    from mtlbench.run.progress import summary
     from mtlbench.run.state import pending
     from mtlbench.sweep import load_spec
 

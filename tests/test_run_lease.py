@@ -131,7 +131,10 @@ def test_an_array_task_leaves_a_claimed_trial_alone(tmp_path):
     assert not checkpoint_path(results, trial.trial_id).exists()
 
 
-SUMMARY = re.compile(r"^sweep two: (?P<ran>.*?)(?:; (?P<left>\d+) left to another process)?$", re.M)
+SUMMARY = re.compile(
+    r"^sweep two: (?P<ran>(?:[a-z]+=\d+ ?)+|ran none)(?:; (?P<left>\d+) left to another process)?$",
+    re.M,
+)
 
 
 def _summary(out: str) -> tuple[int, int]:
@@ -169,6 +172,7 @@ def test_two_sweeps_on_one_folder_run_each_trial_once(tmp_path):
     )
     out1, _ = first.communicate(timeout=2400)
     out2, _ = second.communicate(timeout=2400)
+    print(out1, out2, sep="\n----\n")
     assert first.returncode == 0 and second.returncode == 0, out1 + out2
 
     ran1, left1 = _summary(out1)

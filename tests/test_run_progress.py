@@ -9,8 +9,8 @@ import pytest
 
 import tiny_benchmark  # noqa: F401  (registers the "_tiny" benchmark)
 from mtlbench.run import progress as progress_mod
-from mtlbench.run.base import ELSEWHERE, summary
-from mtlbench.run.progress import EpochReporter, ProgressView, duration, read_progress
+from mtlbench.run.base import ELSEWHERE
+from mtlbench.run.progress import EpochReporter, ProgressView, duration, read_progress, summary
 from mtlbench.trial import TrialConfig, resolve
 
 

@@ -1,5 +1,5 @@
 """What every executor shares: the interface, :func:`run_one` (one trial, claimed, with its
-progress reported), the checkpoint paths and the closing summary.
+progress reported), the checkpoint paths, and the plan as the dry run prints it.
 
 An executor gets the trials that :func:`mtlbench.run.state.pending` left to run, in run order
 (single-task trials first), and returns ``{trial_id: status}`` for the trials it was given:
@@ -121,17 +121,6 @@ def make_executor(options: dict[str, Any], device: str = "auto") -> Executor:
         return cls(**options, device=device)
     except TypeError as error:
         raise ConfigError(f"executor {kind!r}: {error}") from None
-
-
-def summary(statuses: Iterable[str]) -> str:
-    """``done=3 failed=1``: the trials this process ran, by status; those it left to another
-    process are said apart (``; 2 left to another process``)."""
-    counts: dict[str, int] = {}
-    for s in statuses:
-        counts[s] = counts.get(s, 0) + 1
-    elsewhere = counts.pop(ELSEWHERE, 0)
-    text = " ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "ran none"
-    return text + (f"; {elsewhere} left to another process" if elsewhere else "")
 
 
 def describe_plan(sweep: Any, trials: list[ResolvedTrial]) -> str:

@@ -23,6 +23,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -187,10 +188,7 @@ class ProgressView:
 
     # -- output -----------------------------------------------------------------------------
     def _counts(self) -> str:
-        counts: dict[str, int] = {}
-        for status in self.finished.values():
-            counts[status] = counts.get(status, 0) + 1
-        return " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+        return summary(self.finished.values()) if self.finished else ""
 
     def _trial_text(self, info: _Running) -> str:
         epochs = info.trial.protocol.epochs
@@ -244,3 +242,14 @@ class ProgressView:
         if self.enabled and self.tty:
             self.stream.write("\r\033[K")
             self.stream.flush()
+
+
+def summary(statuses: Iterable[str]) -> str:
+    """``done=3 failed=1``: the trials this process ran, by status; those it left to another
+    process are said apart (``; 2 left to another process``)."""
+    counts: dict[str, int] = {}
+    for s in statuses:
+        counts[s] = counts.get(s, 0) + 1
+    elsewhere = counts.pop(ELSEWHERE, 0)
+    text = " ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "ran none"
+    return text + (f"; {elsewhere} left to another process" if elsewhere else "")
