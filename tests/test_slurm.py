@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -606,3 +607,55 @@ def test_slurm_sweep_survives_cancel_requeue_and_preemption(tmp_path, slurm, cle
     assert read_ledger(results, cancelled)["history"][0]["job_id"] == jobs[cancelled]
     assert collect(results).counts()["done"] == len(ids)
     print(f"slurm sweep with cancel/requeue/preempt and resubmission: {elapsed:.0f} s")
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_slurm_sweep_and_a_local_sweep_on_one_folder_run_each_trial_once(
+    tmp_path, slurm, cleanup
+):
+    """Array tasks claim their trial too: a local sweep started beside a Slurm sweep on the same
+    folder takes what no task holds, and every trial runs exactly once."""
+    procs, to_cancel = cleanup
+    results = tmp_path / "results"
+    to_cancel.append(results)
+    spec = _write_spec(
+        tmp_path / "spec.yaml",
+        results,
+        "methods: [ls, mgda]\n"
+        "executor: {kind: slurm, time: 20, cpus: 1, array_parallelism: 2, poll_s: 2}\n"
+        "benchmarks:\n"
+        "  toy:\n"
+        "    protocol: {epochs: 6, steps_per_epoch: 150}\n"
+        "    grid: {start: [0, 1, 2]}\n",
+    )
+    sweep = load_spec(spec)
+    ids = [t.trial_id for t in sweep.trials]
+    on_slurm = _mtlbench("sweep", str(spec), "--device", "cpu", "--no-report")
+    procs.append(on_slurm)
+    deadline = time.monotonic() + 600  # guards against a hang only
+    while sum(read_ledger(results, t) is not None for t in ids) < len(ids):
+        assert on_slurm.poll() is None and time.monotonic() < deadline, on_slurm.stdout.read()
+        time.sleep(0.2)
+    local = _mtlbench("sweep", str(spec), "--device", "cpu", "--no-report", "--executor", "local")
+    procs.append(local)
+    out_local, _ = local.communicate(timeout=2400)
+    out_slurm, _ = on_slurm.communicate(timeout=2400)
+    assert local.returncode == 0 and on_slurm.returncode == 0, out_local + out_slurm
+
+    def ran_and_left(out: str) -> tuple[int, int]:
+        line = [x for x in out.splitlines() if x.startswith("sweep plan: ") and "=" in x][-1]
+        left = re.search(r"; (\d+) left to another process$", line)
+        head = line.split(";")[0]
+        return sum(int(n) for n in re.findall(r"=(\d+)", head)), int(left[1]) if left else 0
+
+    ran_local, _ = ran_and_left(out_local)
+    ran_slurm, left_slurm = ran_and_left(out_slurm)
+    print(f"trials run by the local sweep: {ran_local}, by the Slurm jobs: {ran_slurm}")
+    assert ran_local + ran_slurm == len(ids), out_local + out_slurm  # once each
+    assert ran_slurm + left_slurm == len(ids)  # every task ran its trial or left it
+    assert sorted(p.name for p in results.glob("*.json")) == sorted(f"{t}.json" for t in ids)
+    for t in ids:
+        assert read_record(record_path(results, t))["status"] == "done"
+    assert not list((results / ".leases").glob("*.lease"))
+    assert collect(results).counts()["done"] == len(ids)
