@@ -100,3 +100,16 @@ def test_summary_counts_own_trials_and_says_what_was_left():
 )
 def test_durations_read_well(seconds, text):
     assert duration(seconds) == text
+
+
+def test_status_shows_the_epoch_of_a_running_trial(tmp_path):
+    from mtlbench.run.lease import Lease
+    from mtlbench.run.state import trial_states
+
+    [a] = _trials(1)
+    lease = Lease.claim(tmp_path, a.trial_id)
+    assert isinstance(lease, Lease)
+    EpochReporter(tmp_path, a.trial_id, epochs=10, run=None)(2)
+    [state] = trial_states(tmp_path, [a])
+    assert state.status == "running" and state.detail.endswith("epoch 3/10")
+    lease.release()

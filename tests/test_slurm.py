@@ -318,6 +318,25 @@ def test_ledger_check_refuses_to_guess_when_squeue_fails(tmp_path, fake_squeue):
         active_submissions(results, [t.trial_id for t in sweep.trials])
 
 
+def test_a_job_unknown_to_sacct_and_squeue_starts_its_grace_period(tmp_path, fake_squeue):
+    from mtlbench.run.slurm.waiting import Submitted, _check_lost
+
+    job = SimpleNamespace(state="UNKNOWN", paths=SimpleNamespace(result_pickle=tmp_path / "no"))
+    entry = {"trial_id": "t", "job_id": "9_1", "job_name": "mtlbench-x", "cluster": "slurm"}
+    remaining = {"t": Submitted(None, job, entry)}
+    absent: dict[str, float] = {}
+    fake_squeue.write_text("9_1|PENDING|mtlbench-x\n")
+    _check_lost(remaining, absent, now=5.0)
+    assert absent == {}  # queued: not lost
+    fake_squeue.write_text("")
+    _check_lost(remaining, absent, now=6.0)
+    _check_lost(remaining, absent, now=7.0)
+    assert absent == {"t": 6.0}  # gone from the queue since 6.0
+    (fake_squeue.parent / "bin" / "squeue").write_text("#!/bin/sh\nexit 1\n")
+    _check_lost(remaining, absent, now=8.0)
+    assert absent == {"t": 6.0}  # Slurm silent: nothing changes
+
+
 # -- checkpoint / requeue -----------------------------------------------------------------------
 
 

@@ -19,8 +19,8 @@ from typing import Any
 from mtlbench.records import read_record, record_path
 from mtlbench.run.lease import ELSEWHERE
 from mtlbench.run.progress import ProgressView
-from mtlbench.run.slurm.ledger import squeue_states, tail
-from mtlbench.run.state import FINISHED
+from mtlbench.run.slurm.ledger import tail
+from mtlbench.run.state import FINISHED, JobStates
 from mtlbench.trial import ResolvedTrial
 
 # submitit's own list of states it keeps waiting on
@@ -62,15 +62,14 @@ def _check_lost(
     if not unknown:
         absent_since.clear()
         return
-    try:
-        queue = squeue_states()
-    except RuntimeError:
-        return
+    jobs = JobStates()
+    if jobs.queue() is None:
+        return  # Slurm does not answer: no grace period starts
     for tid in list(absent_since):
         if tid not in unknown:
             del absent_since[tid]
     for tid in unknown:
-        if remaining[tid].entry["job_id"] in queue:
+        if jobs.state(remaining[tid].entry):
             absent_since.pop(tid, None)
         else:
             absent_since.setdefault(tid, now)
