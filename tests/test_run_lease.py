@@ -72,6 +72,13 @@ def test_a_dead_owner_on_this_host_loses_the_lease(tmp_path):
     assert isinstance(taken, Lease) and read_lease(taken.path).token == taken.info.token
 
 
+def test_an_unreadable_lease_is_taken_over(tmp_path):
+    path = lease_path(tmp_path, "t")
+    path.parent.mkdir(parents=True)
+    path.write_text('{"trial_id": "t", "ho')  # a write cut short (disk full)
+    assert isinstance(Lease.claim(tmp_path, "t"), Lease)
+
+
 def test_a_reused_pid_is_not_the_owner(tmp_path):
     _fake_lease(tmp_path, "t", pid=os.getpid(), pid_start="1")  # this pid, another start time
     assert isinstance(Lease.claim(tmp_path, "t"), Lease)

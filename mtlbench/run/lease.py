@@ -138,6 +138,10 @@ def owner_alive(info: LeaseInfo, job_active: Callable[[str], bool | None] | None
     return info.age() < STALE_AFTER_S
 
 
+def _token(info: LeaseInfo | None) -> str | None:
+    return None if info is None else info.token
+
+
 @contextlib.contextmanager
 def _lock(results: Path) -> Iterator[None]:
     folder = lease_dir(results)
@@ -177,14 +181,13 @@ class Lease:
             if cls._link(path, mine):
                 return cls(path, mine)
             held = read_lease(path)
-            if held is None:
+            if held is None and not path.exists():
                 continue  # removed between our link and our read: try again
-            if not cls._expired(held, mine, job_active):
+            if held is not None and not cls._expired(held, mine, job_active):
                 return held
-            with _lock(results):
-                again = read_lease(path)
-                if again is not None and again.token == held.token:
-                    path.unlink(missing_ok=True)  # the same expired lease: ours to take over
+            with _lock(results):  # expired, or unreadable (a write cut short): take it over
+                if _token(read_lease(path)) == _token(held):  # still the one we judged
+                    path.unlink(missing_ok=True)
                 if cls._link(path, mine):
                     return cls(path, mine)
 
