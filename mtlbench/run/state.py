@@ -228,7 +228,10 @@ def trial_status(results: Path, trial_id: str) -> str | None:
 def pending(sweep: Any, retry_failed: bool = False) -> list[ResolvedTrial]:
     """The trials of ``sweep`` that still need to run, in the order they run (single-task
     trials first: :meth:`mtlbench.sweep.Sweep.stages`). Finished ones never run again, failed
-    ones only with ``retry_failed``; running ones (a live lease, a queued job) are left alone."""
+    ones only with ``retry_failed``; running ones (a live lease, or a started record whose job is
+    still queued) are left alone. A trial whose Slurm job waits in the queue is pending: the
+    Slurm submitter skips it (:func:`active_submissions`), and if a local sweep runs it first,
+    the job finds it claimed or done."""
     ordered = [t for stage in sweep.stages() for t in stage]
     states = trial_states(sweep.results, ordered)
     return [t for t, s in zip(ordered, states, strict=True) if s.runnable(retry_failed)]
