@@ -135,9 +135,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     todo = pending(sweep, retry_failed=args.retry_failed)
     if args.dry_run:
         print(describe_plan(sweep, todo))
-        plan = make_executor(options, device=args.device).plan(sweep, todo)
-        if plan is not None:
-            print(plan)
+        executor = make_executor(options, device=args.device)
+        if hasattr(executor, "plan"):
+            print(executor.plan(sweep, todo))
         return 0
     ensure_writable(sweep.results)
     tidy_checkpoints(sweep.results, sweep.trials)

@@ -98,15 +98,13 @@ def tidy_checkpoints(results: Path, trials: Iterable[ResolvedTrial]) -> int:
 
 
 class Executor(ABC):
-    """Runs trials; ``run`` returns ``{trial_id: status}`` (see the module docstring)."""
+    """Runs trials; ``run`` returns ``{trial_id: status}`` (see the module docstring). An
+    executor that does more than run the trials in order says what in a ``plan(sweep, trials)``
+    method, which the dry run prints (the Slurm executor: its job arrays)."""
 
     @abstractmethod
     def run(self, sweep: Any, trials: list[ResolvedTrial], progress: bool = True) -> dict[str, str]:
         """Run ``trials`` of ``sweep`` (already in run order) into ``sweep.results``."""
-
-    def plan(self, sweep: Any, trials: list[ResolvedTrial]) -> str | None:
-        """What :meth:`run` would do beyond running the trials in order (None: nothing)."""
-        return None
 
 
 def make_executor(options: dict[str, Any], device: str = "auto") -> Executor:
