@@ -125,7 +125,6 @@ class ProgressView:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._width = 0
 
     # -- events -----------------------------------------------------------------------------
     def finish(self, trial_id: str, status: str) -> None:
@@ -147,41 +146,37 @@ class ProgressView:
     def poll(self) -> None:
         """Read the progress files of this run's unfinished trials."""
         now = time.time()
+        reporting = {p.stem for p in lease_dir(self.results).glob("*.progress")}
         with self._lock:
-            for tid, trial in self.trials.items():
-                if tid in self.finished:
-                    continue
+            for tid in reporting & self.trials.keys() - self.finished.keys():
                 data = read_progress(self.results, tid)
                 if data is None or (self.run is not None and data.get("run") != self.run):
                     continue
-                entry = self.running.get(tid) or _Running(trial, 0, 0.0)
+                entry = self.running.get(tid) or _Running(self.trials[tid], 0, 0.0)
                 entry.epoch, entry.s_per_epoch = int(data["epoch"]), float(data["s_per_epoch"])
                 self.running[tid] = entry
             if self.enabled:
                 self._show(now)
 
     # -- estimate ---------------------------------------------------------------------------
-    def _rate(self, benchmark: str) -> float | None:
-        seen = {b: statistics.fmean(v) for b, v in self._rates().items() if v}
-        if benchmark in seen:
-            return seen[benchmark]
-        return statistics.fmean(seen.values()) if seen else None
-
-    def _rates(self) -> dict[str, list[float]]:
+    def _rates(self) -> dict[str, float]:
+        """Mean seconds per epoch by benchmark, over finished and running trials."""
         rates = {b: list(v) for b, v in self.rates.items()}
         for info in self.running.values():
             rates.setdefault(info.trial.benchmark, []).append(info.s_per_epoch)
-        return rates
+        return {b: statistics.fmean(v) for b, v in rates.items() if v}
 
     def time_left(self) -> float | None:
         """Seconds until every trial of this run is finished (None: nothing measured yet)."""
+        rates = self._rates()
+        if not rates:
+            return None
+        fallback = statistics.fmean(rates.values())
         total = 0.0
         for tid, trial in self.trials.items():
             if tid in self.finished:
                 continue
-            rate = self._rate(trial.benchmark)
-            if rate is None:
-                return None
+            rate = rates.get(trial.benchmark, fallback)
             done = self.running[tid].epoch if tid in self.running else 0
             total += max(0, trial.protocol.epochs - done) * rate
         return total / self.slots
