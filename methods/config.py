@@ -63,9 +63,7 @@ class ConFIG(GramianWeighting):
     ``fallbacks``.
     """
 
-    summary: ClassVar[str] = (
-        "A conflict-free direction at equal angles to the gradients (ConFIG)."
-    )
+    summary: ClassVar[str] = "A conflict-free direction at equal angles to the gradients (ConFIG)."
     paper: ClassVar[str] = (
         "Liu, Chu & Thuerey, ConFIG: Towards Conflict-free Training of Physics Informed Neural "
         "Networks, ICLR 2025 (arXiv 2408.11104)"

@@ -197,7 +197,9 @@ def _no_delta_m_hint(benchmark: str, out: Path) -> str:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from mtlbench.executors import make_executor, pending, summary
+    from mtlbench.run.base import ELSEWHERE, make_executor, tidy_checkpoints
+    from mtlbench.run.progress import summary
+    from mtlbench.run.state import pending
     from mtlbench.sweep import load_spec
 
     sweep = load_spec(args.spec)
@@ -216,6 +218,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(executor.plan(sweep, todo))
         return 0
     ensure_writable(sweep.results)
+    tidy_checkpoints(sweep.results, sweep.trials)
     for bench in sorted({t.benchmark for t in todo}):
         root = next(t.data_root for t in todo if t.benchmark == bench)
         _check_data(bench, root)
@@ -234,7 +237,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         index = build_report(sweep.results, ensure_writable(sweep.report), sweep.report_formats)
         print(f"report: {index}")
-    return 0 if all(s in ("done", "diverged") for s in statuses.values()) else 1
+    return 0 if all(s in ("done", "diverged", ELSEWHERE) for s in statuses.values()) else 1
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -333,7 +336,7 @@ EXTENSIONS: list[Any] = []
 
 def _load_extensions() -> None:
     EXTENSIONS.clear()  # main() may run more than once in one process (tests, notebooks)
-    for module in ("mtlbench.status", "mtlbench.data_cli", "mtlbench.bench"):
+    for module in ("mtlbench.run.status_cli", "mtlbench.data_cli", "mtlbench.bench"):
         try:
             mod = __import__(module, fromlist=["add_command"])
         except ModuleNotFoundError as error:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -28,22 +29,14 @@ import torch
 
 import tiny_benchmark  # noqa: F401  (registers the "_tiny" benchmark)
 from mtlbench import cli
-from mtlbench.executors import checkpoint_path, make_executor, pending
 from mtlbench.records import read_record, record_path, write_record
 from mtlbench.registry import ConfigError
-from mtlbench.slurm import (
-    SlurmExecutor,
-    TrialRunner,
-    active_submissions,
-    iter_ledger,
-    ledger_path,
-    merge_resources,
-    read_ledger,
-    slurm_parameters,
-    validate_resources,
-    write_ledger,
-)
-from mtlbench.status import collect, render
+from mtlbench.run.base import ELSEWHERE, checkpoint_path, make_executor
+from mtlbench.run.slurm.executor import SlurmExecutor, TrialRunner
+from mtlbench.run.slurm.ledger import iter_ledger, ledger_path, read_ledger, write_ledger
+from mtlbench.run.slurm.resources import merge_resources, parse_resources, slurm_parameters
+from mtlbench.run.state import active_submissions, collect, pending
+from mtlbench.run.status_cli import render
 from mtlbench.sweep import load_spec, parse_spec
 from mtlbench.trainer import run_trial
 from mtlbench.trial import TrialConfig, resolve
@@ -76,8 +69,9 @@ def test_resources_map_to_autoexecutor_parameters(tmp_path):
         "sbatch": {"--mail-type": "END", "exclude": "node7"},
         "job_name": "mine",
     }
-    assert validate_resources(resources, "x") == []
-    params = slurm_parameters(resources, "mtlbench-s")
+    parsed, problems = parse_resources(resources, "x")
+    assert problems == []
+    params = slurm_parameters(parsed, "mtlbench-s")
     assert params == {
         "name": "mine",
         "timeout_min": 24 * 60,
@@ -97,8 +91,12 @@ def test_resources_map_to_autoexecutor_parameters(tmp_path):
     import submitit
 
     submitit.AutoExecutor(tmp_path, cluster="local").update_parameters(**params)
-    assert slurm_parameters({"mem": 4}, "n")["mem_gb"] == 4.0
-    assert slurm_parameters({}, "n") == {"name": "n", "timeout_min": 60, "cpus_per_task": 1}
+    assert slurm_parameters(parse_resources({"mem": 4}, "")[0], "n")["mem_gb"] == 4.0
+    assert slurm_parameters(parse_resources({}, "")[0], "n") == {
+        "name": "n",
+        "timeout_min": 60,
+        "cpus_per_task": 1,
+    }
 
 
 @pytest.mark.parametrize(
@@ -106,21 +104,33 @@ def test_resources_map_to_autoexecutor_parameters(tmp_path):
     [(90, 90), (0.5, 1), ("30", 30), ("45:30", 46), ("2:00:00", 120), ("1-12", 2160)],
 )
 def test_time_limits_in_slurm_formats(value, minutes):
-    assert slurm_parameters({"time": value}, "n")["timeout_min"] == minutes
+    resources, problems = parse_resources({"time": value}, "")
+    assert problems == []
+    assert slurm_parameters(resources, "n")["timeout_min"] == minutes
 
 
 def test_invalid_resources_are_all_reported_with_the_valid_keys():
-    problems = validate_resources(
-        {"partiton": "gpu", "gpus": "two", "mem": "lots", "time": "soon", "sbatch": {"array": "1"}},
+    _, problems = parse_resources(
+        {
+            "partiton": "gpu",
+            "gpus": "two",
+            "mem": "lots",
+            "time": "soon",
+            "sbatch": {"array": "1"},
+            "cpus": 0,
+            "setup": "module load x",
+        },
         "benchmark 'toy'",
     )
     text = "\n".join(problems)
-    assert len(problems) == 5
+    assert len(problems) == 7
     assert "unknown resource 'partiton'" in text and "Did you mean 'partition'" in text
     assert "Valid: account, array_parallelism, constraint, cpus, gpus" in text
     assert "'gpus' must be an integer >= 0" in text
     assert "'mem' must be a Slurm memory size" in text and "'time' must be minutes" in text
     assert "sbatch option 'array' is set by the executor" in text
+    assert "'cpus' must be a positive integer, got 0" in text
+    assert "'setup' must be a list of shell lines" in text
 
 
 def test_executor_options_are_checked(tmp_path):
@@ -128,6 +138,8 @@ def test_executor_options_are_checked(tmp_path):
         make_executor({"kind": "slurm", "gpu": 1})
     with pytest.raises(ConfigError, match="poll_s must be a positive number"):
         make_executor({"kind": "slurm", "poll_s": 0})
+    with pytest.raises(ConfigError, match=r"wait: expected bool.*cluster: expected one of"):
+        make_executor({"kind": "slurm", "wait": "yes", "cluster": "cloud"})
     sweep = parse_spec(
         {
             "name": "s",
@@ -306,6 +318,25 @@ def test_ledger_check_refuses_to_guess_when_squeue_fails(tmp_path, fake_squeue):
         active_submissions(results, [t.trial_id for t in sweep.trials])
 
 
+def test_a_job_unknown_to_sacct_and_squeue_starts_its_grace_period(tmp_path, fake_squeue):
+    from mtlbench.run.slurm.waiting import Submitted, _check_lost
+
+    job = SimpleNamespace(state="UNKNOWN", paths=SimpleNamespace(result_pickle=tmp_path / "no"))
+    entry = {"trial_id": "t", "job_id": "9_1", "job_name": "mtlbench-x", "cluster": "slurm"}
+    remaining = {"t": Submitted(None, job, entry)}
+    absent: dict[str, float] = {}
+    fake_squeue.write_text("9_1|PENDING|mtlbench-x\n")
+    _check_lost(remaining, absent, now=5.0)
+    assert absent == {}  # queued: not lost
+    fake_squeue.write_text("")
+    _check_lost(remaining, absent, now=6.0)
+    _check_lost(remaining, absent, now=7.0)
+    assert absent == {"t": 6.0}  # gone from the queue since 6.0
+    (fake_squeue.parent / "bin" / "squeue").write_text("#!/bin/sh\nexit 1\n")
+    _check_lost(remaining, absent, now=8.0)
+    assert absent == {"t": 6.0}  # Slurm silent: nothing changes
+
+
 # -- checkpoint / requeue -----------------------------------------------------------------------
 
 
@@ -337,7 +368,7 @@ def test_checkpoint_requeues_the_same_trial_and_resumes_bit_identically(tmp_path
     assert record["metrics"] == full["metrics"] and record["curves"] == full["curves"]
     assert not checkpoint_path(results, resolved.trial_id).exists()
     # a job that starts for a trial already done does not train it again
-    assert runner(resolved) == "done"
+    assert runner(resolved) == ELSEWHERE
     assert (
         read_record(record_path(results, resolved.trial_id))["started_at"] == record["started_at"]
     )
@@ -419,7 +450,7 @@ def test_status_lists_done_failed_diverged_pending_and_corrupt(
     )
     assert run_cli(monkeypatch, "status", str(results), "--spec", str(spec)) == 0
     out = capsys.readouterr().out
-    assert "6 trial(s): 1 done, 0 running, 2 pending" in out and "not submitted" in out
+    assert "6 trial(s): 1 done, 0 running, 2 pending" in out and "not started" in out
     assert run_cli(monkeypatch, "status", str(results), "--json") == 0
     assert json.loads(capsys.readouterr().out)["counts"]["done"] == 1
     assert run_cli(monkeypatch, "status", str(tmp_path / "nothing")) == 2
@@ -442,7 +473,7 @@ def slurm_problem() -> str | None:
         if shutil.which(tool) is None:
             return f"{tool} is not on PATH"
     try:
-        out = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=20)
+        out = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.SubprocessError) as error:
         return f"scontrol ping failed: {error}"
     if out.returncode != 0 or "UP" not in out.stdout:
@@ -516,18 +547,19 @@ def test_slurm_sweep_survives_cancel_requeue_and_preemption(tmp_path, slurm, cle
     procs.append(first)
 
     # 1. submitted as one array; a second submission now refuses every queued trial
-    deadline = time.monotonic() + 60
+    # (deadlines only guard against hangs: 10 x what an idle machine needs)
+    deadline = time.monotonic() + 600
     while sum(read_ledger(results, t) is not None for t in ids) < len(ids):
         assert first.poll() is None and time.monotonic() < deadline, first.stdout.read()
         time.sleep(0.2)
     jobs = {t: read_ledger(results, t)["job_id"] for t in ids}
     assert len({j.split("_")[0] for j in jobs.values()}) == 1  # one job array
-    again, skipped = SlurmExecutor(time=20).submit(sweep, pending(sweep), echo=lambda _: None)
+    again, skipped = SlurmExecutor(time=20).submit(sweep, sweep.trials, echo=lambda _: None)
     assert again == [] and {s["trial_id"] for s in skipped} == set(ids)
 
     # 2. mid-run (a checkpoint written, the trial not done): cancel, requeue, preempt
     actions = {}
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 900
     while len(actions) < 3:
         assert time.monotonic() < deadline, f"could not act on 3 running trials: {actions}"
         for t in ids:
@@ -554,7 +586,7 @@ def test_slurm_sweep_survives_cancel_requeue_and_preemption(tmp_path, slurm, cle
                 actions[t] = "preempt"
             break
         time.sleep(0.1)
-    out, _ = first.communicate(timeout=150)
+    out, _ = first.communicate(timeout=1500)
     cancelled = next(t for t, a in actions.items() if a == "cancel")
     assert first.returncode == 1, out
     assert f"cancelled: {cancelled}" in out and "_log.err" in out  # reported with its log path
@@ -564,7 +596,7 @@ def test_slurm_sweep_survives_cancel_requeue_and_preemption(tmp_path, slurm, cle
     # 3. run again: only the cancelled trial is submitted; it resumes from its checkpoint
     second = _mtlbench("sweep", str(spec), "--device", "cpu", "--no-report")
     procs.append(second)
-    out2, _ = second.communicate(timeout=120)
+    out2, _ = second.communicate(timeout=1200)
     assert second.returncode == 0, out2
     assert "1 to run" in out2 and "submitted 1 trial(s)" in out2
     assert pending(sweep) == []
@@ -594,3 +626,55 @@ def test_slurm_sweep_survives_cancel_requeue_and_preemption(tmp_path, slurm, cle
     assert read_ledger(results, cancelled)["history"][0]["job_id"] == jobs[cancelled]
     assert collect(results).counts()["done"] == len(ids)
     print(f"slurm sweep with cancel/requeue/preempt and resubmission: {elapsed:.0f} s")
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_slurm_sweep_and_a_local_sweep_on_one_folder_run_each_trial_once(
+    tmp_path, slurm, cleanup
+):
+    """Array tasks claim their trial too: a local sweep started beside a Slurm sweep on the same
+    folder takes what no task holds, and every trial runs exactly once."""
+    procs, to_cancel = cleanup
+    results = tmp_path / "results"
+    to_cancel.append(results)
+    spec = _write_spec(
+        tmp_path / "spec.yaml",
+        results,
+        "methods: [ls, mgda]\n"
+        "executor: {kind: slurm, time: 20, cpus: 1, array_parallelism: 2, poll_s: 2}\n"
+        "benchmarks:\n"
+        "  toy:\n"
+        "    protocol: {epochs: 6, steps_per_epoch: 150}\n"
+        "    grid: {start: [0, 1, 2]}\n",
+    )
+    sweep = load_spec(spec)
+    ids = [t.trial_id for t in sweep.trials]
+    on_slurm = _mtlbench("sweep", str(spec), "--device", "cpu", "--no-report")
+    procs.append(on_slurm)
+    deadline = time.monotonic() + 600  # guards against a hang only
+    while sum(read_ledger(results, t) is not None for t in ids) < len(ids):
+        assert on_slurm.poll() is None and time.monotonic() < deadline, on_slurm.stdout.read()
+        time.sleep(0.2)
+    local = _mtlbench("sweep", str(spec), "--device", "cpu", "--no-report", "--executor", "local")
+    procs.append(local)
+    out_local, _ = local.communicate(timeout=2400)
+    out_slurm, _ = on_slurm.communicate(timeout=2400)
+    assert local.returncode == 0 and on_slurm.returncode == 0, out_local + out_slurm
+
+    def ran_and_left(out: str) -> tuple[int, int]:
+        line = [x for x in out.splitlines() if x.startswith("sweep plan: ") and "=" in x][-1]
+        left = re.search(r"; (\d+) left to another process$", line)
+        head = line.split(";")[0]
+        return sum(int(n) for n in re.findall(r"=(\d+)", head)), int(left[1]) if left else 0
+
+    ran_local, _ = ran_and_left(out_local)
+    ran_slurm, left_slurm = ran_and_left(out_slurm)
+    print(f"trials run by the local sweep: {ran_local}, by the Slurm jobs: {ran_slurm}")
+    assert ran_local + ran_slurm == len(ids), out_local + out_slurm  # once each
+    assert ran_slurm + left_slurm == len(ids)  # every task ran its trial or left it
+    assert sorted(p.name for p in results.glob("*.json")) == sorted(f"{t}.json" for t in ids)
+    for t in ids:
+        assert read_record(record_path(results, t))["status"] == "done"
+    assert not list((results / ".leases").glob("*.lease"))
+    assert collect(results).counts()["done"] == len(ids)

@@ -16,9 +16,9 @@ import pytest
 
 from mtlbench import benchmark as benchmarks
 from mtlbench import cli
-from mtlbench.executors import make_executor
 from mtlbench.report import PUBLISHED_CSV
-from mtlbench.slurm import SlurmExecutor
+from mtlbench.run.base import make_executor
+from mtlbench.run.slurm.executor import SlurmExecutor
 from mtlbench.sweep import Sweep, load_spec
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"

@@ -18,6 +18,7 @@ from mtlbench.benchmark import (
     Reference,
     tensor_batches,
 )
+from mtlbench.registry import NonNegativeInt, PositiveInt
 
 
 @dataclass
@@ -25,8 +26,8 @@ class TinyProtocol(Protocol):
     epochs: int = 3
     batch_size: int = 16
     lr: float = 1e-2
-    n: int = 64
-    nan_at_step: int | None = None  # make the loss NaN from this global step on
+    n: PositiveInt = 64
+    nan_at_step: NonNegativeInt | None = None  # make the loss NaN from this global step on
 
 
 class TinyEvaluator(Evaluator):

@@ -1,0 +1,75 @@
+"""The local executor: trials in this process (``workers: 1``) or in a process pool sized to
+the machine, each worker with ``cores / workers`` torch threads.
+
+Stages run in order (single-task trials first, since the multi-task trials of a benchmark read
+their reference from them). Every trial goes through :func:`mtlbench.run.base.run_one`, which
+claims it first: two sweeps on one results folder split the trials between them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from typing import Any
+
+from mtlbench.registry import ConfigError
+from mtlbench.run.base import Executor, run_one
+from mtlbench.run.progress import ProgressView
+from mtlbench.trial import ResolvedTrial
+
+
+def threads_per_worker(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+class LocalExecutor(Executor):
+    """Runs trials on this machine (see the module docstring)."""
+
+    def __init__(self, workers: int | str = "auto", device: str = "auto") -> None:
+        if workers == "auto":
+            workers = os.cpu_count() or 1
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise ConfigError(
+                f"executor workers must be a positive integer or 'auto', got {workers!r}"
+            )
+        self.workers = workers
+        self.device = device
+
+    def run(self, sweep: Any, trials: list[ResolvedTrial], progress: bool = True) -> dict[str, str]:
+        statuses: dict[str, str] = {}
+        run = uuid.uuid4().hex
+        wanted = {t.trial_id for t in trials}
+        stages = [[t for t in stage if t.trial_id in wanted] for stage in sweep.stages()]
+        slots = min(self.workers, max((len(s) for s in stages), default=1))
+        view = ProgressView(sweep.name, sweep.results, trials, slots=slots, run=run)
+        view.enabled = progress
+        with view:
+            for stage in filter(None, stages):
+                workers = min(self.workers, len(stage))
+                args = (str(sweep.results), sweep.name, self.device, threads_per_worker(workers))
+                if workers == 1:
+                    for trial in stage:
+                        statuses[trial.trial_id] = run_one(trial, *args, run=run)
+                        view.finish(trial.trial_id, statuses[trial.trial_id])
+                else:
+                    statuses.update(self._pool(stage, workers, args, run, view))
+        return statuses
+
+    @staticmethod
+    def _pool(
+        stage: list[ResolvedTrial], workers: int, args: tuple, run: str, view: ProgressView
+    ) -> dict[str, str]:
+        statuses: dict[str, str] = {}
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(run_one, t, *args, run=run): t for t in stage}
+            for future in as_completed(futures):
+                trial = futures[future]
+                try:
+                    statuses[trial.trial_id] = future.result()
+                except Exception as error:  # noqa: BLE001 - a worker died; the sweep goes on
+                    statuses[trial.trial_id] = "failed"
+                    view.note(f"{trial.trial_id}: worker failed: {error}")
+                view.finish(trial.trial_id, statuses[trial.trial_id])
+        return statuses

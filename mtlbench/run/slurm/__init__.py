@@ -1,0 +1,6 @@
+"""Sweeps on Slurm: typed resources (:mod:`.resources`), the submissions ledger
+(:mod:`.ledger`) and the executor (:mod:`.executor`, the only module that imports submitit).
+
+Importing this package imports nothing heavy: :mod:`mtlbench.run.state` reads the ledger without
+loading submitit.
+"""

@@ -1,0 +1,343 @@
+"""The Slurm executor: a sweep's trials as job arrays through submitit.
+
+* **One job array per (stage, resource group)**: trials with equal resources share one
+  ``map_array`` submission; the single-task stage goes first and the multi-task trials of those
+  benchmarks go into arrays that depend on it (``--dependency=afterany``), since they read their
+  reference from the STL records; other benchmarks' arrays do not wait.
+* **A fresh submitit folder per submission** (``<results>/.slurm/<stamp>-<random>-<group>``):
+  job ids restart at 1 when a cluster's state is wiped, and a reused ``runs/%j`` folder can hand
+  back an old result.
+* **The ledger** (:mod:`.ledger`): before submitting, under a lock, the ledger's job ids are
+  looked up in ``squeue`` (:func:`mtlbench.run.state.active_submissions`): a trial whose job is
+  still pending or running is skipped with a message, never submitted twice.
+* **Claims**: every array task runs its trial through :func:`mtlbench.run.base.run_one`, which
+  takes the trial's lease first; a task whose trial another process holds (a local sweep on the
+  same folder, a duplicate job) returns at once.
+* **Preemption and time limits**: :class:`TrialRunner` is a ``submitit.helpers.Checkpointable``
+  whose ``checkpoint()`` requeues the same trial; the trainer resumes from its per-epoch
+  checkpoint and ends with the record an uninterrupted run writes.
+* **Waiting**: :mod:`.waiting`.
+
+``cluster: local`` runs the same path on this machine through submitit's local executor (one
+process per trial, all at once): for tests and debugging, not for sweeps.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import typing
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from submitit.helpers import Checkpointable, DelayedSubmission
+
+from mtlbench.registry import ConfigError, closest, coerce
+from mtlbench.run.base import Executor, run_one
+from mtlbench.run.slurm.ledger import ledger_lock, read_ledger, write_ledger
+from mtlbench.run.slurm.resources import (
+    RESOURCE_KEYS,
+    merge_resources,
+    parse_resources,
+    sbatch_script,
+    slurm_parameters,
+)
+from mtlbench.run.slurm.waiting import Submitted, wait_for
+from mtlbench.run.state import active_submissions
+from mtlbench.trial import ResolvedTrial
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """The executor's own options (the resource keys are :class:`Resources`)."""
+
+    folder: str | None = None  # root of the submitit folders (default <results>/.slurm)
+    poll_s: float = 30.0  # seconds between two sacct calls while waiting
+    wait: bool = True  # wait for the jobs and report; false: submit and return
+    max_num_timeout: int = 3  # time-outs / preemptions a trial may be requeued for
+    python: str | None = None  # command that runs python in a job (default: this interpreter)
+    cluster: Literal["slurm", "local"] = "slurm"  # local: submitit's local executor (tests)
+    lost_after_s: float = 180.0  # a job unknown to both sacct and squeue this long is lost
+    workers: int | str | None = None  # the local executor's option; ignored here
+
+
+_OPTION_TYPES = typing.get_type_hints(SlurmOptions)
+_POSITIVE = {
+    "poll_s": "a positive number of seconds",
+    "lost_after_s": "a positive number of seconds",
+}
+
+
+def parse_options(options: dict[str, Any]) -> tuple[SlurmOptions, dict[str, Any], list[str]]:
+    """The executor section -> (options, resource defaults, every problem)."""
+    valid = set(_OPTION_TYPES) | set(RESOURCE_KEYS)
+    problems = [
+        f"executor: unknown option {k!r}.{closest(k, valid)} Valid: {', '.join(sorted(valid))}"
+        for k in options
+        if k not in valid
+    ]
+    checked = {}
+    for key in set(options) & set(_OPTION_TYPES):
+        try:
+            checked[key] = coerce(options[key], _OPTION_TYPES[key], f"executor: {key}")
+        except ConfigError as error:
+            problems.append(str(error))
+            continue
+        if key in _POSITIVE and not checked[key] > 0:
+            problems.append(f"executor: {key} must be {_POSITIVE[key]}")
+        if key == "max_num_timeout" and checked[key] < 0:
+            problems.append("executor: max_num_timeout must be an integer >= 0")
+    defaults = {k: v for k, v in options.items() if k in RESOURCE_KEYS}
+    problems += parse_resources(defaults, "executor")[1]
+    return SlurmOptions(**checked), defaults, problems
+
+
+class TrialRunner(Checkpointable):
+    """The callable of every array task: runs one trial into ``results`` and returns its status
+    (:func:`mtlbench.run.base.run_one`: the trial is claimed first).
+
+    On preemption or at the time limit submitit calls :meth:`checkpoint`, which resubmits the
+    same trial; the trainer then resumes from the checkpoint it wrote after the last finished
+    epoch (model, optimizer, scheduler, method state, RNG, curves), so the final record is the
+    one an uninterrupted run writes.
+    """
+
+    def __init__(
+        self, results: str, sweep: str, device: str, threads: dict[str, int], run: str = ""
+    ) -> None:
+        self.results = results
+        self.sweep = sweep
+        self.device = device
+        self.threads = threads  # per benchmark
+        self.run = run or None  # tags the progress files for the submitter's view
+
+    def __call__(self, trial: ResolvedTrial) -> str:
+        threads = self.threads.get(trial.benchmark, 1)
+        return run_one(trial, self.results, self.sweep, self.device, threads, run=self.run)
+
+    def checkpoint(self, trial: ResolvedTrial) -> Any:
+        """Requeue the same trial; the state is in the trainer's checkpoint on disk."""
+        return DelayedSubmission(self, trial)
+
+
+@dataclass
+class Group:
+    """Trials of one stage that share resources: one job array."""
+
+    stage: str
+    benchmarks: list[str]
+    trials: list[ResolvedTrial]
+    params: dict[str, Any]
+    threads: int
+
+
+class SlurmExecutor(Executor):
+    """Runs a sweep as Slurm job arrays through submitit (see the module's docstring)."""
+
+    def __init__(self, device: str = "auto", **options: Any) -> None:
+        parsed, defaults, problems = parse_options(options)
+        if problems:
+            raise ConfigError("SLURM executor: " + "; ".join(problems))
+        self.options = parsed
+        self.cluster = parsed.cluster
+        self.poll_s, self.lost_after_s, self.wait = parsed.poll_s, parsed.lost_after_s, parsed.wait
+        self.folder = Path(parsed.folder) if parsed.folder else None
+        self.defaults = defaults
+        self.device = device
+
+    # -- planning ---------------------------------------------------------------------------
+    def _merged(self, sweep: Any, trials: list[ResolvedTrial]) -> dict[str, dict[str, Any]]:
+        """Each benchmark's resources over the defaults; raises ConfigError listing problems."""
+        problems: list[str] = []
+        merged: dict[str, dict[str, Any]] = {}
+        for bench in dict.fromkeys(t.benchmark for t in trials):
+            own = sweep.resources.get(bench)
+            problems += parse_resources(own, f"benchmark {bench!r}")[1]
+            merged[bench] = merge_resources(self.defaults, own if isinstance(own, dict) else {})
+        if problems:
+            raise ConfigError(
+                f"{len(problems)} problem(s) in the SLURM resources:\n  " + "\n  ".join(problems)
+            )
+        return merged
+
+    def groups(self, sweep: Any, trials: list[ResolvedTrial]) -> list[Group]:
+        """Stages (STL first) split into groups of equal resources; raises ConfigError when a
+        benchmark's resources are invalid."""
+        merged = self._merged(sweep, trials)
+        wanted = {t.trial_id for t in trials}
+        with_stl = {t.benchmark for t in trials if t.mode == "stl"}
+        groups: list[Group] = []
+        for stage in sweep.stages():
+            by_key: dict[tuple[str, bool], list[ResolvedTrial]] = {}
+            for t in stage:
+                if t.trial_id in wanted:  # MTL trials waiting for STL ones: their own array
+                    key = (json.dumps(merged[t.benchmark], sort_keys=True), t.benchmark in with_stl)
+                    by_key.setdefault(key, []).append(t)
+            for (key, _), members in by_key.items():
+                resources = parse_resources(json.loads(key), "")[0]
+                groups.append(
+                    Group(
+                        stage=members[0].mode,
+                        benchmarks=list(dict.fromkeys(t.benchmark for t in members)),
+                        trials=members,
+                        params=slurm_parameters(resources, f"mtlbench-{sweep.name}"),
+                        threads=resources.torch_threads,
+                    )
+                )
+        return groups
+
+    def plan(self, sweep: Any, trials: list[ResolvedTrial]) -> str:
+        """What ``run`` would submit: the arrays, their trials and their sbatch headers."""
+        groups = self.groups(sweep, trials)
+        root = self._root(sweep)
+        stl_benches = {b for g in groups if g.stage == "stl" for b in g.benchmarks}
+        lines = [
+            f"SLURM plan ({self.cluster}): {len(trials)} trial(s) in {len(groups)} job "
+            f"array(s); submitit folders: {root}/<submission>/, records: {sweep.results}/"
+        ]
+        earlier = [t.trial_id for t in trials if read_ledger(sweep.results, t.trial_id)]
+        if earlier:
+            lines.append(
+                f"  {len(earlier)} of them were submitted before: those still pending or "
+                "running in squeue will be skipped"
+            )
+        for i, g in enumerate(groups, 1):
+            par = g.params.get("slurm_array_parallelism")
+            waits = [b for b in g.benchmarks if b in stl_benches] if g.stage == "mtl" else []
+            lines.append(
+                f"array {i} ({g.stage}, {', '.join(g.benchmarks)}): {len(g.trials)} task(s)"
+                + (f", at most {par} at once" if par else "")
+                + f", {g.threads} torch thread(s) each"
+                + (
+                    f"; starts after the single-task array(s) of {', '.join(waits)} "
+                    "(--dependency=afterany)"
+                    if waits
+                    else ""
+                )
+            )
+            lines.append(f"  update_parameters: {json.dumps(g.params, sort_keys=True)}")
+            script = sbatch_script(g.params, root / "<submission>", len(g.trials))
+            lines += [f"  {s}" for s in script.splitlines() if s.startswith("#SBATCH")]
+            lines += [f"  - {t.trial_id}" for t in g.trials]
+        return "\n".join(lines)
+
+    def _root(self, sweep: Any) -> Path:
+        return (self.folder or Path(sweep.results) / ".slurm").absolute()
+
+    # -- submission -------------------------------------------------------------------------
+    def _executor(self, folder: Path, params: dict[str, Any]) -> Any:
+        import submitit
+
+        kwargs: dict[str, Any] = {"slurm_max_num_timeout": self.options.max_num_timeout}
+        if self.options.python:
+            kwargs["slurm_python"] = self.options.python
+        ex = submitit.AutoExecutor(folder=folder, cluster=self.cluster, **kwargs)
+        ex.update_parameters(**params)
+        return ex
+
+    def submit(
+        self, sweep: Any, trials: list[ResolvedTrial], echo: Any = print, run: str = ""
+    ) -> tuple[list[Submitted], list[dict[str, Any]]]:
+        """Submit what is not already queued; returns (submitted, skipped ledger entries)."""
+        groups = self.groups(sweep, trials)  # validates before anything is submitted
+        results = Path(sweep.results).absolute()
+        submitted: list[Submitted] = []
+        with ledger_lock(results):
+            active = active_submissions(results, [t.trial_id for t in trials])
+            for entry in active.values():
+                echo(
+                    f"skipped {entry['trial_id']}: already {entry['state'].lower()} as job "
+                    f"{entry['job_id']} (submitted {entry.get('submitted_at', '?')})"
+                )
+            stl_jobs: dict[str, list[str]] = {}  # benchmark -> STL job ids in flight
+            for entry in active.values():
+                if entry.get("mode") == "stl":
+                    stl_jobs.setdefault(entry.get("benchmark", ""), []).append(entry["job_id"])
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+            for index, group in enumerate(groups, 1):
+                todo = [t for t in group.trials if t.trial_id not in active]
+                if todo:
+                    folder = self._root(sweep) / f"{stamp}-{index}-{group.stage}"
+                    submitted += self._submit_group(
+                        sweep, group, todo, folder, stl_jobs, submitted, run
+                    )
+                    echo(
+                        f"submitted {len(todo)} trial(s) of {', '.join(group.benchmarks)} "
+                        f"({group.stage}) as job {submitted[-1].entry['job_id'].split('_')[0]}; "
+                        f"logs in {folder}"
+                    )
+        return submitted, list(active.values())
+
+    def _submit_group(
+        self,
+        sweep: Any,
+        group: Group,
+        todo: list[ResolvedTrial],
+        folder: Path,
+        stl_jobs: dict[str, list[str]],
+        earlier: list[Submitted],
+        run: str,
+    ) -> list[Submitted]:
+        """One ``map_array`` call; its ledger entries written; STL job ids noted for later
+        arrays' dependencies."""
+        results = Path(sweep.results).absolute()
+        params = dict(group.params)
+        after = sorted({j for b in group.benchmarks for j in stl_jobs.get(b, [])})
+        if group.stage == "mtl" and after and self.cluster == "slurm":
+            params["slurm_dependency"] = "afterany:" + ":".join(after)
+        elif group.stage == "mtl" and after:  # no dependencies off Slurm: wait here
+            first = [s for s in earlier if s.entry["mode"] == "stl"]
+            wait_for(self, first, sweep, lambda *_: None, progress=False)
+        threads = {b: group.threads for b in group.benchmarks}
+        runner = TrialRunner(str(results), sweep.name, self.device, threads, run)
+        try:
+            jobs = self._executor(folder, params).map_array(runner, todo)
+        except Exception as error:  # noqa: BLE001 - sbatch's refusal, said plainly
+            text = str(error).strip() or type(error).__name__
+            raise ConfigError(
+                f"sbatch refused the array of {', '.join(group.benchmarks)} ({len(todo)} "
+                f"trial(s)); nothing of it was submitted: {text}"
+            ) from None
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        out = []
+        for trial, job in zip(todo, jobs, strict=True):
+            entry = {
+                "trial_id": trial.trial_id,
+                "sweep": sweep.name,
+                "benchmark": trial.benchmark,
+                "mode": trial.mode,
+                "cluster": self.cluster,
+                "job_id": str(job.job_id),
+                "job_name": params.get("name"),
+                "folder": str(folder),
+                "stdout": str(job.paths.stdout),
+                "stderr": str(job.paths.stderr),
+                "submitted_at": now,
+                "host": socket.gethostname(),
+            }
+            write_ledger(results, entry)
+            out.append(Submitted(trial, job, entry))
+            if trial.mode == "stl":
+                stl_jobs.setdefault(trial.benchmark, []).append(str(job.job_id).split("_")[0])
+        return out
+
+    def run(self, sweep: Any, trials: list[ResolvedTrial], progress: bool = True) -> dict[str, str]:
+        run = uuid.uuid4().hex
+
+        def echo(text: str) -> None:
+            print(text, flush=True)
+
+        submitted, skipped = self.submit(sweep, trials, echo=echo, run=run)
+        if skipped:
+            echo(
+                f"{len(skipped)} trial(s) already queued or running were not submitted again; "
+                f"`mtlbench status {sweep.results}` follows them"
+            )
+        if not submitted or not self.wait:
+            if submitted:
+                echo(f"not waiting (wait: false): `mtlbench status {sweep.results} --watch 60`")
+            return {}
+        return wait_for(self, submitted, sweep, echo, progress=progress, run=run)
