@@ -33,3 +33,20 @@ def test_single_task_trials_are_planned_and_listed_first(tmp_path):
     rows = collect(tmp_path / "results", sweep.trials).rows  # all pending
     stl = [t.trial_id for t in todo if t.mode == "stl"]
     assert [r.trial_id for r in rows][: len(stl)] == stl
+
+
+def test_status_tells_the_toy_starts_apart(tmp_path):
+    from mtlbench.run.status_cli import render
+
+    sweep = parse_spec(
+        {
+            "name": "toy",
+            "results": str(tmp_path),
+            "methods": ["ls"],
+            "seeds": [0],
+            "benchmarks": {"toy": {"protocol": {"epochs": 1}, "grid": {"start": [0, 3]}}},
+        }
+    )
+    rows = collect(tmp_path, sweep.trials).rows
+    assert sorted(r.label for r in rows) == ["toy ls seed=0 start=0", "toy ls seed=0 start=3"]
+    assert "start=3" in render(collect(tmp_path, sweep.trials))

@@ -36,6 +36,7 @@ from mtlbench.run.slurm.ledger import (
     sacct_states,
     squeue_states,
 )
+from mtlbench.sweep import trial_labels
 from mtlbench.trial import ResolvedTrial
 
 FINISHED = ("done", "diverged")
@@ -96,6 +97,8 @@ class TrialState:
     method: str = ""
     seed: Any = ""
     mode: str = "mtl"
+    label: str = ""  # what tells it apart: ``toy ls seed=0 start=3`` (mtlbench.sweep.trial_labels)
+    config: dict[str, Any] = field(default_factory=dict)
     record: Record | None = None
     ledger: dict[str, Any] | None = None
     lease: LeaseInfo | None = None
@@ -113,6 +116,7 @@ class TrialState:
 
 def _describe(state: TrialState, planned: ResolvedTrial | None) -> None:
     cfg = (state.record or {}).get("config") or {}
+    state.config = dict(cfg) or (planned.to_dict() if planned is not None else {})
     if cfg:
         task = f" ({cfg['task']})" if cfg.get("task") else ""
         state.benchmark, state.method = cfg.get("benchmark", ""), cfg.get("method", "") + task
@@ -302,6 +306,9 @@ def collect(results: str | Path, planned: list[ResolvedTrial] | None = None) -> 
     for r in gone:
         if r.job in ended:
             r.detail = f"job {ended[r.job]}; run the sweep again to resume it"
+    labels = trial_labels({r.trial_id: r.config for r in status.rows if r.config})
+    for r in status.rows:
+        r.label = labels.get(r.trial_id, r.benchmark)
     # problems first; within a status, single-task trials first (the order they run in)
     status.rows.sort(key=lambda r: (ORDER.index(r.status), r.mode != "stl", r.trial_id))
     return status

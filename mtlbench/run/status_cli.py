@@ -58,10 +58,8 @@ def render(status: FolderStatus, lines: int = 5, limit: int | None = None) -> st
         out.append(f"note: {status.queue_note}")
     rows = status.rows if limit is None else status.rows[:limit]
     if rows:
-        table = [
-            (r.status, r.trial_id, r.benchmark, r.method, r.seed, r.job, r.detail) for r in rows
-        ]
-        headers = ["status", "trial", "benchmark", "method", "seed", "job", "detail"]
+        table = [(r.status, r.trial_id, r.label, r.job, r.detail) for r in rows]
+        headers = ["status", "trial", "what", "job", "detail"]
         out += ["", tabulate(table, headers=headers)]
         if limit is not None and len(status.rows) > limit:
             out.append(f"... and {len(status.rows) - limit} more")
