@@ -34,7 +34,9 @@ class Policies:
     * ``update_scale``: ``reference`` (each method as its reference code), ``sum`` (weights sum
       to K, like LS) or ``mean`` (weights sum to 1).
     * ``clip_grad_norm``: max norm of the model's gradient after backward, or ``None``.
-    * ``jacobian_mode``: ``batched`` (one vmapped backward) or ``sequential`` (K backward passes).
+    * ``jacobian_mode``: ``batched`` (one vmapped backward), ``sequential`` (K backward passes),
+      ``gramian`` (Gramian methods: G without J, then one backward of the weighted loss) or
+      ``auto`` (``gramian`` for Gramian methods when no ``jacobian_chunk`` is set).
     * ``jacobian_chunk``: in ``batched`` mode, at most this many tasks per vmapped backward
       (bounds the extra memory of O(K) methods; ``None``: all K in one pass).
     * ``grad_wrt``: ``parameters`` or ``representation`` (MGDA-UB style Gramians).
@@ -45,7 +47,7 @@ class Policies:
     head_grads: Literal["weighted", "unit"] = "weighted"
     update_scale: Literal["reference", "sum", "mean"] = "reference"
     clip_grad_norm: float | None = None
-    jacobian_mode: Literal["batched", "sequential"] = "batched"
+    jacobian_mode: Literal["batched", "sequential", "gramian", "auto"] = "batched"
     jacobian_chunk: int | None = None
     grad_wrt: Literal["parameters", "representation"] = "parameters"
     post_step_mode: Literal["train", "eval"] = "train"
