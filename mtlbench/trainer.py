@@ -297,6 +297,7 @@ class Trial:
             bench.model_input,
             clip_grad_norm=self.resolved.policies.clip_grad_norm,
             post_step_eval=self.resolved.policies.post_step_mode == "eval",
+            post_step_next=self.resolved.policies.post_step_mode == "next_step",
             task_index=task_index,
         )
         t_epoch = time.perf_counter()

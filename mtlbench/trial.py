@@ -41,7 +41,8 @@ class Policies:
       (bounds the extra memory of O(K) methods; ``None``: all K in one pass).
     * ``grad_wrt``: ``parameters`` or ``representation`` (MGDA-UB style Gramians).
     * ``post_step_mode``: the mode of the extra forward pass of post-step-loss methods (FAMO):
-      ``train`` as the reference code (BatchNorm statistics update twice), or ``eval``.
+      ``train`` as the reference code (BatchNorm statistics update twice), ``eval``, or
+      ``next_step`` (no extra forward: the next step's losses, as FAMO's toy loop).
     """
 
     head_grads: Literal["weighted", "unit"] = "weighted"
@@ -50,7 +51,7 @@ class Policies:
     jacobian_mode: Literal["batched", "sequential", "gramian", "auto"] = "batched"
     jacobian_chunk: int | None = None
     grad_wrt: Literal["parameters", "representation"] = "parameters"
-    post_step_mode: Literal["train", "eval"] = "train"
+    post_step_mode: Literal["train", "eval", "next_step"] = "train"
 
     def __post_init__(self) -> None:
         if self.jacobian_chunk is not None and self.jacobian_chunk < 1:

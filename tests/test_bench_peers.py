@@ -128,3 +128,20 @@ def test_cpu_memory_of_a_peer_step() -> None:
         "mlp", 4, {"batch_size": 16}, Spec("mgda", "mtl_backward", None, "torchjd")
     )
     assert extra is not None and extra > 0
+
+
+def test_famo_next_step_losses_equal_the_post_step_forward_on_a_data_free_problem() -> None:
+    """On one fixed batch (a problem without data, like the toy), the next step's losses are the
+    post-step losses: ``post_step_mode=next_step`` trains FAMO to the same point with one forward
+    pass fewer per step."""
+    import torch
+
+    from mtlbench.bench.measure import make_contender
+
+    work = mlp_workload(3, batch_size=8, width=16)
+    post = make_contender(work, Spec("famo"), torch.device("cpu"))
+    nxt = make_contender(work, Spec("famo", "next_step"), torch.device("cpu"))
+    for i in range(4):  # the losses and the weights of every step (after i logit updates)
+        a, b = post.step(work.batch, i, 0), nxt.step(work.batch, i, 0)
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert bool((post.method.logits != 0).any())  # type: ignore[union-attr]

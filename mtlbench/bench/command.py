@@ -106,6 +106,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         device=args.device,
         sequential=not args.no_sequential,
         gramian=args.gramian,
+        next_step=args.next_step,
         peers=[p.strip() for p in args.peers.split(",") if p.strip()] if args.peers else [],
         batch_size=args.batch_size,
         jacobian_chunk=args.jacobian_chunk,
@@ -142,6 +143,11 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         "--gramian",
         action="store_true",
         help="also each Gramian method's Gramian-only path (jacobian_mode=gramian)",
+    )
+    p.add_argument(
+        "--next-step",
+        action="store_true",
+        help="also FAMO fed the next step's losses instead of a post-step forward",
     )
     p.add_argument(
         "--peers",

@@ -22,7 +22,8 @@ from mtlbench.step import TrainingStep
 @dataclass(frozen=True)
 class Spec:
     """What one contender runs: mtlbench's own training step with the engine's ``mode``
-    (``batched``, ``sequential``, ``gramian``) and ``chunk`` size, or, with ``peer`` set, that
+    (``batched``, ``sequential``, ``gramian``; ``next_step``: the batched engine and FAMO's
+    next-step losses) and ``chunk`` size, or, with ``peer`` set, that
     library's step for the same method (``mode``: ``mtl_backward`` or ``autogram`` for TorchJD).
     Picklable, so that a fresh process can rebuild the contender for its memory."""
 
@@ -70,15 +71,24 @@ def make_contender(workload: Workload, spec: Spec, device: torch.device) -> Cont
         from mtlbench.bench.peers import peer_step
 
         return Contender(spec, peer_step(workload, model, spec), method)
+    mode = "batched" if spec.mode == "next_step" else spec.mode
     engine = GradientEngine(
         model.shared_parameters(),
         model.head_parameters(),
-        mode=spec.mode,  # type: ignore[arg-type]
+        mode=mode,  # type: ignore[arg-type]
         chunk_size=spec.chunk,
     )
     params = [{"params": list(model.parameters())}, *method.parameter_groups()]
     optimizer = torch.optim.Adam(params, lr=1e-4)
-    step = TrainingStep(model, method, engine, optimizer, workload.task_losses, lambda b: b[0])
+    step = TrainingStep(
+        model,
+        method,
+        engine,
+        optimizer,
+        workload.task_losses,
+        lambda b: b[0],
+        post_step_next=spec.mode == "next_step",
+    )
     return Contender(spec, step, method)
 
 

@@ -31,6 +31,7 @@ def contender_specs(
     gramian: bool,
     peers: Sequence[str],
     chunk: int | None,
+    next_step: bool = False,
 ) -> list[Spec]:
     """LS first, then per method: mtlbench's batched step, its sequential and Gramian-only
     variants where asked and where they apply, and the peers' steps for the same method."""
@@ -42,6 +43,8 @@ def contender_specs(
             specs.append(Spec(name, "sequential"))
         if gramian and issubclass(cls, GramianWeighting):
             specs.append(Spec(name, "gramian"))
+        if next_step and cls.post_step_losses:
+            specs.append(Spec(name, "next_step"))
         for peer in peers:
             from mtlbench.bench.peers import peer_modes
 
@@ -151,6 +154,7 @@ def run_bench(
     device: str = "auto",
     sequential: bool = True,
     gramian: bool = False,
+    next_step: bool = False,
     peers: Sequence[str] = (),
     batch_size: int | None = None,
     jacobian_chunk: int | None = None,
@@ -162,10 +166,12 @@ def run_bench(
     Returns one row per contender and K (the columns of the CSV); ``batch_size`` None keeps the
     workload's default (256); ``jacobian_chunk`` is the batched engine's tasks per vmapped pass
     (None: all K at once). ``gramian`` adds each Gramian method's Gramian-only engine path
-    (``jacobian_mode=gramian``); ``peers`` (``"torchjd"``) adds that library's steps for the
-    methods it shares (:mod:`mtlbench.bench.peers`). ``memory`` on the CPU: measure each
-    contender's extra peak memory in a fresh process (:func:`cpu_step_memory`); on CUDA it is
-    always measured in-process."""
+    (``jacobian_mode=gramian``); ``next_step`` each post-step-loss method (FAMO) fed the next
+    step's losses instead of a post-step forward (``post_step_mode=next_step``); ``peers``
+    (``"torchjd"``) adds that library's steps for the methods it shares
+    (:mod:`mtlbench.bench.peers`). ``memory`` on the CPU: measure each contender's extra peak
+    memory in a fresh process (:func:`cpu_step_memory`); on CUDA it is always measured
+    in-process."""
     _check(workload_name, methods, reps, warmup, jacobian_chunk)
     if peers:
         from mtlbench.bench.peers import require
@@ -175,7 +181,12 @@ def run_bench(
     sizes = {} if batch_size is None else {"batch_size": batch_size}
     dev = pick_device(device)
     specs = contender_specs(
-        methods, sequential=sequential, gramian=gramian, peers=peers, chunk=jacobian_chunk
+        methods,
+        sequential=sequential,
+        gramian=gramian,
+        peers=peers,
+        chunk=jacobian_chunk,
+        next_step=next_step,
     )
     rows: list[dict[str, Any]] = []
     for k in tasks:
