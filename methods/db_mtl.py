@@ -58,22 +58,22 @@ class DBMTL(JacobianMethod):
 
     def aggregate(self, jacobian: Tensor, losses: Tensor) -> Aggregate:
         inv = 1.0 / (losses.detach().to(jacobian) - self.min_losses.to(jacobian) + 1e-8)
-        grads = jacobian * inv[:, None]
-        if self.ema.shape != grads.shape:
+        if self.ema.shape != jacobian.shape:
             if int(self.step) != 0:
                 raise ValueError(
                     f"DB-MTL's EMA has shape {tuple(self.ema.shape)}, the Jacobian "
-                    f"{tuple(grads.shape)}: the shared parameters changed during training"
+                    f"{tuple(jacobian.shape)}: the shared parameters changed during training"
                 )
-            self.ema = torch.zeros_like(grads)
+            self.ema = torch.zeros_like(jacobian, requires_grad=False)
         self.step += 1
         beta = (
             self.beta if self.beta_sigma == 0 else self.beta / float(self.step) ** self.beta_sigma
         )
-        ema = self.ema.to(grads)
-        ema = grads + beta * (ema - grads)  # = beta G + (1 - beta) g, LibMTL's arithmetic
-        self.ema = ema.detach()
-        norms = ema.norm(dim=1)
+        # G <- beta G + (1 - beta) g with g_k = J_k / l_k, in place: the one pass over J (no
+        # K x P temporaries); then the norms and the update, one pass over G each.
+        ema = self.ema = self.ema.to(jacobian)
+        ema.mul_(beta).addcmul_(jacobian.detach(), ((1.0 - beta) * inv)[:, None])
+        norms = torch.linalg.vector_norm(ema, dim=1)
         alpha = norms.max() / (norms + 1e-8)
         return Aggregate(update=alpha @ ema, weights=alpha, head_weights=inv)
 

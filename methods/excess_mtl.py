@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from mtlbench.method import Aggregate, JacobianMethod, Scale, register
+from mtlbench.method import Aggregate, JacobianMethod, Scale, all_finite, register
 from mtlbench.registry import PositiveFloat
 
 
@@ -58,10 +58,18 @@ class ExcessMTL(JacobianMethod):
         self.register_buffer("grad_sq_sum", torch.zeros(n_tasks, 0))
 
     def excess_risks(self, rows: Tensor) -> Tensor:
-        """Accumulate ``S`` and return the estimates ``e_k`` (K,)."""
-        squares = rows.square()
-        self.grad_sq_sum = self.grad_sq_sum.to(rows).add_(squares)
-        return (squares * (self.grad_sq_sum + 1e-7).rsqrt_()).sum(dim=1)
+        """Accumulate ``S`` and return the estimates ``e_k`` (K,): ``S += g * g`` in place (one
+        pass over J), then ``e_k = g_k . (g_k / sqrt(S_k + 1e-7))`` row by row in one P-vector
+        scratch: no K x P temporary (on a CPU, a fresh K x P allocation is page-faulted in at
+        every step and costs more than the arithmetic)."""
+        acc = self.grad_sq_sum = self.grad_sq_sum.to(rows)
+        acc.addcmul_(rows, rows)
+        risks = torch.empty(rows.shape[0], dtype=rows.dtype, device=rows.device)
+        scratch = torch.empty_like(rows[0])
+        for k, row in enumerate(rows):
+            torch.add(acc[k], 1e-7, out=scratch).rsqrt_().mul_(row)
+            risks[k] = torch.dot(scratch, row)
+        return risks
 
     def aggregate(self, jacobian: Tensor, losses: Tensor) -> Aggregate:
         scale = self.loss_transform(losses.detach()).to(jacobian)
@@ -76,7 +84,7 @@ class ExcessMTL(JacobianMethod):
             self.loss_weight = self.loss_weight.to(rows)
             self.initial_risk = self.initial_risk.to(rows)
         weight = self.loss_weight.to(rows)
-        if not (bool(torch.isfinite(rows).all()) and bool(torch.isfinite(scale).all())):
+        if not (all_finite(rows) and all_finite(scale)):
             self.fallback(weight)
             clean = torch.nan_to_num(rows, nan=0.0, posinf=0.0, neginf=0.0)
             scale = torch.nan_to_num(scale, nan=0.0, posinf=0.0, neginf=0.0)

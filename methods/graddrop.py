@@ -70,15 +70,30 @@ class GradDrop(JacobianMethod):
         self.leak = leak
 
     def aggregate(self, jacobian: Tensor, losses: Tensor) -> Aggregate:
+        """The masked mean without the K x P masks. With ``s_p = sign(P_p - U_p)`` a task's
+        coordinate is kept iff ``g_kp s_p > 0``, so the kept gradients of a column sum to its
+        positive part ``(S_p + A_p) / 2`` where ``s_p > 0`` and to its negative part
+        ``(S_p - A_p) / 2`` where ``s_p < 0``, with ``S = sum_k g_k`` and ``A = sum_k |g_k|``,
+        the two column sums the purity needs. The logged weights need ``|g_k|^2`` and
+        ``sum_p relu(g_kp s_p)^2``. Row by row in one P-vector scratch: no K x P temporary."""
         factors = self.loss_transform(losses.detach()).to(jacobian)
-        grads = jacobian * factors[:, None]
-        uniform = torch.rand(jacobian.shape[1], device=jacobian.device, dtype=jacobian.dtype)
-        masked, _ = sign_dropout(grads, uniform, self.leak)
+        grads = jacobian * factors[:, None] if self.log_losses else jacobian.detach()
+        uniform = torch.rand(grads.shape[1], device=grads.device, dtype=grads.dtype)
+        total = grads.sum(0)
+        absolute, scratch = torch.zeros_like(total), torch.empty_like(total)
+        for row in grads:
+            absolute.add_(torch.abs(row, out=scratch))
+        purity = 0.5 * (1.0 + total / (absolute + _EPS))
+        side = torch.sign(purity - uniform)  # +1: keep positives, -1: negatives, 0: none
+        kept_sum = 0.5 * (side * total + side.abs() * absolute) * side
         k = self.n_tasks
-        norms2 = (grads * grads).sum(1)
-        kept = (masked * grads).sum(1) / torch.where(norms2 > 0, norms2, 1.0)
-        return Aggregate(
-            update=masked.sum(0) / k,
-            weights=kept / k,
-            head_weights=factors / k,
+        update = (self.leak * total + (1.0 - self.leak) * kept_sum) / k
+        norms2 = torch.linalg.vector_norm(grads, dim=1).square()
+        survived = torch.empty_like(norms2)
+        for i, row in enumerate(grads):
+            torch.mul(row, side, out=scratch).clamp_(min=0)
+            survived[i] = torch.dot(scratch, scratch)
+        kept = (self.leak * norms2 + (1.0 - self.leak) * survived) / torch.where(
+            norms2 > 0, norms2, 1.0
         )
+        return Aggregate(update=update, weights=kept / k, head_weights=factors / k)

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
-from mtlbench.method import Aggregate, JacobianMethod, Scale, register
+from mtlbench.method import Aggregate, JacobianMethod, Scale, all_finite, register
 from mtlbench.methods._min_norm import project_to_simplex
 from mtlbench.registry import NonNegativeFloat
 
@@ -93,15 +93,17 @@ class MoCo(JacobianMethod):
         y = self.y.to(jacobian)
         lambd = self.lambd.to(jacobian)
         scale = self.loss_transform(losses).to(jacobian)
-        if not (bool(torch.isfinite(jacobian).all()) and bool(torch.isfinite(losses).all())):
+        if not (all_finite(jacobian) and all_finite(losses)):
             self.fallback(lambd)
             return Aggregate(update=lambd @ y, weights=lambd, head_weights=lambd)
         self.step += 1
         t = float(self.step)
-        # h_k = D_k r_k / (|r_k| + 1e-8) with r_k = scale_k g_k, in one pass over J.
-        factor = scale * losses / (scale.abs() * jacobian.norm(dim=1) + 1e-8)
-        h = jacobian * factor[:, None]
-        y = torch.lerp(y, h, self.beta / t**self.beta_sigma)  # y - beta_t (y - h)
+        # h_k = D_k r_k / (|r_k| + 1e-8) with r_k = scale_k g_k: the row norms of J (one read),
+        # then y <- (1 - beta_t) y + beta_t h in place (the one pass over J, no K x P temporary).
+        factor = scale * losses / (scale.abs() * torch.linalg.vector_norm(jacobian, dim=1) + 1e-8)
+        beta = self.beta / t**self.beta_sigma
+        self.y = y  # the buffer, on J's device and dtype
+        y.mul_(1.0 - beta).addcmul_(jacobian.detach(), (beta * factor)[:, None])
         # (Y Y^T + rho I) lambda, as Y (Y^T lambda): O(K P) instead of O(K^2 P).
         direction = y @ (y.T @ lambd) + self.rho * lambd
         step = lambd - (self.gamma / t**self.gamma_sigma) * direction
@@ -110,7 +112,6 @@ class MoCo(JacobianMethod):
         else:
             projected = project_to_simplex(step.detach().cpu().double().numpy())
             lambd = torch.from_numpy(projected).to(y)
-        self.y = y.detach()
         self.lambd = lambd.detach()
         return Aggregate(update=lambd @ y, weights=lambd, head_weights=lambd * scale)
 

@@ -7,6 +7,13 @@
   passes; the method's update is written into ``.grad``. A ``sequential`` mode (K backward
   passes, as LibMTL and the nash-mtl family do) is kept for comparison and as a fallback for
   operations that ``vmap`` does not support.
+* ``mode="gramian"`` (Gramian methods, parameter gradients): ``G = J J^T`` accumulated parameter
+  by parameter during one vmapped backward, each K x P_p block reduced to its K x K Gramian as
+  soon as autograd produces it and dropped (:func:`gramian`), so J is never held; then the
+  update is one backward pass of ``sum_k w_k l_k`` (as TorchJD's ``autogram`` engine, Quinton &
+  Rey, "Jacobian Descent for Multi-Objective Optimization", 2024, section 6, Algorithm 3).
+  ``mode="auto"`` takes that path for Gramian methods when no ``chunk_size`` is set (then it
+  holds strictly less than the one-pass batched Jacobian) and the batched Jacobian otherwise.
 * ``wrt="representation"`` (MGDA-UB, Sener & Koltun 2018): Gramian methods get ``G`` from the
   gradients w.r.t. the shared representation ``Z`` instead, and the update is one backward pass
   of ``sum_k w_k l_k``.
@@ -41,7 +48,7 @@ from mtlbench.method import (
 )
 from mtlbench.registry import ConfigError
 
-JacobianMode = Literal["batched", "sequential"]
+JacobianMode = Literal["batched", "sequential", "gramian", "auto"]
 HeadPolicy = Literal["weighted", "unit"]
 GradTarget = Literal["parameters", "representation"]
 
@@ -121,6 +128,58 @@ def jacobian(
     raise ValueError(f"jacobian mode must be 'batched' or 'sequential', got {mode!r}")
 
 
+def _vmap_level() -> int:
+    """The nesting level of the innermost legacy ``vmap`` (the one ``is_grads_batched`` runs)."""
+    level = torch._C._vmapmode_increment_nesting()
+    torch._C._vmapmode_decrement_nesting()
+    return level - 1
+
+
+def gramian(losses: Tensor, params: Sequence[Tensor], retain_graph: bool = False) -> Tensor:
+    """The K x K Gramian ``G = J J^T = sum_p J_p J_p^T`` of ``losses`` (K,) with respect to
+    ``params``, without materialising the K x P Jacobian ``J``.
+
+    One vmapped backward pass (the ``batched`` mode's) runs with a hook on every parameter: the
+    hook unwraps the parameter's K x P_p gradient block ``J_p``, adds ``J_p J_p^T`` to ``G`` and
+    hands autograd a stride-0 zero in its place, so each block is freed as soon as its Gramian is
+    taken. Peak memory is the vmapped backward's cotangents plus the largest block, not
+    ``K x P``; the arithmetic is that of ``J J^T``, summed in another order (equal to the batched
+    Gramian up to floating-point rounding). ``retain_graph`` keeps the graph for the update's
+    backward pass.
+    """
+    k = losses.shape[0]
+    total = torch.zeros(k, k, dtype=losses.dtype, device=losses.device)
+
+    def reduce(grad: Tensor) -> Tensor:
+        block = torch._remove_batch_dim(grad, _vmap_level(), k, 0).reshape(k, -1)
+        total.addmm_(block, block.T)
+        return grad.reshape(-1)[:1].mul(0).expand(grad.shape)
+
+    handles = [p.register_hook(reduce) for p in params]
+    try:
+        torch.autograd.grad(
+            losses,
+            list(params),
+            grad_outputs=torch.eye(k, device=losses.device, dtype=losses.dtype),
+            retain_graph=retain_graph,
+            is_grads_batched=True,
+            allow_unused=True,
+        )
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def gramian_root(gramian: Tensor) -> Tensor:
+    """A symmetric K x K matrix ``R`` with ``R R^T = G`` (negative rounding eigenvalues set to 0).
+
+    A Gramian method's ``aggregate`` depends on its Jacobian only through ``J J^T``, so ``R``
+    stands in for ``J`` to obtain its task and head weights from ``G`` alone."""
+    eigenvalues, vectors = torch.linalg.eigh(gramian)
+    return (vectors * eigenvalues.clamp_min(0).sqrt()) @ vectors.T
+
+
 def write_grad(params: Sequence[nn.Parameter], flat: Tensor) -> None:
     """Add a flat P-vector into the ``.grad`` of ``params`` (allocating where empty)."""
     offset = 0
@@ -197,11 +256,13 @@ class GradientEngine:
             raise TypeError(f"{type(method).__name__} is neither a loss nor a gradient method")
         if self.wrt == "representation":
             return self._representation_step(method, losses, representation, factor)
+        if self.uses_gramian_path(method):
+            return self._gramian_step(method, losses, factor)
         # J keeps the graph only while the heads still need it; their backward then frees it.
         jac = jacobian(
             losses,
             self.shared,
-            self.mode,
+            "sequential" if self.mode == "sequential" else "batched",
             retain_graph=bool(self.heads),
             out=self._buffer(losses),
             chunk_size=self.chunk_size,
@@ -210,6 +271,27 @@ class GradientEngine:
         write_grad(self.shared, agg.update.detach() * factor)
         self._heads_backward(losses, agg.head_weights.detach() * factor)
         return StepResult(weights=agg.weights.detach() * factor)
+
+    def uses_gramian_path(self, method: Method) -> bool:
+        """Whether ``method`` gets the Gramian-only path (:func:`gramian`) under ``mode``:
+        ``gramian`` for every Gramian method; ``auto`` for Gramian methods when no chunk size is
+        set (with chunks, the batched path's ``J`` plus ``C`` tasks' cotangents can be the
+        smaller peak: a CNN's cotangents outweigh its Jacobian)."""
+        if self.wrt != "parameters" or not isinstance(method, GramianWeighting):
+            return False
+        return self.mode == "gramian" or (self.mode == "auto" and self.chunk_size is None)
+
+    def _gramian_step(self, method: GramianWeighting, losses: Tensor, factor: float) -> StepResult:
+        """``G`` without ``J``, the method's weights from ``G``, then one backward pass of
+        ``sum_k w_k l_k`` into the shared parameters; heads per the policy."""
+        g = gramian(losses, self.shared, retain_graph=True).to("cpu", torch.float64)
+        agg = method.aggregate(gramian_root(g), losses.detach().to("cpu", torch.float64))
+        w = agg.weights.to(losses) * factor
+        torch.autograd.backward(
+            (w.detach() * losses).sum(), inputs=self.shared, retain_graph=bool(self.heads)
+        )
+        self._heads_backward(losses, agg.head_weights.to(losses).detach() * factor)
+        return StepResult(weights=w.detach())
 
     def _buffer(self, losses: Tensor) -> Tensor:
         """The reused K x P Jacobian buffer (reallocated when K, dtype or device change).

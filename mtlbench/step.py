@@ -5,7 +5,7 @@ optional clipping, the optimizer step, and the post-step losses of methods that 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -42,7 +42,10 @@ class TrainingStep:
 
     ``task_index`` trains a single task (STL mode): the loss vector is cut to that task.
     ``post_step_eval`` runs the extra forward of post-step-loss methods in eval mode instead of
-    the reference code's train mode (policy ``post_step_mode``).
+    the reference code's train mode (policy ``post_step_mode``). ``post_step_next`` runs no
+    extra forward: :meth:`Method.after_step` gets the next step's losses (of the next batch)
+    before that step's backward, as FAMO's toy loop does (``post_step_mode = "next_step"``; on
+    a deterministic problem without data, such as the toy, these are the same values).
     """
 
     model: nn.Module
@@ -54,6 +57,9 @@ class TrainingStep:
     clip_grad_norm: float | None = None
     post_step_eval: bool = False
     task_index: int | None = None
+    post_step_next: bool = False
+    # post_step_next: after_step is owed the next step's losses.
+    _pending: bool = field(default=False, init=False, repr=False)
 
     def losses(self, batch: Any) -> tuple[Tensor, Tensor]:
         rep, outputs = self.model(self.model_input(batch))
@@ -68,6 +74,9 @@ class TrainingStep:
         if not bool(torch.isfinite(losses).all()):
             raise Diverged(epoch, global_step, losses.detach().cpu().tolist())
         method = self.method
+        if self._pending:
+            method.after_step(losses.detach())
+            self._pending = False
         ctx = StepContext(
             step=global_step, epoch=epoch, features=rep if method.uses_features else None
         )
@@ -75,7 +84,9 @@ class TrainingStep:
         if self.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
         self.optimizer.step()
-        if method.post_step_losses:
+        if method.post_step_losses and self.post_step_next:
+            self._pending = True
+        elif method.post_step_losses:
             with torch.no_grad():
                 if self.post_step_eval:
                     self.model.eval()

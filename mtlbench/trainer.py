@@ -122,6 +122,7 @@ class Run:
             self.bench.model_input,
             clip_grad_norm=policies.clip_grad_norm,
             post_step_eval=policies.post_step_mode == "eval",
+            post_step_next=policies.post_step_mode == "next_step",
             task_index=self.task_index,
         )
 

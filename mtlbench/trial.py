@@ -47,21 +47,24 @@ class Policies:
     * ``update_scale``: ``reference`` (each method as its reference code), ``sum`` (weights sum
       to K, like LS) or ``mean`` (weights sum to 1).
     * ``clip_grad_norm``: max norm of the model's gradient after backward, or ``None``.
-    * ``jacobian_mode``: ``batched`` (one vmapped backward) or ``sequential`` (K backward passes).
+    * ``jacobian_mode``: ``batched`` (one vmapped backward), ``sequential`` (K backward passes),
+      ``gramian`` (Gramian methods: G without J, then one backward of the weighted loss) or
+      ``auto`` (``gramian`` for Gramian methods when no ``jacobian_chunk`` is set).
     * ``jacobian_chunk``: in ``batched`` mode, at most this many tasks per vmapped backward
       (bounds the extra memory of O(K) methods; ``None``: all K in one pass).
     * ``grad_wrt``: ``parameters`` or ``representation`` (MGDA-UB style Gramians).
     * ``post_step_mode``: the mode of the extra forward pass of post-step-loss methods (FAMO):
-      ``train`` as the reference code (BatchNorm statistics update twice), or ``eval``.
+      ``train`` as the reference code (BatchNorm statistics update twice), ``eval``, or
+      ``next_step`` (no extra forward: the next step's losses, as FAMO's toy loop).
     """
 
     head_grads: Literal["weighted", "unit"] = "weighted"
     update_scale: Literal["reference", "sum", "mean"] = "reference"
     clip_grad_norm: PositiveFloat | None = None
-    jacobian_mode: Literal["batched", "sequential"] = "batched"
+    jacobian_mode: Literal["batched", "sequential", "gramian", "auto"] = "batched"
     jacobian_chunk: PositiveInt | None = None
     grad_wrt: Literal["parameters", "representation"] = "parameters"
-    post_step_mode: Literal["train", "eval"] = "train"
+    post_step_mode: Literal["train", "eval", "next_step"] = "train"
 
     def __post_init__(self) -> None:
         if self.jacobian_chunk is not None and self.jacobian_chunk < 1:

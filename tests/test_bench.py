@@ -39,6 +39,9 @@ COLUMNS = [
     "weights_s",
     "weights_share",
     "update_rel_err",
+    "peer",
+    "ratio_to_peer",
+    "peer_update_rel_diff",
 ]
 
 
