@@ -207,3 +207,19 @@ def test_figures_draw_on_given_axes_or_their_own():
         plt.close(own)
     finally:
         plt.close(fig)
+
+
+def test_worked_example_in_the_docs_is_what_the_code_prints():
+    # docs/reports.md, section "Statistics": its code block runs, and the sentence it quotes
+    # is the one the code writes.
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "reports.md").read_text()
+    section = text[text.index("## Statistics") :]
+    code = re.findall(r"```python\n(.*?)```", section, re.S)[-1]
+    names: dict = {"print": lambda *args, **kwargs: None}
+    exec(compile(code, "reports.md", "exec"), names)
+    quoted = " ".join(section.split())
+    assert names["board"].sentence.rstrip(".") in quoted.replace("*", "")
+    assert names["cd"].statistic == pytest.approx(8.2)
