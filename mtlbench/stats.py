@@ -128,7 +128,8 @@ def probability_of_improvement(
     ``P(X > Y) = 1/T sum_t P(X_t < Y_t)`` with lower scores better, ties counted half: the
     Mann-Whitney U statistic of each benchmark's seeds over n_x n_y, averaged over the T
     benchmarks where both methods ran (Agarwal et al. 2021, section 4.3). 0.5 means neither is
-    better. The CI resamples the seeds of each (benchmark, method) cell independently.
+    better. The CI resamples the seeds of each (benchmark, method) cell independently
+    (``reps = 0``: no CI).
     """
     data = _cells(frame, score)
     rng = np.random.default_rng(seed)
@@ -146,7 +147,7 @@ def probability_of_improvement(
 
         point = float(stat(*xs, *ys))
         low = high = math.nan
-        if all(len(a) > 1 for a in xs + ys):
+        if reps > 0 and all(len(a) > 1 for a in xs + ys):
             ci = _bootstrap(xs + ys, stat, confidence, reps, rng)
             low, high = float(ci.low), float(ci.high)
         rows.append((method, len(benches), point, low, high))
@@ -245,9 +246,7 @@ def leaderboard(
     data = _cells(frame, score)
     table = cell_summary(data, score, confidence=confidence, reps=reps, seed=seed)
     poi = [
-        probability_of_improvement(g, baseline, score, reps=reps, seed=seed)[
-            "p_improvement"
-        ].rename(b)
+        probability_of_improvement(g, baseline, score, reps=0)["p_improvement"].rename(b)
         for b, g in data.groupby("benchmark")
     ]
     if poi:
@@ -262,7 +261,8 @@ def leaderboard(
     signif = table["p_holm_baseline"] < alpha
     direction = np.where(base["diff"].reindex(table.index) < 0, "better", "worse")
     table["vs_baseline"] = np.where(signif, direction, "tie")
-    table.loc[table.index.get_level_values("method") == baseline, "vs_baseline"] = ""
+    untested = ~table.index.isin(base.index)  # the baseline itself, or not run there
+    table.loc[untested, "vs_baseline"] = ""
     table = table.drop(columns="rank_group")
     tests = sorted(set(best["test"]) | set(base["test"]) - {"none", "identical"})
     note = (
@@ -285,6 +285,8 @@ def significance_sentence(table: pd.DataFrame, baseline: str, alpha: float = 0.0
         worse = [m for m, v in zip(methods, block["vs_baseline"], strict=True) if v == "worse"]
         top = [m for m, v in zip(methods, block["vs_best"], strict=True) if v in ("best", "tie")]
         said = [f"better than {baseline}: {', '.join(better) or 'none'}"]
+        if baseline not in methods:
+            said = [f"{baseline} not run"]
         if worse:
             said.append(f"worse: {', '.join(worse)}")
         said.append(f"tied for best: {', '.join(top)}")

@@ -223,3 +223,11 @@ def test_worked_example_in_the_docs_is_what_the_code_prints():
     quoted = " ".join(section.split())
     assert names["board"].sentence.rstrip(".") in quoted.replace("*", "")
     assert names["cd"].statistic == pytest.approx(8.2)
+
+
+def test_leaderboard_without_the_baseline_on_a_benchmark_says_so():
+    data = frame({("a", "ls"): [1.0, 2.0], ("a", "x"): [0.0, 1.5], ("b", "x"): [3.0, 4.0]})
+    board = stats.leaderboard(data, "ls", reps=100)
+    assert board.table.loc[("b", "x"), "vs_baseline"] == ""
+    assert math.isnan(board.table.loc[("b", "x"), "p_improvement"])
+    assert "b: ls not run; tied for best: x" in board.sentence
