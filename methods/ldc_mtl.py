@@ -56,7 +56,7 @@ class LDCMTL(LossWeighting):
       ``softmax(theta)`` (``"softmax"``, free logits on the simplex, no clamp: the toy), with
       ``theta ~ U[init_low, init_high)`` from torch's global RNG (all ``init_low`` when equal).
     * ``router="linear"``: ``w = clamp(softmax(W f + b), clamp_min, clamp_max)`` with ``f`` the
-      shared features (``ctx.features``, not detached) averaged over spatial dimensions and then
+      shared features (``ctx.features``; detached only under ``bilevel``) averaged over space, then
       over the batch: one weight vector per step (NYU-v2, Cityscapes). ``W, b`` keep PyTorch's
       default ``nn.Linear`` initialisation, as the code (its router is built after the model's
       xavier initialisation loop).
