@@ -1,7 +1,8 @@
 """LDC-MTL: router weights plus a penalty on the discrepancy of adjacent weighted losses.
 
 "LDC-MTL: Balancing Multi-Task Learning through Scalable Loss Discrepancy Control",
-arXiv 2502.08585; implemented as its official code, OptMN-Lab/LDC-MTL@7c39465 (ldc-mtl.md §1.2).
+arXiv 2502.08585. Two algorithms: ``code``, the official code OptMN-Lab/LDC-MTL@7c39465
+(ldc-mtl.md §1.2), and ``bilevel``, the paper's first-order bilevel split (ldc-mtl.md §1.1).
 """
 
 from __future__ import annotations
@@ -12,23 +13,56 @@ import torch
 from torch import Tensor, nn
 
 from mtlbench.method import LossWeighting, Objective, Scale, StepContext, register
-from mtlbench.registry import ConfigError, NonNegativeFloat, PositiveInt, UnitInterval
+from mtlbench.registry import (
+    ConfigError,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    UnitInterval,
+)
 
 
 @register("ldc_mtl")
 class LDCMTL(LossWeighting):
-    """LDC-MTL (arXiv 2502.08585) as the official code runs it: one objective, one backward pass,
-    the router stepped together with the model by the model's optimizer at the model's lr.
+    """LDC-MTL (arXiv 2502.08585): router weights and a loss-discrepancy penalty.
 
-    With router weights ``w`` (K), pre-normalised losses ``l~`` and ``tau = w`` or ``1``::
+    With router weights ``w = sigma(W)`` (K), pre-normalised losses ``l~(x)``, ``tau = w`` or
+    ``1``, the paper's two levels (its flowchart, ldc-mtl.md §1.1) are::
 
-        L = sum_i w_i l~_i / N(w)  +  lamb * sum_{i=1..K-1} | tau_i l~_i - tau_{i+1} l~_{i+1} |
+        g(W, x) = sum_i w_i l~_i(x)                                     (lower level, over x)
+        f(W, x) = sum_{i=1..K-1} | tau_i l~_i(x) - tau_{i+1} l~_{i+1}(x) |   (upper level, over W)
+
+    ``algorithm="code"`` (default; the official code, OptMN-Lab/LDC-MTL@7c39465): one objective,
+    one backward pass, the router stepped together with the model::
+
+        L = g(W, x) / N(w) + lamb * f(W, x)
+
+    so ``x`` and ``W`` both move along ``grad (g / N + lamb f)``.
+
+    ``algorithm="bilevel"`` (the paper's split, first-order): the model steps on the lower level
+    with the weights held fixed, the router on the upper level with the losses held fixed, each
+    with its own step size (``router_lr``, a second optimizer parameter group)::
+
+        x_{t+1} = x_t - alpha * Adam( grad_x  g(sg W_t, x_t) / N(sg w_t) )
+        W_{t+1} = W_t - beta  * Adam( lamb * grad_W f(W_t, sg x_t) )
+
+    with ``sg`` the stop-gradient: one backward pass of ``g(sg W, x) / N(sg w) + lamb f(W,
+    sg l~)``, no second-order term (no Hessian of ``g``, no inner loop). The features a linear
+    router reads are detached too, so the discrepancy never reaches the model. Under Adam the
+    router's step does not depend on ``lamb`` (Adam is invariant to a constant gradient scale,
+    up to its ``eps``); under SGD ``lamb`` multiplies ``router_lr``. ``tau = "one"`` is refused:
+    then ``f`` does not depend on ``W`` and the router never moves. Where this departs from the
+    paper's picture: both updates use the losses of the same forward pass at ``x_t`` (the
+    flowchart's task-balancing box evaluates them at ``x_{t+1}``: one step of lag, no second
+    forward pass), and the paper's penalty constant and step sizes could not be verified
+    (ldc-mtl.md §1.1), so ``lamb`` and ``router_lr`` are ours.
 
     * ``router="vector"``: a free vector ``theta``, ``w = sigmoid(theta)`` (``activation=
-      "sigmoid"``, CelebA) or ``sigmoid(relu(theta))`` (``"relu_sigmoid"``, QM9), with
+      "sigmoid"``, CelebA), ``sigmoid(relu(theta))`` (``"relu_sigmoid"``, QM9) or
+      ``softmax(theta)`` (``"softmax"``, free logits on the simplex, no clamp: the toy), with
       ``theta ~ U[init_low, init_high)`` from torch's global RNG (all ``init_low`` when equal).
     * ``router="linear"``: ``w = clamp(softmax(W f + b), clamp_min, clamp_max)`` with ``f`` the
-      shared features (``ctx.features``, not detached) averaged over spatial dimensions and then
+      shared features (``ctx.features``; detached only under ``bilevel``) averaged over space, then
       over the batch: one weight vector per step (NYU-v2, Cityscapes). ``W, b`` keep PyTorch's
       default ``nn.Linear`` initialisation, as the code (its router is built after the model's
       xavier initialisation loop).
@@ -40,18 +74,23 @@ class LDCMTL(LossWeighting):
     * ``normalizer``: ``N(w) = 1`` (``"none"``, Cityscapes), ``sum w`` (``"sum"``, NYU-v2) or
       ``sg(sum w)`` (``"sum_detached"``, CelebA, QM9).
 
+    * ``router_lr``: the learning rate of the router's parameter group; ``None`` (the code's
+      choice) is the model's.
+
     Defaults are the CelebA configuration. The reported ``weights`` are the router's ``w``.
     ``scale = "mean"``: with a ``sum`` normaliser the weighted term is a convex combination of
     the losses, and the softmax router's weights sum to about 1. As in the code, the clamp
     passes no gradient to a weight outside ``[clamp_min, clamp_max]``, and ``relu_sigmoid``
     none to a negative ``theta_i`` (that weight then stays at 0.5).
 
-    Paper vs code (ldc-mtl.md §1.3), where this follows the code:
+    Paper vs code (ldc-mtl.md §1.3), where ``algorithm="code"`` follows the code:
 
     1. The paper is bilevel, alternating a model step (router frozen) and a router step (model
-       frozen); the code takes one Adam step on model and router together, on one objective.
+       frozen); the code takes one Adam step on model and router together, on one objective
+       (``algorithm="bilevel"`` is the paper's split).
     2. In the code the router also learns from the weighted-loss term (in Cityscapes only from
-       it, since ``tau = 1`` there), and the discrepancy term also trains the model.
+       it, since ``tau = 1`` there), and the discrepancy term also trains the model. On the toy
+       this joint objective cannot rest at the paper's balanced point (docs/methods.md).
     3. The paper's router takes the model as input; the code's CelebA and QM9 weights are a free
        vector. NYU-v2 and Cityscapes feed the router the *task-specific* last decoder features
        (3 x 64 and 2 x 64 channels); here the linear router sees the *shared* representation
@@ -63,7 +102,7 @@ class LDCMTL(LossWeighting):
     6. QM9's code re-seeds torch's RNG with the run seed inside the model constructor before
        drawing ``theta``; here ``theta`` comes from the global RNG the trainer has seeded.
     7. The paper's update equations, step sizes and toy configuration could not be verified;
-       nothing here depends on them.
+       ``algorithm="code"`` does not depend on them.
     """
 
     summary: ClassVar[str] = "A learned router weighs the losses; a penalty bounds their gaps."
@@ -122,22 +161,22 @@ class LDCMTL(LossWeighting):
             "lamb": 0.05,
             "protocol": {"lr": 1e-3, "scheduler": "plateau:0.7:5:1e-5"},
         },
-        # Our choice, UNVERIFIED: the paper has no toy code. The CelebA configuration (the toy's
-        # losses are negative, down to about -20, which rules out log and rescaled
-        # normalisation); the toy's own protocol (Adam, lr 1e-3) is kept. In our check (50k
-        # steps, the five starts) it ends at LS's point (-0.39, -19.8) from three starts and off
-        # the front from (-8.5, 7.5) and (9, 9), where both weights decay towards 0; the
-        # Cityscapes configuration does the same, and lamb 1-2 ends at start-dependent points
-        # towards the L1 end. None reproduces the paper's single balanced point (Fig. 1).
+        # Our choice, UNVERIFIED: the paper has no toy code. Its bilevel split (the code's joint
+        # objective cannot rest at the paper's point, docs/methods.md), a softmax over free
+        # logits at 0 (no clamp: the balanced point needs w = (10/11, 1/11)), router lr 0.025,
+        # lamb 0.01; the toy's own protocol (Adam, lr 1e-3). The losses go negative (down to
+        # about -20), which rules out log and rescaled normalisation.
         "toy": {
+            "algorithm": "bilevel",
             "router": "vector",
-            "activation": "sigmoid",
-            "init_low": 1.0,
-            "init_high": 1.0,
+            "activation": "softmax",
+            "init_low": 0.0,
+            "init_high": 0.0,
             "normalization": "none",
             "tau": "w",
             "normalizer": "sum_detached",
             "lamb": 0.01,
+            "router_lr": 0.025,
         },
         # Our choice, UNVERIFIED: the CelebA configuration (classification losses), with the
         # benchmark's own protocol.
@@ -157,8 +196,9 @@ class LDCMTL(LossWeighting):
         self,
         n_tasks: int,
         feature_dim: PositiveInt | None = None,
+        algorithm: Literal["code", "bilevel"] = "code",
         router: Literal["vector", "linear"] = "vector",
-        activation: Literal["sigmoid", "relu_sigmoid"] = "sigmoid",
+        activation: Literal["sigmoid", "relu_sigmoid", "softmax"] = "sigmoid",
         init_low: float = 1.0,
         init_high: float = 1.0,
         clamp_min: UnitInterval = 0.2,
@@ -168,6 +208,7 @@ class LDCMTL(LossWeighting):
         tau: Literal["w", "one"] = "w",
         normalizer: Literal["none", "sum", "sum_detached"] = "sum_detached",
         lamb: NonNegativeFloat = 0.01,
+        router_lr: PositiveFloat | None = None,
     ) -> None:
         super().__init__(n_tasks)
         if init_low > init_high:
@@ -176,6 +217,15 @@ class LDCMTL(LossWeighting):
             raise ConfigError(f"ldc_mtl: clamp_min ({clamp_min}) exceeds clamp_max ({clamp_max})")
         if lamb < 0:
             raise ConfigError(f"ldc_mtl: lamb must be non-negative, got {lamb}")
+        if router_lr is not None and router_lr <= 0:
+            raise ConfigError(f"ldc_mtl: router_lr must be positive, got {router_lr}")
+        if algorithm == "bilevel" and tau == "one":
+            raise ConfigError(
+                "ldc_mtl: algorithm='bilevel' needs tau='w': with tau='one' the discrepancy "
+                "does not depend on the router, which would never move"
+            )
+        self.algorithm = algorithm
+        self.param_lr = router_lr
         self.router = router
         self.activation = activation
         self.clamp_min, self.clamp_max = clamp_min, clamp_max
@@ -203,11 +253,14 @@ class LDCMTL(LossWeighting):
     def router_weights(self, ctx: StepContext) -> Tensor:
         """The task weights ``w`` (K) of this step."""
         if self.router == "vector":
+            if self.activation == "softmax":
+                return torch.softmax(self.theta, -1)
             theta = self.theta.relu() if self.activation == "relu_sigmoid" else self.theta
             return torch.sigmoid(theta)
         if ctx.features is None:
             raise ValueError("ldc_mtl's linear router needs the shared features in ctx.features")
-        f = ctx.features
+        # Bilevel: the router's input is a constant of the upper level (the model is frozen there).
+        f = ctx.features.detach() if self.algorithm == "bilevel" else ctx.features
         pooled = f.flatten(2).mean(-1) if f.dim() > 2 else f  # (B, C, ...) -> (B, C)
         logits = self.router_net(pooled.mean(0))
         return torch.softmax(logits, -1).clamp(self.clamp_min, self.clamp_max)
@@ -228,17 +281,29 @@ class LDCMTL(LossWeighting):
             return losses / (ref / ref.min())
         return torch.log(losses / ref)
 
+    def weighted_loss(self, w: Tensor, lt: Tensor) -> Tensor:
+        """The lower level ``sum_i w_i l~_i / N(w)``."""
+        weighted = (w * lt).sum()
+        if self.normalizer == "sum":
+            return weighted / w.sum()
+        if self.normalizer == "sum_detached":
+            return weighted / w.sum().detach()
+        return weighted
+
+    def discrepancy(self, w: Tensor, lt: Tensor) -> Tensor:
+        """The upper level ``sum_{i<K} |tau_i l~_i - tau_{i+1} l~_{i+1}|``."""
+        scaled = w * lt if self.tau == "w" else lt
+        return (scaled[:-1] - scaled[1:]).abs().sum()
+
     def objective(self, losses: Tensor, ctx: StepContext) -> Objective:
         w = self.router_weights(ctx).to(losses)
         lt = self.normalized(losses)
-        weighted = (w * lt).sum()
-        if self.normalizer == "sum":
-            weighted = weighted / w.sum()
-        elif self.normalizer == "sum_detached":
-            weighted = weighted / w.sum().detach()
-        scaled = w * lt if self.tau == "w" else lt
-        penalty = (scaled[:-1] - scaled[1:]).abs().sum()
-        return Objective(loss=weighted + self.lamb * penalty, weights=w.detach())
+        if self.algorithm == "bilevel":
+            # Model: the weighted loss at fixed weights; router: the discrepancy at fixed losses.
+            loss = self.weighted_loss(w.detach(), lt) + self.lamb * self.discrepancy(w, lt.detach())
+        else:
+            loss = self.weighted_loss(w, lt) + self.lamb * self.discrepancy(w, lt)
+        return Objective(loss=loss, weights=w.detach())
 
     def get_extra_state(self) -> dict[str, bool]:
         return {"has_reference": self._has_reference}
