@@ -80,8 +80,8 @@ def stl_references(rows: pd.DataFrame, metrics: Sequence[Metric]) -> dict[str, R
         seeds = "/".join(map(str, sorted(set(n.values()))))
         out[str(key)] = Reference(
             values=values,
-            source=f"mean over seeds of {sum(n.values())} single-task (stl) records in this "
-            f"results folder ({seeds} seed(s) per task)",
+            source=f"mtlbench stl mode: mean over seeds of {sum(n.values())} single-task (stl) "
+            f"records in this results folder ({seeds} seed(s) per task)",
             details={"kind": "stl", "key": str(key), "trials": trials, "n": n, "std": std},
         )
     return out
