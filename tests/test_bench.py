@@ -203,6 +203,7 @@ def test_engine_reuses_its_jacobian_buffer(mode: str) -> None:
         jacobian(losses.detach().requires_grad_(), shared, out=torch.empty(2, 2))  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux's /proc peak reset"
 )

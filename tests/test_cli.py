@@ -105,6 +105,7 @@ def test_run_writes_a_record_and_prints_the_result(tmp_path, capsys):
     assert len(list(tmp_path.glob("*.json"))) == 1
 
 
+@pytest.mark.slow
 def test_readme_python_blocks_run(tmp_path):
     text = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)

@@ -148,6 +148,7 @@ for i in range(n):
 """
 
 
+@pytest.mark.slow
 def test_concurrent_writers_lose_nothing(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
