@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from mtlbench.method import GramianWeighting, Scale, register
+from mtlbench.space import Choice
 
 _EPS = 1e-8  # LibMTL's guard in the cosine and in the correction's denominator
 
@@ -42,7 +43,12 @@ class GradVac(GramianWeighting):
     its default). The order of the partners is drawn from torch's global generator
     (``stochastic``). ``phi`` is a buffer. A non-finite Gramian reuses the last weights (ones at
     first) without touching ``phi`` and is counted in ``fallbacks``.
+
+    Search space: ``beta`` (the EMA of the target cosine): the paper's 1e-2 (UNVERIFIED) and
+    LibMTL's 0.5, with 0.1 between.
     """
+
+    search_space = {"beta": Choice(0.01, 0.1, 0.5)}
 
     paper: ClassVar[str] = (
         "Wang et al., Gradient Vaccine: Investigating and Improving Multi-task Optimization in "

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from mtlbench.method import LossWeighting, Objective, Scale, StepContext, register
 from mtlbench.registry import ConfigError
+from mtlbench.space import Choice
 
 
 @register("ldc_mtl")
@@ -64,7 +65,12 @@ class LDCMTL(LossWeighting):
        drawing ``theta``; here ``theta`` comes from the global RNG the trainer has seeded.
     7. The paper's update equations, step sizes and toy configuration could not be verified;
        nothing here depends on them.
+
+    Search space: ``lamb``, the official code's per-dataset values (CelebA 0.01, NYU-v2 and QM9
+    0.05, Cityscapes 0.1; reference/ldc-mtl.md section 1.2).
     """
+
+    search_space = {"lamb": Choice(0.01, 0.05, 0.1)}
 
     paper: ClassVar[str] = (
         "LDC-MTL: Balancing Multi-Task Learning through Scalable Loss Discrepancy Control "

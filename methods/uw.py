@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from mtlbench.method import LossWeighting, Objective, Scale, StepContext, register
+from mtlbench.space import LogUniform
 
 
 @register("uw")
@@ -32,7 +33,11 @@ class UW(LossWeighting):
     the weights grow without bound, as on the toy problem (losses down to about -20). The shift
     acts through the ``s_k`` step only: for given ``s_k`` the model's gradient does not depend
     on it.
+
+    Search space: ``lr`` of the log-variances, log-uniform around the reference's 0.025 (ours).
     """
+
+    search_space = {"lr": LogUniform(0.005, 0.1, points=3)}
 
     paper: ClassVar[str] = (
         "Kendall, Gal & Cipolla, Multi-Task Learning Using Uncertainty to Weigh Losses for Scene "
