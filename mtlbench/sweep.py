@@ -45,8 +45,9 @@ SPEC_KEYS = {
     "description",
     "data_root",
     "report_formats",
+    "tune",
 }
-BENCH_KEYS = {"protocol", "grid", "stl", "methods", "resources", "data_root", "seeds"}
+BENCH_KEYS = {"protocol", "grid", "stl", "methods", "resources", "data_root", "seeds", "tune"}
 
 
 class SpecError(ConfigError):
@@ -63,12 +64,16 @@ class Sweep:
     executor: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)  # per benchmark
     report_formats: list[str] = field(default_factory=lambda: ["md"])
+    tuning: list[Any] = field(default_factory=list)  # mtlbench.tune.TunePlan, one per method
 
     def stages(self) -> list[list[ResolvedTrial]]:
-        """Single-task runs first (MTL trials need their reference), then the rest."""
+        """Single-task runs first (MTL trials need their reference), then the tuning trials,
+        then the rest (the final runs of tuned methods join once their tuning has finished:
+        :func:`mtlbench.tune.run_stages`)."""
         stl = [t for t in self.trials if t.mode == "stl"]
-        mtl = [t for t in self.trials if t.mode != "stl"]
-        return [s for s in (stl, mtl) if s]
+        tune = [t for t in self.trials if t.mode != "stl" and getattr(t, "stage", None) == "tune"]
+        rest = [t for t in self.trials if t.mode != "stl" and getattr(t, "stage", None) != "tune"]
+        return [s for s in (stl, tune, rest) if s]
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -155,6 +160,7 @@ def parse_spec(raw: Any, path: Path | None = None) -> Sweep:
         benches = {}
 
     trials: list[ResolvedTrial] = []
+    tuning: list[Any] = []
     resources: dict[str, dict[str, Any]] = {}
     for bench_name, bench_spec in benches.items():
         if bench_name.startswith("__"):
@@ -197,8 +203,33 @@ def parse_spec(raw: Any, path: Path | None = None) -> Sweep:
         if bench_spec.get("resources") is not None:
             resources[bench_name] = _strip(bench_spec["resources"])
         line_node = bench_spec if "methods" in bench_spec else raw
+        tune_raw = bench_spec.get("tune", raw.get("tune"))
         for method, msettings in _strip(bench_methods).items():
             msettings = msettings or {}
+            if tune_raw is not None:
+                from mtlbench.tune import hook
+
+                try:
+                    tuned = hook(
+                        bench_name,
+                        method,
+                        {**fixed, **grid, **msettings},
+                        tune_raw,
+                        bench_seeds,
+                        data_root,
+                        bool(bench_spec.get("stl")),
+                    )
+                except ConfigError as error:
+                    err(
+                        f"benchmark {bench_name!r}, method {method!r}: {error}",
+                        bench_spec if "tune" in bench_spec else raw,
+                        "tune",
+                    )
+                    continue
+                if tuned is not None:
+                    tuning.append(tuned)
+                    trials.extend(t for ts in tuned.trials for t in ts)
+                    continue
             for combo in _grid({**grid, **msettings}):
                 for seed in bench_seeds:
                     cfg = TrialConfig(
@@ -254,4 +285,5 @@ def parse_spec(raw: Any, path: Path | None = None) -> Sweep:
         executor=_strip(raw.get("executor") or {}),
         resources=resources,
         report_formats=list(raw.get("report_formats") or ["md"]),
+        tuning=tuning,
     )
