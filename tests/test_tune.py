@@ -288,3 +288,12 @@ def test_protocol_and_tuning_notes_skip_tuning_runs():
         "ls": "tuned: 1 tuning trials (grid, budget 4 x 1 seed(s), on val_delta_m)"
     }
     assert protocol_note([]) == "Protocol: no finished run."
+
+
+def test_dry_run_shows_the_budget_per_method(tmp_path, capsys):
+    spec = ROOT / "sweeps" / "quickstart_tuned.yaml"
+    assert main(["sweep", str(spec), "--dry-run", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for method in ("ls", "ldc_mtl", "famo", "mgda", "db_mtl"):
+        assert f"multidigits/{method}: 6 configs x 1 seed(s) = 6 tuning trials" in out
+    assert "36 of 36 trials to run" in out  # 6 STL + 5 x 6 tuning; the finals after selection
