@@ -297,3 +297,83 @@ def test_dry_run_shows_the_budget_per_method(tmp_path, capsys):
     for method in ("ls", "ldc_mtl", "famo", "mgda", "db_mtl"):
         assert f"multidigits/{method}: 6 configs x 1 seed(s) = 6 tuning trials" in out
     assert "36 of 36 trials to run" in out  # 6 STL + 5 x 6 tuning; the finals after selection
+
+
+_CLI = (
+    "import sys; sys.path.insert(0, {tests!r}); import tiny_benchmark; "
+    "from mtlbench.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+@pytest.mark.slow
+def test_tuned_sweep_killed_with_sigkill_resumes(tmp_path):
+    """``mtlbench sweep`` on a tuned spec, killed with SIGKILL in its tuning stage, run again:
+    every trial once, and the same selection and final records as an uninterrupted sweep."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    def spec(results: Path) -> Path:
+        raw = _spec(results)
+        raw["benchmarks"]["_tiny"]["protocol"] = {"epochs": 8, "n": 128}
+        raw["executor"] = {"kind": "local", "workers": 1}
+        path = results.parent / f"{results.name}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        return path
+
+    def sweep(path: Path) -> subprocess.Popen:
+        code = _CLI.format(tests=str(ROOT / "tests"))
+        cmd = [sys.executable, "-c", code, "sweep", str(path), "--device", "cpu", "-q"]
+        return subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+
+    results = tmp_path / "killed"
+    path = spec(results)
+    tune_ids = {t.trial_id for t in parse_spec(yaml.safe_load(path.read_text())).stages()[1]}
+
+    def done_tuning() -> int:
+        n = 0
+        for tid in tune_ids:
+            try:
+                n += read_record(record_path(results, tid))["status"] == "done"
+            except (OSError, ValueError):
+                pass
+        return n
+
+    first = sweep(path)
+    deadline = time.monotonic() + 180
+    while done_tuning() < 2:
+        assert first.poll() is None, first.stdout.read()
+        assert time.monotonic() < deadline, "no tuning trial finished in time"
+        time.sleep(0.02)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=30)
+    assert 2 <= done_tuning() < len(tune_ids)
+
+    second = sweep(path)
+    out, _ = second.communicate(timeout=300)
+    assert second.returncode == 0, out
+    reference = spec(tmp_path / "uninterrupted")
+    third = sweep(reference)
+    out, _ = third.communicate(timeout=300)
+    assert third.returncode == 0, out
+
+    def finals(folder: Path) -> dict[str, dict]:
+        return {r["trial_id"]: r for r in iter_records(folder) if stage_of(r) == "final"}
+
+    killed, clean = finals(results), finals(tmp_path / "uninterrupted")
+    assert sorted(killed) == sorted(clean) and len(killed) == 4
+    for tid, record in killed.items():
+        assert record["config"]["tuning"] == clean[tid]["config"]["tuning"]
+        assert record["metrics"] == clean[tid]["metrics"]
+    assert len(list(results.glob("*.json"))) == len(
+        list((tmp_path / "uninterrupted").glob("*.json"))
+    )
