@@ -433,15 +433,19 @@ def run_stages(
     sweep: Sweep, executor: Executor, *, retry_failed: bool = False, progress: bool = True
 ) -> dict[str, str]:
     """Run ``sweep`` to the end: single-task and tuning trials, then the final runs that the
-    finished tuning selects (more rounds only when a round selected something new)."""
+    finished tuning selects. A trial goes to the executor at most once (a failed, cancelled or
+    still-queued one waits for the next ``mtlbench sweep``), so an untuned sweep is exactly one
+    ``executor.run`` call, and a tuned one a second call for the final runs."""
     from mtlbench.executors import pending
 
     statuses: dict[str, str] = {}
+    attempted: set[str] = set()  # each trial is handed to the executor once per call
     while True:
         finalize(sweep)
-        todo = [t for t in pending(sweep, retry_failed) if t.trial_id not in statuses]
+        todo = [t for t in pending(sweep, retry_failed) if t.trial_id not in attempted]
         if not todo:
             return statuses
+        attempted.update(t.trial_id for t in todo)
         statuses.update(executor.run(sweep, todo, progress=progress))
 
 
