@@ -377,3 +377,41 @@ def test_tuned_sweep_killed_with_sigkill_resumes(tmp_path):
     assert len(list(results.glob("*.json"))) == len(
         list((tmp_path / "uninterrupted").glob("*.json"))
     )
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_tuned_sweep_on_the_local_slurm(tmp_path):
+    """The same stages on SLURM: an array for the tuning trials, then one for the final runs,
+    every record written by a SLURM job."""
+    import subprocess
+    import sys
+
+    from test_slurm import slurm_problem
+
+    from mtlbench.slurm import iter_ledger
+
+    problem = slurm_problem()
+    if problem is not None:
+        if os.environ.get("MTLBENCH_REQUIRE_SLURM") == "1":
+            pytest.fail(f"MTLBENCH_REQUIRE_SLURM=1 but {problem}")
+        pytest.skip(problem)
+    results = tmp_path / "results"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"name: tuned_slurm\nresults: {results}\nseeds: [0]\nmethods: [ls, mgda]\n"
+        "executor: {kind: slurm, time: 20, cpus: 1, poll_s: 2}\n"
+        "tune: {budget: 2, sampler: random, metric: val_L1, seeds: [5]}\n"
+        "benchmarks:\n  toy: {protocol: {epochs: 2, steps_per_epoch: 20}}\n"
+    )
+    cmd = [sys.executable, "-m", "mtlbench.cli", "sweep", str(spec), "--device", "cpu"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+    finally:
+        jobs = {e["job_id"] for e in iter_ledger(results)} if results.is_dir() else set()
+        if jobs:
+            subprocess.run(["scancel", *sorted(jobs)], capture_output=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    records = list(iter_records(results))
+    assert sorted(stage_of(r) for r in records) == ["final", "final", *["tune"] * 4]
+    assert all(r["status"] == "done" and r["environment"]["slurm"]["job_id"] for r in records)
