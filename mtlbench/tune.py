@@ -303,7 +303,7 @@ def hook(
 # ---------------------------------------------------------------------------------------------
 
 
-def _lower_is_better(record: Mapping[str, Any], metric: str) -> float:
+def _signed_val(record: Mapping[str, Any], metric: str) -> float:
     info = {m["name"]: m for m in record.get("metric_info") or []}
     value = ((record.get("metrics") or {}).get("val") or {}).get(metric)
     if value is None or metric not in info:
@@ -345,7 +345,7 @@ class Scorer:
         if record.get("status") != "done":
             return math.inf
         if metric != "val_delta_m":
-            return _lower_is_better(record, metric.removeprefix("val_"))
+            return _signed_val(record, metric.removeprefix("val_"))
         reference = self.reference(record)
         if reference is None:
             raise ConfigError(
