@@ -11,6 +11,7 @@ from torch import Tensor
 
 from mtlbench.method import Aggregate, GramianWeighting, Scale, register, sanitize
 from mtlbench.registry import NonNegativeFloat
+from mtlbench.space import Choice
 
 _SMOOTH = 1e-8  # the reference's guards: sqrt(w^T G w + 1e-8), |g_w| + 1e-8 (here relative)
 
@@ -89,9 +90,14 @@ class CAGrad(GramianWeighting):
     absolute, so that the method is scale-equivariant. A failed solve (non-finite, or worse than
     the uniform start) falls back to the last ``w*`` (uniform at first); a non-finite Gramian to
     the mean direction ``g0 / rescale``; both are counted in ``fallbacks``.
+
+    Search space: ``c`` on the paper's grid 0.1 .. 0.9 (0.4 in nash-mtl / FAMO, 0.5 in LibMTL;
+    the grid as the CAGrad paper's sensitivity study, from memory: UNVERIFIED).
     """
 
     summary: ClassVar[str] = "Maximises the worst task's improvement near the mean gradient."
+    search_space = {"c": Choice(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)}
+
     paper: ClassVar[str] = (
         "Liu et al., Conflict-Averse Gradient Descent for Multi-task Learning, NeurIPS 2021 "
         "(arXiv 2110.14048)"

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from mtlbench.method import LossWeighting, Objective, Scale, StepContext, register
 from mtlbench.registry import PositiveFloat, PositiveInt
+from mtlbench.space import Choice
 
 
 @register("dwa")
@@ -36,9 +37,13 @@ class DWA(LossWeighting):
     FAMO code that the LDC-MTL and FAMO baselines ran, windows of ``W`` iterations. The history
     lives in buffers (saved in ``state_dict``). A non-finite ratio (a zero loss in the previous
     window) keeps the last weights and is counted in ``fallbacks``.
+
+    Search space: ``temp`` around the paper's T = 2 (ours).
     """
 
     summary: ClassVar[str] = "Weights from each loss's recent rate of decrease (softmax)."
+    search_space = {"temp": Choice(1.0, 2.0, 5.0)}
+
     paper: ClassVar[str] = (
         "Liu, Johns & Davison, End-to-End Multi-Task Learning with Attention, CVPR 2019 "
         "(arXiv 1803.10704)"

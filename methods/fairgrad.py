@@ -14,6 +14,7 @@ from torch import Tensor
 
 from mtlbench.method import GramianWeighting, Scale, register
 from mtlbench.registry import PositiveFloat, PositiveInt
+from mtlbench.space import Choice
 
 # A task whose squared gradient norm is below this fraction of the largest one counts as a zero
 # gradient: G w = w^(-p) then has no solution (its weight would be infinite).
@@ -155,9 +156,14 @@ class FairGrad(GramianWeighting):
     non-negative combination of the gradients vanishes) or the solve fails (non-finite Gramian,
     no convergence in ``max_iter`` Newton steps), the last weights (uniform ``1/K`` at first) are
     used and counted in ``fallbacks``.
+
+    Search space: ``alpha``, 2 (every official ``run.sh``) and 1 (its parser default and LibMTL's,
+    Nash-MTL's solution), with 0.5 and 5 on either side (ours).
     """
 
     summary: ClassVar[str] = "Shares the improvement among the tasks by alpha-fairness."
+    search_space = {"alpha": Choice(0.5, 1.0, 2.0, 5.0)}
+
     paper: ClassVar[str] = (
         "Ban & Ji, Fair Resource Allocation in Multi-Task Learning, ICML 2024 (arXiv 2402.15638)"
     )

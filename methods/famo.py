@@ -9,6 +9,7 @@ from torch import Tensor
 
 from mtlbench.method import LossWeighting, Objective, Scale, StepContext, register
 from mtlbench.registry import NonNegativeFloat, PositiveFloat
+from mtlbench.space import Choice, LogUniform
 
 _EPS = 1e-8  # FAMO's shift inside the logs
 _BETAS = (0.9, 0.999)  # torch.optim.Adam defaults, used by the reference's logit optimizer
@@ -40,9 +41,15 @@ class FAMO(LossWeighting):
     ``--gamma`` default of ``experiments/utils.py`` and of the standalone ``famo.py``); the
     ``WeightMethods`` class default ``1e-5`` is always overridden by the trainers and the paper's
     Algorithm 1 states 0.001. Per-benchmark values are those of the ``run.sh`` scripts.
+
+    Search space: ``gamma`` the values of the reference ``run.sh`` files (0.001 CelebA / NYU-v2 /
+    QM9, 0.01 Cityscapes, 0 the toy); ``w_lr`` log-uniform around the code's 0.025 (our range; the
+    paper's sweep of the weight learning rate is UNVERIFIED).
     """
 
     summary: ClassVar[str] = "Balances the tasks' rates of loss decrease, one backward pass."
+    search_space = {"gamma": Choice(0.0, 0.001, 0.01), "w_lr": LogUniform(0.005, 0.1, points=3)}
+
     paper: ClassVar[str] = "Liu, Feng, Stone & Liu, FAMO, NeurIPS 2023 (arXiv 2306.03792)"
     post_step_losses: ClassVar[bool] = True
     scale: ClassVar[Scale] = "mean"

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from mtlbench.method import GramianWeighting, Scale, register
 from mtlbench.registry import NonNegativeFloat
+from mtlbench.space import Choice
 
 InitialLoss = Literal["first_epoch", "first_step"]
 
@@ -44,9 +45,14 @@ class GradNorm(GramianWeighting):
     all of them too): ``n_k`` is the norm of the full shared-parameter gradient. With the engine's
     ``wrt = "representation"`` it is the gradient of the shared representation instead, closer to
     the paper's choice. ``theta``, the epoch and the loss statistics live in ``state_dict``.
+
+    Search space: ``alpha``, the asymmetry the paper tunes per dataset in [0, 3] (1.5, LibMTL's
+    default, is its NYU-v2 value; the grid is ours, the paper's exact values UNVERIFIED).
     """
 
     summary: ClassVar[str] = "Learns weights that equalise the task gradient norms."
+    search_space = {"alpha": Choice(0.5, 1.0, 1.5, 2.0, 3.0)}
+
     paper: ClassVar[str] = (
         "Chen et al., GradNorm: Gradient Normalization for Adaptive Loss Balancing in Deep "
         "Multitask Networks, ICML 2018 (arXiv 1711.02257)"

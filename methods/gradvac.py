@@ -10,6 +10,7 @@ from torch import Tensor
 
 from mtlbench.method import GramianWeighting, Scale, register
 from mtlbench.registry import UnitInterval
+from mtlbench.space import Choice
 
 _EPS = 1e-8  # LibMTL's guard in the cosine and in the correction's denominator
 
@@ -43,9 +44,14 @@ class GradVac(GramianWeighting):
     its default). The order of the partners is drawn from torch's global generator
     (``stochastic``). ``phi`` is a buffer. A non-finite Gramian reuses the last weights (ones at
     first) without touching ``phi`` and is counted in ``fallbacks``.
+
+    Search space: ``beta`` (the EMA of the target cosine): the paper's 1e-2 (UNVERIFIED) and
+    LibMTL's 0.5, with 0.1 between.
     """
 
     summary: ClassVar[str] = "Pulls task gradient pairs towards a target cosine similarity."
+    search_space = {"beta": Choice(0.01, 0.1, 0.5)}
+
     paper: ClassVar[str] = (
         "Wang et al., Gradient Vaccine: Investigating and Improving Multi-task Optimization in "
         "Massively Multilingual Models, ICLR 2021 (arXiv 2010.05874)"

@@ -20,6 +20,7 @@ from mtlbench.registry import (
     PositiveInt,
     UnitInterval,
 )
+from mtlbench.space import Choice
 
 
 @register("ldc_mtl")
@@ -103,9 +104,14 @@ class LDCMTL(LossWeighting):
        drawing ``theta``; here ``theta`` comes from the global RNG the trainer has seeded.
     7. The paper's update equations, step sizes and toy configuration could not be verified;
        ``algorithm="code"`` does not depend on them.
+
+    Search space: ``lamb``, the official code's per-dataset values (CelebA 0.01, NYU-v2 and QM9
+    0.05, Cityscapes 0.1; reference/ldc-mtl.md section 1.2).
     """
 
     summary: ClassVar[str] = "A learned router weighs the losses; a penalty bounds their gaps."
+    search_space = {"lamb": Choice(0.01, 0.05, 0.1)}
+
     paper: ClassVar[str] = (
         "LDC-MTL: Balancing Multi-Task Learning through Scalable Loss Discrepancy Control "
         "(arXiv 2502.08585)"

@@ -10,6 +10,7 @@ from torch import Tensor
 from mtlbench.method import GramianWeighting, Scale, register
 from mtlbench.methods._min_norm import project_to_simplex
 from mtlbench.registry import NonNegativeFloat, PositiveFloat
+from mtlbench.space import Choice
 
 
 @register("modo")
@@ -38,9 +39,13 @@ class MoDo(GramianWeighting):
 
     ``lambda`` is a buffer (float64). A non-finite Gramian (or step) keeps it, returns it and is
     counted in ``fallbacks``.
+
+    Search space: ``gamma`` (the weights' step), LibMTL's 1e-3 and TorchJD's 0.1, with 0.01 between.
     """
 
     summary: ClassVar[str] = "One projected step per batch on the simplex weights (MoDo)."
+    search_space = {"gamma": Choice(0.001, 0.01, 0.1)}
+
     paper: ClassVar[str] = (
         "Chen, Fernando, Ying & Chen, Three-Way Trade-Off in Multi-Objective Learning: "
         "Optimization, Generalization and Conflict-Avoidance, NeurIPS 2023 (arXiv 2305.20057)"

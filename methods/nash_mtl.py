@@ -10,6 +10,7 @@ from torch import Tensor
 from mtlbench.method import GramianWeighting, Scale, register
 from mtlbench.methods.fairgrad import alpha_fair_weights
 from mtlbench.registry import PositiveInt
+from mtlbench.space import Choice
 
 
 @register("nash_mtl")
@@ -56,9 +57,14 @@ class NashMTL(GramianWeighting):
     same weights (the default ``head_grads = "weighted"``) and clips the shared gradient to norm
     ``max_norm = 1`` after backward: that is the trainer's ``clip_grad_norm`` policy, not a
     hyper-parameter here.
+
+    Search space: ``update_weights_every``, 1 (every step, the default) and the slower schedules of
+    the paper's Nash-MTL-50 / -100 variants (MT10; from memory: UNVERIFIED), with 5 between.
     """
 
     summary: ClassVar[str] = "The Nash bargaining solution among the task gradients."
+    search_space = {"update_weights_every": Choice(1, 5, 50, 100)}
+
     paper: ClassVar[str] = (
         "Navon et al., Multi-Task Learning as a Bargaining Game, ICML 2022 (arXiv 2202.01017)"
     )

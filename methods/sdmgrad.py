@@ -11,6 +11,7 @@ from torch import Tensor
 from mtlbench.method import GramianWeighting, Scale, register
 from mtlbench.methods._min_norm import project_to_simplex
 from mtlbench.registry import NonNegativeFloat, PositiveFloat, PositiveInt, UnitInterval
+from mtlbench.space import Choice
 
 
 @register("sdmgrad")
@@ -46,9 +47,14 @@ class SDMGrad(GramianWeighting):
 
     ``w`` is a buffer. A non-finite Gramian keeps ``w`` and the last task weights and is counted
     in ``fallbacks``.
+
+    Search space: ``lamda``, the pull towards the mean gradient, around LibMTL's 0.3 (ours;
+    UNVERIFIED against the paper's sweep).
     """
 
     summary: ClassVar[str] = "MGDA regularised towards the mean gradient."
+    search_space = {"lamda": Choice(0.1, 0.3, 0.5, 1.0)}
+
     paper: ClassVar[str] = (
         "Xiao, Ban & Ji, Direction-oriented Multi-objective Learning: Simple and Provable "
         "Stochastic Algorithms, NeurIPS 2023 (arXiv 2305.18409)"

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from mtlbench.method import LossWeighting, Objective, Scale, StepContext, register
 from mtlbench.registry import NonNegativeInt, PositiveFloat
+from mtlbench.space import Choice
 
 _TINY = 1e-20  # the reference's guard inside the logs
 
@@ -39,9 +40,14 @@ class STCH(LossWeighting):
     resumed past it without its state), the losses of that first step become the nadir.
     ``min_losses`` (``l*``, 0 by default, as the reference) is our addition, as FAMO's ``l*``,
     for losses that go negative such as the toy problem's.
+
+    Search space: ``mu`` around LibMTL's 1.0 (the smoothing of the Tchebycheff max; the paper's
+    values are UNVERIFIED).
     """
 
     summary: ClassVar[str] = "Smooth Tchebycheff: a soft maximum of the shifted losses."
+    search_space = {"mu": Choice(0.1, 0.5, 1.0, 2.0)}
+
     paper: ClassVar[str] = (
         "Lin et al., Smooth Tchebycheff Scalarization for Multi-Objective Optimization, ICML 2024 "
         "(arXiv 2402.19078)"

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from mtlbench.method import LossWeighting, Objective, Scale, StepContext, register
 from mtlbench.registry import PositiveFloat
+from mtlbench.space import LogUniform
 
 
 @register("uw")
@@ -33,9 +34,13 @@ class UW(LossWeighting):
     the weights grow without bound, as on the toy problem (losses down to about -20). The shift
     acts through the ``s_k`` step only: for given ``s_k`` the model's gradient does not depend
     on it.
+
+    Search space: ``lr`` of the log-variances, log-uniform around the reference's 0.025 (ours).
     """
 
     summary: ClassVar[str] = "Weights each loss by a learned homoscedastic uncertainty."
+    search_space = {"lr": LogUniform(0.005, 0.1, points=3)}
+
     paper: ClassVar[str] = (
         "Kendall, Gal & Cipolla, Multi-Task Learning Using Uncertainty to Weigh Losses for Scene "
         "Geometry and Semantics, CVPR 2018 (arXiv 1705.07115)"

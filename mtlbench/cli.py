@@ -85,7 +85,15 @@ def _method_text(cls: Any) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     width = shutil.get_terminal_size((100, 24)).columns
-    if args.what == "methods":
+    if args.what == "methods" and getattr(args, "space", False):
+        from tabulate import tabulate
+
+        from mtlbench.method import names
+        from mtlbench.tune import space_rows
+
+        print(tabulate(space_rows(names()), headers=["method", "hyper-parameter", "space"]))
+        print("\nDeclared in each method's search_space; the protocol's lr for every method.")
+    elif args.what == "methods":
         from mtlbench.method import METHODS, names
 
         if args.long:
@@ -210,9 +218,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         options = {"kind": args.executor}  # the spec's options belong to its own executor
     if args.workers:
         options["workers"] = args.workers
+    from mtlbench.tune import describe_budget, finalize, run_stages
+
+    finalize(sweep)  # the final runs of tuned methods whose tuning records are all there
     todo = pending(sweep, retry_failed=args.retry_failed)
     if args.dry_run:
         print(sweep.describe(todo))
+        if sweep.tuning:
+            print(describe_budget(sweep))
         executor = make_executor(options, device=args.device)
         if hasattr(executor, "plan"):
             print(executor.plan(sweep, todo))
@@ -229,7 +242,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         f"{len(todo)} to run -> {sweep.results}",
         flush=True,
     )
-    statuses = executor.run(sweep, todo, progress=not args.quiet) if todo else {}
+    statuses = run_stages(sweep, executor, retry_failed=args.retry_failed, progress=not args.quiet)
     if statuses:
         print(f"sweep {sweep.name}: {summary(statuses.values())}")
     if sweep.report is not None and not args.no_report:
@@ -286,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list methods or benchmarks")
     p.add_argument("what", choices=["methods", "benchmarks"])
     p.add_argument("--long", action="store_true", help="papers and full descriptions")
+    p.add_argument("--space", action="store_true", help="methods: the tunable search spaces")
 
     p = sub.add_parser("run", help="run one trial")
     p.add_argument("--benchmark", "-b", required=True)

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from mtlbench.registry import Registry
+from mtlbench.space import Space
 
 Need = Literal["losses", "gramian", "jacobian"]
 Scale = Literal["sum", "mean"]
@@ -88,6 +89,10 @@ class Method(nn.Module):
     * ``reference_scale``: the scale its reference code uses (nash-mtl's MGDA rescales its
       convex weights by K); the trainer's ``update_scale`` policy picks one (see
       :func:`scale_factor`).
+    * ``search_space``: the hyper-parameters its paper or reference code tunes, with the values
+      they report or sweep (:mod:`mtlbench.space`; cited in the method's docstring). The
+      protocol's learning rate is added for every method by the framework
+      (:data:`mtlbench.space.PROTOCOL_SPACE`); the tuning stage samples from both.
     """
 
     needs: ClassVar[Need]
@@ -101,6 +106,7 @@ class Method(nn.Module):
     # Per-benchmark defaults of the method's reference code: {"celeba": {"lamb": 0.01, ...}}.
     # A "protocol" entry overrides the benchmark's protocol for this method (e.g. its lr).
     benchmark_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    search_space: ClassVar[dict[str, Space]] = {}
     name: ClassVar[str] = ""
     # For the shared property tests: a stochastic method (RLW, PCGrad's random order, GradDrop)
     # is exempt from exact permutation equivariance; a non-conflicting one promises

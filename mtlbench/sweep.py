@@ -34,6 +34,13 @@ import yaml
 
 from mtlbench import benchmark as benchmarks
 from mtlbench.registry import ConfigError, coerce
+from mtlbench.spec_yaml import (
+    LineLoader,
+    item_line,
+    line_of,
+    setting_line,
+    strip_lines,
+)
 from mtlbench.trial import STL, ResolvedTrial, Seed, TrialConfig, resolve
 
 SPEC_KEYS = {
@@ -47,8 +54,9 @@ SPEC_KEYS = {
     "description",
     "data_root",
     "report_formats",
+    "tune",
 }
-BENCH_KEYS = {"protocol", "grid", "stl", "methods", "resources", "data_root", "seeds"}
+BENCH_KEYS = {"protocol", "grid", "stl", "methods", "resources", "data_root", "seeds", "tune"}
 
 
 class SpecError(ConfigError):
@@ -71,12 +79,16 @@ class Sweep:
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)  # per benchmark
     report_formats: list[str] = field(default_factory=lambda: ["md"])
     grid_keys: set[str] = field(default_factory=set)  # settings the spec gives as lists
+    tuning: list[Any] = field(default_factory=list)  # mtlbench.tune.TunePlan, one per method
 
     def stages(self) -> list[list[ResolvedTrial]]:
-        """Single-task runs first (MTL trials need their reference), then the rest."""
+        """Single-task runs first (MTL trials need their reference), then the tuning trials,
+        then the rest (the final runs of tuned methods join once their tuning has finished:
+        :func:`mtlbench.tune.run_stages`)."""
         stl = [t for t in self.trials if t.mode == "stl"]
-        mtl = [t for t in self.trials if t.mode != "stl"]
-        return [s for s in (stl, mtl) if s]
+        tune = [t for t in self.trials if t.mode != "stl" and getattr(t, "stage", None) == "tune"]
+        rest = [t for t in self.trials if t.mode != "stl" and getattr(t, "stage", None) != "tune"]
+        return [s for s in (stl, tune, rest) if s]
 
     def describe(self, trials: list[ResolvedTrial] | None = None) -> str:
         """The plan of ``trials`` (default: all), in the order they run, stage by stage: each
@@ -150,71 +162,6 @@ def _flat(config: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-class _LineLoader(yaml.SafeLoader):
-    """A YAML loader that remembers the line of every mapping key and list item."""
-
-
-class _Items(list):
-    """A YAML list that knows the line of each of its items (``lines``)."""
-
-    lines: list[int]
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    mapping = yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
-    lines = {}
-    for key_node, _ in node.value:
-        lines[key_node.value] = key_node.start_mark.line + 1
-    mapping["__lines__"] = lines  # removed again by _strip
-    mapping["__line__"] = node.start_mark.line + 1
-    return mapping
-
-
-def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode, deep: bool = False) -> list:
-    items = _Items(yaml.SafeLoader.construct_sequence(loader, node, deep=True))
-    items.lines = [item.start_mark.line + 1 for item in node.value]
-    return items
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
-
-
-def _strip(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items() if k not in ("__lines__", "__line__")}
-    if isinstance(value, list):
-        return [_strip(v) for v in value]
-    return value
-
-
-def _line(node: Any, key: str | None = None) -> int | None:
-    """The line of ``key`` in a mapping node, else of the node itself (None: not from a file)."""
-    if isinstance(node, dict):
-        if key is not None and key in node.get("__lines__", {}):
-            return node["__lines__"][key]
-        return node.get("__line__")
-    return None
-
-
-def _item_line(items: Any, index: int) -> int | None:
-    lines = getattr(items, "lines", None)
-    return lines[index] if lines and index < len(lines) else None
-
-
-def _setting_line(nodes: list[Any], key: str | None) -> int | None:
-    """The line that sets ``key`` (``lr`` matches ``lr`` and ``protocol.lr``) in the first of
-    ``nodes`` that has it."""
-    if key is None:
-        return None
-    name = key.rpartition(".")[2]
-    for node in nodes:
-        for spelled, line in (node.get("__lines__", {}) if isinstance(node, dict) else {}).items():
-            if spelled == key or spelled.rpartition(".")[2] == name:
-                return line
-    return None
-
-
 def _grid(settings: dict[str, Any]) -> list[dict[str, Any]]:
     """Expand list values into their cartesian product; scalars stay fixed."""
     keys = list(settings)
@@ -230,7 +177,7 @@ def load_spec(path: str | Path) -> Sweep:
     except OSError as error:
         raise ConfigError(f"cannot read sweep spec {path}: {error.strerror or error}") from None
     try:
-        raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+        raw = yaml.load(text, Loader=LineLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -262,16 +209,18 @@ class _Problems:
 def _seeds(value: Any, node: dict[str, Any], key: str, problems: _Problems) -> list[int]:
     """The valid seeds of a ``seeds`` entry; each bad one is a problem on its own line."""
     if not isinstance(value, list):
-        problems.add(f"{key} must be a list of integers, got {_strip(value)!r}", _line(node, key))
+        problems.add(
+            f"{key} must be a list of integers, got {strip_lines(value)!r}", line_of(node, key)
+        )
         return []
     if not value:
-        problems.add(f"{key} is empty: no trial would run", _line(node, key))
+        problems.add(f"{key} is empty: no trial would run", line_of(node, key))
     valid = []
     for index, seed in enumerate(value):
         try:
             valid.append(coerce(seed, Seed, f"{key}[{index}]"))
         except ConfigError as error:
-            problems.add(str(error), _item_line(value, index) or _line(node, key))
+            problems.add(str(error), item_line(value, index) or line_of(node, key))
     return valid
 
 
@@ -279,7 +228,9 @@ def _empty_lists(settings: Any, what: str, problems: _Problems) -> bool:
     """Report grid entries given as empty lists (they would expand to no trial)."""
     empty = [k for k, v in settings.items() if isinstance(v, list) and not v]
     for key in empty:
-        problems.add(f"{what}: {key!r} is an empty list: no trial would run", _line(settings, key))
+        problems.add(
+            f"{what}: {key!r} is an empty list: no trial would run", line_of(settings, key)
+        )
     return bool(empty)
 
 
@@ -300,6 +251,7 @@ class _BenchContext:
         self.seeds, self.problems = seeds, problems
         self.resources: dict[str, Any] | None = None
         self.grid_keys: set[str] = set()  # the settings given as lists (grid dimensions)
+        self.tuning: list[Any] = []  # mtlbench.tune.TunePlan of each tuned method
 
     def problem(self, message: str, line: int | None) -> None:
         self.problems.add(f"benchmark {self.name!r}: {message}", line)
@@ -309,52 +261,52 @@ class _BenchContext:
         try:
             benchmarks.get(self.name)
         except ConfigError as error:
-            problems.add(str(error), _line(self.benches, self.name))
+            problems.add(str(error), line_of(self.benches, self.name))
             return []
         if not isinstance(spec, dict):
-            self.problem("settings must be a mapping", _line(self.benches, self.name))
+            self.problem("settings must be a mapping", line_of(self.benches, self.name))
             return []
         for key in spec:
             if key not in BENCH_KEYS and not key.startswith("__"):
                 self.problem(
                     f"unknown key {key!r} (valid: {', '.join(sorted(BENCH_KEYS))})",
-                    _line(spec, key),
+                    line_of(spec, key),
                 )
         fixed, grid = spec.get("protocol") or {}, spec.get("grid") or {}
         if not isinstance(fixed, dict) or not isinstance(grid, dict):
-            self.problem("protocol and grid must be mappings", _line(spec))
+            self.problem("protocol and grid must be mappings", line_of(spec))
             return []
         _empty_lists(grid, f"benchmark {self.name!r}, grid", problems)
         self.grid_keys.update(k for k in grid if not k.startswith("__"))
         if "seeds" in spec:
             self.seeds = _seeds(spec["seeds"], spec, "seeds", problems)
         if spec.get("resources") is not None:
-            self.resources = _strip(spec["resources"])
+            self.resources = strip_lines(spec["resources"])
         owner = spec if "methods" in spec else self.raw
         methods = owner.get("methods")
         trials: list[ResolvedTrial] = []
         if methods is None:
-            self.problem("no methods (give methods at the top or here)", _line(spec))
+            self.problem("no methods (give methods at the top or here)", line_of(spec))
         elif not isinstance(methods, (list, dict)):
             self.problem(
                 "methods must be a list of names or a mapping name -> settings",
-                _line(owner, "methods"),
+                line_of(owner, "methods"),
             )
-        elif not _strip(methods) and not spec.get("stl"):
-            self.problem("methods is empty: no trial would run", _line(owner, "methods"))
+        elif not strip_lines(methods) and not spec.get("stl"):
+            self.problem("methods is empty: no trial would run", line_of(owner, "methods"))
         else:
             names = [str(m) for m in methods if not str(m).startswith("__")]
             for index, method in enumerate(names):
                 settings = methods.get(method) if isinstance(methods, dict) else None
                 line = (
-                    _line(methods, method)
+                    line_of(methods, method)
                     if isinstance(methods, dict)
-                    else _item_line(methods, index)
+                    else item_line(methods, index)
                 )
                 trials += self.method_trials(method, settings or {}, line, fixed, grid)
         if spec.get("stl"):
             stl_fixed = {k: v for k, v in {**fixed, **grid}.items() if not isinstance(v, list)}
-            trials += self.method_trials(STL, {}, _line(spec, "stl"), stl_fixed, {})
+            trials += self.method_trials(STL, {}, line_of(spec, "stl"), stl_fixed, {})
         return trials
 
     def method_trials(
@@ -372,16 +324,23 @@ class _BenchContext:
         if _empty_lists(settings, f"benchmark {self.name!r}, method {method!r}", self.problems):
             return []
         self.grid_keys.update(k for k, v in settings.items() if isinstance(v, list))
+        tune = self.spec.get("tune", self.raw.get("tune"))
+        if method != STL and tune is not None:
+            tuned = self.tuned_trials(
+                method, {**strip_lines(fixed), **strip_lines(grid), **strip_lines(settings)}
+            )
+            if tuned is not None:
+                return tuned
         tasks = benchmarks.get(self.name).tasks if method == STL else (None,)
         trials: list[ResolvedTrial] = []
-        for combo in _grid({**_strip(grid), **_strip(settings)}):
+        for combo in _grid({**strip_lines(grid), **strip_lines(settings)}):
             for task in tasks:
                 for seed in self.seeds:
                     config = TrialConfig(
                         self.name,
                         method,
                         seed,
-                        {**_strip(fixed), **combo},
+                        {**strip_lines(fixed), **combo},
                         task=task,
                         data_root=self.spec.get("data_root", self.raw.get("data_root")),
                     )
@@ -391,6 +350,31 @@ class _BenchContext:
                         self.report(method, error, line, settings, fixed, grid)
                         break  # the other seeds have the same problem
         return trials
+
+    def tuned_trials(self, method: str, settings: dict[str, Any]) -> list[ResolvedTrial] | None:
+        """A tuned method's tuning trials (:func:`mtlbench.tune.hook`; its final runs join
+        once they are selected); None when the spec's tuning leaves this method out."""
+        from mtlbench.tune import hook
+
+        owner = self.spec if "tune" in self.spec else self.raw
+        data_root = self.spec.get("data_root", self.raw.get("data_root"))
+        try:
+            tuned = hook(
+                self.name,
+                method,
+                settings,
+                owner["tune"],
+                self.seeds,
+                data_root,
+                bool(self.spec.get("stl")),
+            )
+        except ConfigError as error:
+            self.problem(f"method {method!r}: {error}", line_of(owner, "tune"))
+            return []
+        if tuned is None:
+            return None
+        self.tuning.append(tuned)
+        return [t for ts in tuned.trials for t in ts]
 
     def report(
         self,
@@ -404,8 +388,8 @@ class _BenchContext:
         """Each problem of a trial's config, at the line that sets the value at fault: the
         method's own settings, else the benchmark's grid or protocol, else the method's name."""
         for problem in getattr(error, "errors", [error]):
-            own = _setting_line([settings], problem.key)
-            shared = _setting_line([grid, fixed], problem.key)
+            own = setting_line([settings], problem.key)
+            shared = setting_line([grid, fixed], problem.key)
             message = str(problem)
             if problem.key == "method":
                 self.problem(message, method_line)
@@ -430,18 +414,19 @@ def parse_spec(raw: Any, path: Path | None = None) -> Sweep:
     for key in raw:
         if key not in SPEC_KEYS and not key.startswith("__"):
             problems.add(
-                f"unknown key {key!r} (valid: {', '.join(sorted(SPEC_KEYS))})", _line(raw, key)
+                f"unknown key {key!r} (valid: {', '.join(sorted(SPEC_KEYS))})", line_of(raw, key)
             )
     name = raw.get("name") or (path.stem if path else "sweep")
     seeds = _seeds(raw.get("seeds", [0]), raw, "seeds", problems)
     benches = raw.get("benchmarks")
-    if not isinstance(benches, dict) or not _strip(benches):
+    if not isinstance(benches, dict) or not strip_lines(benches):
         problems.add(
-            "benchmarks must be a mapping of benchmark name -> settings", _line(raw, "benchmarks")
+            "benchmarks must be a mapping of benchmark name -> settings", line_of(raw, "benchmarks")
         )
         benches = {}
 
     trials: list[ResolvedTrial] = []
+    tuning: list[Any] = []
     resources: dict[str, dict[str, Any]] = {}
     grid_keys: set[str] = set()
     for bench_name, bench_spec in benches.items():
@@ -450,10 +435,11 @@ def parse_spec(raw: Any, path: Path | None = None) -> Sweep:
         context = _BenchContext(raw, benches, bench_name, bench_spec, seeds, problems)
         trials.extend(context.trials())
         grid_keys |= context.grid_keys
+        tuning += context.tuning
         if context.resources is not None:
             resources[bench_name] = context.resources
     if not trials and not problems.lines:
-        problems.add("the spec expands to no trial", _line(raw))
+        problems.add("the spec expands to no trial", line_of(raw))
     problems.raise_if_any()
     seen: set[str] = set()
     trials = [t for t in trials if not (t.trial_id in seen or seen.add(t.trial_id))]
@@ -465,8 +451,9 @@ def parse_spec(raw: Any, path: Path | None = None) -> Sweep:
         results=results,
         report=Path(report) if report else None,
         trials=trials,
-        executor=_strip(raw.get("executor") or {}),
+        executor=strip_lines(raw.get("executor") or {}),
         resources=resources,
         report_formats=list(raw.get("report_formats") or ["md"]),
         grid_keys=grid_keys,
+        tuning=tuning,
     )

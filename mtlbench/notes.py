@@ -1,0 +1,184 @@
+"""What a careful reader of a leaderboard needs beside the table, as pure functions of records.
+
+Each function takes the run records of one benchmark (dicts in the ``mtlbench.record/2`` shape,
+as :func:`mtlbench.records.iter_records` yields them) and returns text; the report places it:
+
+* :func:`protocol_note`: the protocol length (epochs, optimisation steps) of the runs;
+* :func:`tuning_status` / :func:`tuning_note`: which methods were tuned (with their tuning
+  trials counted: equal budgets are visible) and which ran at untuned defaults;
+* :func:`outlier_notes`: a method far behind LS gets a line pointing at its known cause where
+  docs/methods.md documents one (:data:`KNOWN_CAUSES`, a table of data).
+
+Tuning records (``config.stage == "tune"``) are counted, never tabulated: :func:`stage_of` tells
+them apart (untuned runs have no stage).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Record = Mapping[str, Any]
+
+_OPS = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+}
+
+
+def stage_of(record: Record) -> str:
+    """``tune``, ``final`` (a tuned method's selected configuration) or ``untuned``."""
+    return str((record.get("config") or {}).get("stage") or "untuned")
+
+
+def _mtl(records: Iterable[Record]) -> list[Record]:
+    return [r for r in records if (r.get("config") or {}).get("mode", "mtl") != "stl"]
+
+
+def _span(values: Sequence[int]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:,}" if lo == hi else f"{lo:,}-{hi:,}"
+
+
+def protocol_note(records: Iterable[Record]) -> str:
+    """``"Protocol: 6 epochs, 600 optimisation steps per run."`` from the done runs (ranges where
+    runs differ); tuning runs excluded."""
+    done = [r for r in _mtl(records) if r.get("status") == "done" and stage_of(r) != "tune"]
+    if not done:
+        return "Protocol: no finished run."
+    epochs = [int(r["config"]["protocol"]["epochs"]) for r in done]
+    steps = [int((r.get("timing") or {}).get("steps") or 0) for r in done]
+    text = f"Protocol: {_span(epochs)} epochs"
+    if any(steps):
+        text += f", {_span([s for s in steps if s])} optimisation steps per run"
+    return text + "."
+
+
+def tuning_status(records: Iterable[Record]) -> dict[str, str]:
+    """Per method: ``"tuned: N tuning trials (sampler, budget B)"`` or ``"untuned defaults"``."""
+    records = _mtl(records)
+    counts = Counter(r["config"]["method"] for r in records if stage_of(r) == "tune")
+    tags = {
+        r["config"]["method"]: r["config"].get("tuning") or {}
+        for r in records
+        if stage_of(r) == "final"
+    }
+    out = {}
+    for method in sorted({r["config"]["method"] for r in records}):
+        if method in tags:
+            t = tags[method]
+            out[method] = (
+                f"tuned: {counts[method]} tuning trials ({t.get('sampler')}, budget "
+                f"{t.get('budget')} x {len(t.get('seeds') or [])} seed(s), on {t.get('metric')})"
+            )
+        else:
+            out[method] = "untuned defaults"
+    return out
+
+
+def tuning_note(records: Iterable[Record]) -> str:
+    """One line: the tuning budget and its counts, and the methods run at untuned defaults."""
+    status = tuning_status(records)
+    tuned = {m: s for m, s in status.items() if s != "untuned defaults"}
+    untuned = sorted(m for m, s in status.items() if s == "untuned defaults")
+    parts = []
+    if tuned:
+        parts.append(
+            "Tuned on validation data: " + "; ".join(f"{m} {s[7:]}" for m, s in tuned.items())
+        )
+    if untuned:
+        parts.append("Run at untuned defaults: " + ", ".join(untuned))
+    return ". ".join(parts) + "." if parts else ""
+
+
+@dataclass(frozen=True)
+class KnownCause:
+    """A documented reason for a method's poor result under a condition.
+
+    ``condition`` maps a path into the record's config to ``(operator, bound)``; the bound is a
+    number, or ``(path, offset)``: another value of the config plus a number. All must hold::
+
+        {"hparams.beta": (">=", 0.5), "protocol.epochs": ("<=", ("hparams.warmup_epochs", 1))}
+    """
+
+    method: str
+    condition: Mapping[str, tuple[str, Any]]
+    anchor: str
+    text: str
+
+    def holds(self, config: Mapping[str, Any]) -> bool:
+        for path, (op, bound) in self.condition.items():
+            value = _lookup(config, path)
+            if isinstance(bound, tuple):
+                base = _lookup(config, bound[0])
+                bound = None if base is None else base + bound[1]
+            if value is None or bound is None or not _OPS[op](value, bound):
+                return False
+        return True
+
+
+def _lookup(config: Mapping[str, Any], path: str) -> Any:
+    node: Any = config
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+KNOWN_CAUSES: tuple[KnownCause, ...] = (
+    KnownCause(
+        "db_mtl",
+        {"hparams.beta": (">=", 0.5), "protocol.epochs": ("<=", 20)},
+        "docs/methods.md#db_mtl",
+        "its constant gradient EMA (beta {hparams.beta}, no bias correction) lags on short "
+        "protocols; beta = 0 closes the gap on MultiDigits",
+    ),
+    KnownCause(
+        "stch",
+        {"protocol.epochs": ("<=", ("hparams.warmup_epochs", 1))},
+        "docs/methods.md#stch",
+        "the run ends inside its warm-up (epochs 0-{hparams.warmup_epochs} train on sum log l): "
+        "the Tchebycheff objective never starts",
+    ),
+)
+
+
+def _fill(text: str, config: Mapping[str, Any]) -> str:
+    out = text
+    for token in ("hparams.beta", "hparams.warmup_epochs"):
+        out = out.replace("{" + token + "}", str(_lookup(config, token)))
+    return out
+
+
+def outlier_notes(
+    delta_m: Mapping[str, float],
+    records: Iterable[Record],
+    margin: float = 10.0,
+    causes: Sequence[KnownCause] = KNOWN_CAUSES,
+) -> list[str]:
+    """A line per method whose Δm% (``delta_m``: method -> mean Δm%, positive is worse) is more
+    than ``margin`` points behind LS's: its known cause with the doc anchor when one holds for
+    the method's runs (the config of its first table run), else that none is documented."""
+    if "ls" not in delta_m:
+        return []
+    table_runs = [r for r in _mtl(records) if stage_of(r) != "tune"]
+    lines = []
+    for method, value in sorted(delta_m.items(), key=lambda kv: -kv[1]):
+        gap = value - delta_m["ls"]
+        if method == "ls" or not gap > margin:
+            continue
+        config = next((r["config"] for r in table_runs if r["config"]["method"] == method), {})
+        cause = next((c for c in causes if c.method == method and c.holds(config)), None)
+        head = f"{method} is {gap:.1f} points of Δm% behind LS"
+        if cause is None:
+            lines.append(f"{head}: no known cause is documented.")
+        else:
+            lines.append(f"{head}: {_fill(cause.text, config)} ({cause.anchor}).")
+    return lines

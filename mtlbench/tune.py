@@ -1,0 +1,485 @@
+"""The tuning stage of a sweep: equal budgets, validation-only selection, then the final runs.
+
+A sweep spec's ``tune`` block (top level, or per benchmark, which replaces it)::
+
+    tune: {budget: 8, sampler: random, metric: val_delta_m, seeds: [100], seed: 0}
+
+gives every tuned method of the benchmark the same ``budget`` of hyper-parameter configurations,
+each run with every tuning seed, drawn from the method's declared space (``Method.search_space``)
+and the protocol's learning rate (:data:`mtlbench.space.PROTOCOL_SPACE`). A config's score is
+the mean over tuning seeds of its records' validation score at the selected epoch (``metrics.val``):
+``val_delta_m`` is the metric-averaged Δm% against the same reference the report uses (the
+benchmark's published one, else the STL records of the results folder), ``val_<metric>`` one
+metric, signed so that lower is better; a diverged or failed config scores ``+inf``. The best
+config (ties: the first drawn) then runs with the sweep's seeds: the test table. The test set is
+never read to select.
+
+Tuning trials are ordinary trials (records, resume, SLURM arrays, config-hash ids); their config
+says ``stage: tune``, and the final runs ``stage: final`` with the tuning settings, so a report
+can count them and tell tuned runs from runs at untuned defaults. The samplers are seeded
+expansions (docs/tuning.md says why not optuna): ``grid`` draws ``budget`` points without
+replacement from the product of the spaces' grids, ``random`` ``budget`` distinct draws from the
+spaces' distributions; both are deterministic, so a resumed sweep finds the same trials. Keys a
+spec fixes for a method (``methods: {famo: {gamma: 0.001}}``) leave its space.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import random
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from mtlbench.registry import ConfigError
+from mtlbench.space import PROTOCOL_SPACE, Space
+from mtlbench.trial import ResolvedTrial, TrialConfig, resolve
+
+if TYPE_CHECKING:
+    from mtlbench.run.base import Executor
+    from mtlbench.sweep import Sweep
+
+Sampler = Literal["grid", "random"]
+SAMPLERS = ("grid", "random")
+TUNE_KEYS = {"budget", "sampler", "metric", "seeds", "seed", "methods"}
+TERMINAL = ("done", "diverged", "failed")
+
+
+# ---------------------------------------------------------------------------------------------
+# The tune block and the spaces
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TuneSpec:
+    """A parsed ``tune`` block. ``methods``: the methods tuned (None: all of the benchmark's)."""
+
+    budget: int
+    sampler: Sampler = "random"
+    metric: str = "val_delta_m"
+    seeds: tuple[int, ...] = (0,)
+    seed: int = 0
+    methods: tuple[str, ...] | None = None
+
+    def tag(self) -> dict[str, Any]:
+        """What a final run records about its tuning (and its id hashes)."""
+        return {
+            "budget": self.budget,
+            "sampler": self.sampler,
+            "metric": self.metric,
+            "seeds": list(self.seeds),
+            "seed": self.seed,
+        }
+
+
+def _int_list(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    )
+
+
+def parse_tune(raw: Any) -> TuneSpec:
+    """A ``tune`` block as a :class:`TuneSpec`; raises ConfigError listing every problem."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError("tune must be a mapping: {budget, sampler, metric, seeds}")
+    problems = [f"unknown key {k!r}" for k in raw if k not in TUNE_KEYS and not k.startswith("__")]
+    budget = raw.get("budget")
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+        problems.append(f"budget must be a positive integer, got {budget!r}")
+    sampler = raw.get("sampler", "random")
+    if sampler == "tpe":
+        problems.append(
+            "sampler 'tpe' is not supported: it needs sequential feedback; use grid or random "
+            "(docs/tuning.md)"
+        )
+    elif sampler not in SAMPLERS:
+        problems.append(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    metric = raw.get("metric", "val_delta_m")
+    if not isinstance(metric, str) or not metric.startswith("val_"):
+        problems.append(f"metric must be val_delta_m or val_<metric>, got {metric!r}")
+    seeds = raw.get("seeds", [0])
+    if not _int_list(seeds) or not seeds:
+        problems.append("seeds must be a non-empty list of integers")
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        problems.append(f"seed must be an integer, got {seed!r}")
+    methods = raw.get("methods")
+    if methods is not None and not (
+        isinstance(methods, list) and all(isinstance(m, str) for m in methods)
+    ):
+        problems.append("methods must be a list of method names")
+    if problems:
+        raise ConfigError("tune: " + "; ".join(problems))
+    return TuneSpec(
+        budget=budget,
+        sampler=sampler,
+        metric=metric,
+        seeds=tuple(seeds),
+        seed=seed,
+        methods=tuple(methods) if methods is not None else None,
+    )
+
+
+def method_space(method: str) -> dict[str, Space]:
+    """The space a tuning stage samples for ``method``: the protocol's learning rate and the
+    method's declared ``search_space``, keyed as trial overrides (``protocol.lr``,
+    ``method.<name>``)."""
+    from mtlbench.method import METHODS
+
+    own = METHODS.get(method).search_space
+    return {**PROTOCOL_SPACE, **{f"method.{k}": v for k, v in own.items()}}
+
+
+def _bare(key: str) -> str:
+    return key.rpartition(".")[2]
+
+
+def _defaults(base: ResolvedTrial) -> dict[str, Any]:
+    """The values the space's keys have without tuning (relative spaces scale them)."""
+    out: dict[str, Any] = {f"method.{k}": v for k, v in base.hparams.items()}
+    out.update({f"protocol.{k}": v for k, v in base.protocol.to_dict().items()})
+    return out
+
+
+def sample_configs(
+    space: Mapping[str, Space],
+    tune: TuneSpec,
+    defaults: Mapping[str, Any],
+    stream: str,
+) -> list[dict[str, Any]]:
+    """``tune.budget`` distinct configurations of ``space``, deterministic in ``tune.seed`` and
+    ``stream`` (the benchmark and method). Raises ConfigError when the space has fewer points."""
+    keys = sorted(space)
+    rng = random.Random(f"{tune.seed}:{stream}")
+    if tune.sampler == "grid":
+        points = [
+            dict(zip(keys, combo, strict=True))
+            for combo in itertools.product(*(space[k].grid(defaults.get(k)) for k in keys))
+        ]
+        if len(points) < tune.budget:
+            raise ConfigError(
+                f"the grid of {stream} has {len(points)} points, fewer than the budget "
+                f"{tune.budget}: lower the budget or use sampler random"
+            )
+        rng.shuffle(points)
+        return points[: tune.budget]
+    if all(space[k].finite() for k in keys):
+        size = math.prod(len(space[k].grid(defaults.get(k))) for k in keys)
+        if size < tune.budget:
+            raise ConfigError(
+                f"the space of {stream} has {size} points, fewer than the budget {tune.budget}"
+            )
+    configs: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for _ in range(1000 * tune.budget):
+        config = {k: space[k].sample(rng, defaults.get(k)) for k in keys}
+        key = repr(sorted(config.items()))
+        if key not in seen:
+            seen.add(key)
+            configs.append(config)
+        if len(configs) == tune.budget:
+            return configs
+    raise ConfigError(f"could not draw {tune.budget} distinct configurations of {stream}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Staged trials and the plan of a tuned method
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StagedTrial(ResolvedTrial):
+    """A trial of a tuned sweep: ``stage`` (``tune`` or ``final``) and, for a final run, its
+    tuning settings are part of its config, its record and its id (an untuned trial's id is
+    unchanged: it is a plain :class:`ResolvedTrial`)."""
+
+    stage: Literal["tune", "final"] = "tune"
+    tuning: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["stage"] = self.stage
+        if self.tuning is not None:
+            out["tuning"] = dict(self.tuning)
+        return out
+
+
+def staged(trial: ResolvedTrial, stage: str, tuning: dict[str, Any] | None = None) -> StagedTrial:
+    fields = {f.name: getattr(trial, f.name) for f in dataclasses.fields(ResolvedTrial)}
+    return StagedTrial(**fields, stage=stage, tuning=tuning)  # type: ignore[arg-type]
+
+
+@dataclass
+class TunePlan:
+    """One tuned (benchmark, method): its configurations, their tuning trials, the final seeds."""
+
+    benchmark: str
+    method: str
+    tune: TuneSpec
+    fixed: dict[str, Any]
+    configs: list[dict[str, Any]]
+    trials: list[list[StagedTrial]]  # per configuration, one trial per tuning seed
+    final_seeds: list[int]
+    data_root: str | None = None
+    final: list[StagedTrial] = field(default_factory=list)
+    selected: int | None = None
+    scores: list[float] = field(default_factory=list)
+    problem: str | None = None  # why no configuration could be selected
+
+    @property
+    def n_trials(self) -> int:
+        return sum(len(t) for t in self.trials)
+
+
+def plan_tuning(
+    benchmark: str,
+    method: str,
+    fixed: Mapping[str, Any],
+    tune: TuneSpec,
+    final_seeds: Sequence[int],
+    data_root: str | None = None,
+) -> TunePlan:
+    """The tuning trials of one method on one benchmark (``fixed``: the spec's settings)."""
+    base = resolve(TrialConfig(benchmark, method, tune.seeds[0], dict(fixed), data_root=data_root))
+    fixed_keys = {_bare(k) for k in fixed}
+    space = {k: v for k, v in method_space(method).items() if _bare(k) not in fixed_keys}
+    configs = sample_configs(space, tune, _defaults(base), f"{benchmark}/{method}")
+    trials = [
+        [
+            staged(
+                resolve(TrialConfig(benchmark, method, s, {**fixed, **c}, data_root=data_root)),
+                "tune",
+            )
+            for s in tune.seeds
+        ]
+        for c in configs
+    ]
+    return TunePlan(
+        benchmark, method, tune, dict(fixed), configs, trials, list(final_seeds), data_root
+    )
+
+
+def hook(
+    benchmark: str,
+    method: str,
+    settings: Mapping[str, Any],
+    tune_raw: Any,
+    final_seeds: Sequence[int],
+    data_root: str | None,
+    has_stl: bool,
+) -> TunePlan | None:
+    """The sweep parser's hook: the plan of ``method`` on ``benchmark`` under the ``tune`` block
+    ``tune_raw``, or None when the block does not tune this method. Raises ConfigError."""
+    from mtlbench import benchmark as benchmarks
+    from mtlbench.benchmark import Benchmark
+
+    tune = parse_tune(tune_raw)
+    if tune.methods is not None and method not in tune.methods:
+        return None
+    grids = sorted(k for k, v in settings.items() if isinstance(v, list))
+    if grids:
+        raise ConfigError(
+            f"a tuned method takes fixed settings (its space is its search_space), "
+            f"not grids: {', '.join(grids)}"
+        )
+    bench = benchmarks.get(benchmark)
+    if tune.metric == "val_delta_m":
+        if not has_stl and bench.reference is Benchmark.reference:
+            raise ConfigError(
+                "tune metric val_delta_m needs a reference: add stl: true to the benchmark"
+            )
+    elif tune.metric.removeprefix("val_") not in {m.name for m in bench.metrics}:
+        valid = ", ".join(f"val_{m.name}" for m in bench.metrics)
+        raise ConfigError(f"unknown tune metric {tune.metric!r}; valid: val_delta_m, {valid}")
+    return plan_tuning(benchmark, method, settings, tune, final_seeds, data_root)
+
+
+# ---------------------------------------------------------------------------------------------
+# Selection from the records
+# ---------------------------------------------------------------------------------------------
+
+
+def _signed_val(record: Mapping[str, Any], metric: str) -> float:
+    info = {m["name"]: m for m in record.get("metric_info") or []}
+    value = ((record.get("metrics") or {}).get("val") or {}).get(metric)
+    if value is None or metric not in info:
+        raise ConfigError(f"tuning metric val_{metric}: not in record {record.get('trial_id')}")
+    return -float(value) if info[metric]["higher_is_better"] else float(value)
+
+
+class Scorer:
+    """Validation scores of tuning records; references resolved once per results folder."""
+
+    def __init__(self, results: Path) -> None:
+        self.results = Path(results)
+        self._rows: Any = None
+
+    def reference(self, record: Mapping[str, Any]) -> Any:
+        from mtlbench import benchmark as benchmarks
+        from mtlbench import references
+        from mtlbench.records import load_results
+
+        cfg = record["config"]
+        bench = benchmarks.get(cfg["benchmark"])
+        protocol = bench.default_protocol().replace(**cfg["protocol"])
+        published = bench(protocol, cfg.get("data_root")).reference()
+        if published is not None:
+            return published
+        if self._rows is None:
+            self._rows = load_results(self.results)
+        rows = self._rows[self._rows["benchmark"] == bench.name]
+        found = references.stl_references(rows, bench.metrics).get(
+            references.data_key(cfg["protocol"])
+        )
+        return found if not isinstance(found, str) else None
+
+    def score(self, record: Mapping[str, Any], metric: str) -> float:
+        """The record's validation score (lower is better); ``inf`` unless it is done."""
+        from mtlbench import benchmark as benchmarks
+        from mtlbench.metrics import delta_m_metric_avg
+
+        if record.get("status") != "done":
+            return math.inf
+        if metric != "val_delta_m":
+            return _signed_val(record, metric.removeprefix("val_"))
+        reference = self.reference(record)
+        if reference is None:
+            raise ConfigError(
+                f"tuning on val_delta_m needs a reference for {record['config']['benchmark']}: "
+                "add stl: true to the benchmark (or tune on val_<metric>)"
+            )
+        metrics = benchmarks.get(record["config"]["benchmark"]).metrics
+        return delta_m_metric_avg(record["metrics"]["val"], reference.values, metrics)
+
+
+def _statuses(results: Path, trials: Iterable[ResolvedTrial]) -> list[dict[str, Any] | None]:
+    from mtlbench.records import read_record, record_path
+
+    out: list[dict[str, Any] | None] = []
+    for t in trials:
+        path = record_path(results, t.trial_id)
+        try:
+            out.append(dict(read_record(path)) if path.exists() else None)
+        except ValueError:
+            out.append(None)
+    return out
+
+
+def select(plan: TunePlan, results: Path, scorer: Scorer | None = None) -> int | None:
+    """The index of the best configuration once every tuning trial of ``plan`` has finished
+    (done, diverged or failed), else None. Fills ``plan.scores``; raises ConfigError when no
+    configuration finished ``done``."""
+    scorer = scorer or Scorer(results)
+    scores = []
+    for trials in plan.trials:
+        records = _statuses(results, trials)
+        if any(r is None or r.get("status") not in TERMINAL for r in records):
+            return None
+        per_seed = [scorer.score(r, plan.tune.metric) for r in records if r is not None]
+        scores.append(statistics.fmean(per_seed) if all(map(math.isfinite, per_seed)) else math.inf)
+    plan.scores = scores
+    if not any(math.isfinite(s) for s in scores):
+        raise ConfigError(
+            f"no tuning trial of {plan.method} on {plan.benchmark} finished: nothing to select"
+        )
+    return min(range(len(scores)), key=scores.__getitem__)
+
+
+def final_trials(plan: TunePlan, index: int) -> list[StagedTrial]:
+    """The selected configuration with the sweep's seeds, marked ``stage: final``."""
+    settings = {**plan.fixed, **plan.configs[index]}
+    tuning = {**plan.tune.tag(), "selected": dict(sorted(plan.configs[index].items()))}
+    return [
+        staged(
+            resolve(
+                TrialConfig(plan.benchmark, plan.method, s, settings, data_root=plan.data_root)
+            ),
+            "final",
+            tuning,
+        )
+        for s in plan.final_seeds
+    ]
+
+
+def finalize(sweep: Sweep) -> list[StagedTrial]:
+    """Add to ``sweep.trials`` the final runs of every plan whose tuning has finished, reading
+    the records in ``sweep.results``; returns the trials added."""
+    added: list[StagedTrial] = []
+    scorer = Scorer(sweep.results)
+    for plan in sweep.tuning:
+        if plan.selected is not None:
+            continue
+        try:
+            index = select(plan, sweep.results, scorer)
+        except ConfigError as error:
+            plan.problem = str(error)
+            continue
+        if index is None:
+            continue
+        plan.problem = None
+        plan.selected = index
+        plan.final = final_trials(plan, index)
+        known = {t.trial_id for t in sweep.trials}
+        added.extend(t for t in plan.final if t.trial_id not in known)
+    sweep.trials.extend(added)
+    return added
+
+
+def run_stages(
+    sweep: Sweep, executor: Executor, *, retry_failed: bool = False, progress: bool = True
+) -> dict[str, str]:
+    """Run ``sweep`` to the end: single-task and tuning trials, then the final runs that the
+    finished tuning selects. A trial goes to the executor at most once (a failed, cancelled or
+    still-queued one waits for the next ``mtlbench sweep``), so an untuned sweep is exactly one
+    ``executor.run`` call, and a tuned one a second call for the final runs."""
+    from mtlbench.run.state import pending
+
+    statuses: dict[str, str] = {}
+    attempted: set[str] = set()  # each trial is handed to the executor once per call
+    while True:
+        finalize(sweep)
+        todo = [t for t in pending(sweep, retry_failed) if t.trial_id not in attempted]
+        if not todo:
+            return statuses
+        attempted.update(t.trial_id for t in todo)
+        statuses.update(executor.run(sweep, todo, progress=progress))
+
+
+# ---------------------------------------------------------------------------------------------
+# Descriptions: the space table and the budget of a dry run
+# ---------------------------------------------------------------------------------------------
+
+
+def space_rows(methods: Sequence[str]) -> list[tuple[str, str, str]]:
+    """``(method, hyper-parameter, space)`` rows for ``mtlbench list methods --space``."""
+    rows = []
+    for name in methods:
+        for key, space in method_space(name).items():
+            scope, _, bare = key.rpartition(".")
+            label = f"{bare} ({scope})" if scope == "protocol" else bare
+            rows.append((name, label, space.describe()))
+    return rows
+
+
+def describe_budget(sweep: Sweep) -> str:
+    """The tuning budget per benchmark and method (for ``mtlbench sweep --dry-run``)."""
+    if not sweep.tuning:
+        return ""
+    lines = ["tuning (equal budget per method; selection on validation only):"]
+    for plan in sweep.tuning:
+        t = plan.tune
+        state = "selection pending"
+        if plan.selected is not None:
+            state = f"selected {plan.configs[plan.selected]}"
+        elif plan.problem:
+            state = f"no selection: {plan.problem}"
+        lines.append(
+            f"  {plan.benchmark}/{plan.method}: {len(plan.configs)} configs x {len(t.seeds)} "
+            f"seed(s) = {plan.n_trials} tuning trials ({t.sampler}, {t.metric}); then "
+            f"{len(plan.final_seeds)} final trial(s), {state}"
+        )
+    return "\n".join(lines)
