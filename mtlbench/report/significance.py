@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -78,7 +79,11 @@ def board_significance(runs: pd.DataFrame, ls_label: str | None) -> Significance
     if frame.empty:
         return Significance(empty, reason="a single seed per method", single=single)
     baseline = ls_label or BASELINE
-    board = stats.leaderboard(frame, baseline=baseline, alpha=ALPHA)
+    with warnings.catch_warnings():
+        # near-constant paired differences (a method better by the same amount on every seed):
+        # scipy warns of precision loss, and the t-test's p-value near 0 is the right answer
+        warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
+        board = stats.leaderboard(frame, baseline=baseline, alpha=ALPHA)
     table = _columns(board.table.droplevel("benchmark"), baseline)
     sentence = stats.significance_sentence(_for_sentence(table), baseline, ALPHA)
     if ls_label is not None and ls_label in single:  # LS ran, with one seed: not "not run"

@@ -78,7 +78,7 @@ def _summary_cells(board: pd.DataFrame, task_avg: bool) -> list[list[Cell]]:
                 continue
             text = fmt_pm(r.get(col), r.get(f"{col}_std"), decimals=2)
             cells.append(Cell(text, mark[col][i] if col in mark else ""))
-        if "vs_best" in board:
+        if shows_uncertainty(board):
             cells += uncertainty_cells(r)
         rank = mark["mean_rank"][i] if "mean_rank" in mark else ""
         cells.append(Cell(fmt_pm(r.get("mean_rank"), None, decimals=2), rank))
@@ -90,6 +90,12 @@ def _summary_cells(board: pd.DataFrame, task_avg: bool) -> list[list[Cell]]:
 
 UNCERTAINTY_HEADERS = ["95% CI", "P(impr.)", "vs best", "vs LS"]
 MARK_TEXT = {"best": "best", "tie": "≈", "worse": "worse*", "better": "better*"}
+
+
+def shows_uncertainty(board: pd.DataFrame) -> bool:
+    """The table has the uncertainty columns: runs over seeds (not the toy's starting points)
+    with a Δm% (without one, the page says so in a line instead)."""
+    return "vs_best" in board and "delta_m" in board and board["delta_m"].notna().any()
 
 
 def uncertainty_cells(r: pd.Series) -> list[Cell]:
@@ -132,7 +138,7 @@ def leaderboard_tables(
     metric_cells = _metric_cells(board, cols)
     summary = _summary_cells(board, task_avg)
     dm = ["Δm% ↓ (metric-avg)"] + (["Δm% ↓ (task-avg)"] if task_avg else [])
-    stats = UNCERTAINTY_HEADERS if "vs_best" in board else []
+    stats = UNCERTAINTY_HEADERS if shows_uncertainty(board) else []
     tail = [*dm, *stats, "MR ↓", "time/step × LS", "total time × LS"]
     metric_headers = [f"{c.name}{c.arrow}" for c in cols]
     name = f"leaderboard_{bench}"

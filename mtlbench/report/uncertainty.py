@@ -13,7 +13,7 @@ import pandas as pd
 
 from mtlbench import stats
 from mtlbench.report.build import Report
-from mtlbench.report.render import Cell, Table, fmt_pm
+from mtlbench.report.render import MISSING, Cell, Table, fmt_pm
 from mtlbench.report.significance import Across, across_significance
 
 
@@ -62,7 +62,9 @@ def across(report: Report) -> None:
 
 
 def _interval(low: Any, high: Any) -> str:
-    return f"[{fmt_pm(low, None, decimals=2)}, {fmt_pm(high, None, decimals=2)}]"
+    if MISSING in (lo := fmt_pm(low, None, decimals=2), hi := fmt_pm(high, None, decimals=2)):
+        return MISSING
+    return f"[{lo}, {hi}]"
 
 
 def _ranks_table(ranks: pd.DataFrame) -> Table:
@@ -86,7 +88,9 @@ def draw_cd(result: stats.FriedmanResult, path: Path) -> Path:
     from mtlbench.report import figures
 
     with figures.theme():
-        fig, axes = figures.figure(1, 1, (6.5, 0.3 * len(result.mean_ranks) + 1.0), top=0.9)
+        room = figures.label_room(result.mean_ranks.index, 0.08, 0.6)  # labels beside the axis
+        size = (6.0, 0.3 * len(result.mean_ranks) + 1.0)
+        fig, axes = figures.figure(1, 1, size, top=0.9, left=room, right=room)
         stats.plot_critical_difference(result, ax=axes[0])
         return figures.save(fig, path)
 
@@ -101,7 +105,8 @@ def draw_profile(result: Across, palette: dict[str, Any], path: Path) -> Path:
     methods = list(result.profile.columns)
     colours = figures.palette_for(methods, palette)
     with figures.theme(), sns.color_palette([colours[m] for m in methods]):
-        fig, axes = figures.figure(1, 1, (5.0, 3.4), right=figures.label_room(methods))
+        room = figures.label_room(methods, 0.08, 1.1)
+        fig, axes = figures.figure(1, 1, (5.0, 3.4), right=room)
         stats.plot_performance_profile(result.profile, ax=axes[0])
         legend = axes[0].get_legend()
         if legend is not None:
