@@ -145,8 +145,9 @@ def test_across_benchmarks_ranks_cd_diagram_and_profile(tmp_path: Path):
         ),
     )
     out = tmp_path / "report"
-    md = build_report(results, out, ["md", "html", "csv"]).read_text()
+    md = build_report(results, out, ["md", "html", "csv", "tex"]).read_text()
     assert "### Across benchmarks, with uncertainty" in md
+    assert r"\toprule" in (out / "tables" / "mean_ranks.tex").read_text()
     assert "solo left out (not run on other)" in md
     ranks = pd.read_csv(out / "tables" / "mean_ranks.csv").set_index("method")
     # good is first on both benchmarks; same ties LS on _tiny (2.5) and is last on other (3)

@@ -78,8 +78,8 @@ def _ranks_table(ranks: pd.DataFrame) -> Table:
             cells.append(Cell(fmt_pm(r["poi_p_improvement"], None, decimals=2)))
             cells.append(Cell(_interval(r["poi_ci_low"], r["poi_ci_high"])))
         rows.append(cells)
-    headers = ["method", "mean rank of Δm% ↓", "95% CI"]
-    headers += ["P(impr. over LS) ↑", "95% CI"] if poi else []
+    headers = ["method", "mean rank of Δm% ↓", "rank 95% CI"]  # unique headers (the Styler)
+    headers += ["P(impr. over LS) ↑", "P(impr.) 95% CI"] if poi else []
     return Table("mean_ranks", headers, rows, ranks.reset_index(names="method"))
 
 
