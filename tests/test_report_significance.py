@@ -170,3 +170,14 @@ def test_across_needs_two_benchmarks_with_seeds(tiny_report: Path, tmp_path: Pat
     assert "need two benchmarks with Δm% over seeds" in md
     assert "(here: _tiny)" in md
     assert not (tmp_path / "r2" / "figures" / "critical_difference.png").exists()
+
+
+def test_methods_that_tie_everywhere_get_no_friedman_test(tmp_path: Path):
+    results = tmp_path / "results"
+    write_all(results / "tiny", tiny_records({m: LS_A for m in ("ls", "same", "third")}))
+    acc = [0.7, 0.72, 0.74]
+    write_all(results / "other", other_records({m: acc for m in ("ls", "same", "third")}))
+    md = build_report(results, tmp_path / "report").read_text()
+    assert "no Friedman test: the methods tie on every benchmark" in md
+    assert "tied for best: ls, same, third" in md
+    assert not (tmp_path / "report" / "figures" / "critical_difference.png").exists()

@@ -265,7 +265,8 @@ def leaderboard(
     ``p_improvement`` over LS, Holm-adjusted ``p_vs_best`` / ``p_vs_ls``, ``vs_best`` (best, tie,
     worse) and ``vs_ls`` (better, worse, tie).
     The frame's ``attrs`` hold ``notes`` (list of str), ``reference`` (a :class:`RefInfo` or
-    None), ``metrics`` (list of :class:`Col`), ``missing`` (a frame of missing runs) and ``ls``.
+    None), ``metrics`` (list of :class:`Col`), ``missing`` (a frame of missing runs), ``ls`` and
+    ``significance`` (a :class:`~mtlbench.report.significance.Significance`: note, sentence).
     """
     board = compute_board(prepare(df), benchmark, task_avg=task_avg, info=info, methods=methods)
     table = board.table
@@ -275,6 +276,7 @@ def leaderboard(
         "metrics": board.metrics,
         "missing": board.missing,
         "ls": board.ls,
+        "significance": board.significance,
     }
     return table
 

@@ -147,6 +147,18 @@ def _chosen_runs(bench: str, table: pd.DataFrame, runs: pd.DataFrame) -> pd.Data
     return frame.assign(benchmark=bench, method=frame["method"].map(keep))
 
 
+def _friedman(frame: pd.DataFrame, notes: list[str]) -> stats.FriedmanResult | None:
+    """Friedman + Nemenyi; None (with a note) where every method ties on every benchmark, for
+    which Friedman's statistic is undefined (0 / 0)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)
+        result = stats.friedman_nemenyi(frame)
+    if not math.isfinite(result.statistic):
+        notes.append("no Friedman test: the methods tie on every benchmark")
+        return None
+    return result
+
+
 def across_significance(
     boards: Mapping[str, tuple[pd.DataFrame, pd.DataFrame]],
 ) -> Across | None:
@@ -172,7 +184,7 @@ def across_significance(
     if BASELINE in common:
         poi = stats.probability_of_improvement(frame, BASELINE)
         ranks = ranks.join(poi.add_prefix("poi_").drop(columns="poi_benchmarks"))
-    friedman = stats.friedman_nemenyi(frame) if len(common) >= 3 else None
+    friedman = _friedman(frame, notes) if len(common) >= 3 else None
     taus = np.linspace(frame["delta_m"].min(), frame["delta_m"].max(), 201)
     profile = stats.performance_profile(frame, taus)
     return Across(benches, frame, ranks, friedman, profile, notes)

@@ -52,7 +52,10 @@ def across(report: Report) -> None:
         )
         report.figure(draw_cd, "critical_difference.png", "critical-difference diagram", f)
     else:
-        report.doc.p("No critical-difference diagram: Friedman's test needs three methods.")
+        report.doc.p(
+            "No critical-difference diagram: Friedman's test needs three methods that do not "
+            "all tie."
+        )
     report.doc.p(
         "Performance profile: for each threshold τ, the fraction of a method's runs with Δm% ≤ τ, "
         "averaged over benchmarks; higher and further left is better."
