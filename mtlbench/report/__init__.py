@@ -13,10 +13,12 @@ The package, in the order of the data (``docs/reports.md`` has the same map for 
 * :mod:`.variants` - runs with different settings are labelled apart, never averaged together
 * :mod:`.reference` - the Δm% reference of each variant (through :mod:`mtlbench.references`)
 * :mod:`.leaderboard` - pure numbers: means, sample stds, Δm% per run, ranks, ratios to LS
+* :mod:`.significance` - CIs, P(improvement) and Holm-corrected marks (:mod:`mtlbench.stats`)
 * :mod:`.missing` - runs without a result and why
 * :mod:`.published` - the LDC-MTL paper's numbers beside ours
 * :mod:`.render`, :mod:`.tables` - numbers to text, display tables to md / html / tex
 * :mod:`.document`, :mod:`.sections`, :mod:`.build` - the page and :func:`build_report`
+* :mod:`.uncertainty` - across benchmarks: mean ranks with CIs, CD diagram, profiles
 * :mod:`.figures`, :mod:`.dynamics`, :mod:`.toy` - seaborn / matplotlib figures (imported only
   while a report is built, so that importing this package does not import matplotlib)
 """

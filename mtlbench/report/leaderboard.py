@@ -25,6 +25,7 @@ from mtlbench.metrics import delta_m_frame, mean_rank
 from mtlbench.report.benchmarks import BenchInfo, Col, bench_info
 from mtlbench.report.missing import missing_runs, status_notes
 from mtlbench.report.reference import Choice, RefInfo, choose
+from mtlbench.report.significance import Significance, board_significance
 from mtlbench.report.variants import prepare
 
 FRONT = ["benchmark", "method", "base_method", "role", "n", "runs"]
@@ -51,6 +52,7 @@ class Board:
     missing: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     ls: str | None = None
+    significance: Significance | None = None
 
 
 def _delta_m(done: pd.DataFrame, choice: Choice, ranked: list[Col], notes: list[str]) -> None:
@@ -231,7 +233,12 @@ def compute_board(
     table = _assemble(table, benchmark, absent, choice.shown, info.metrics)
     notes += status_notes(mtl, done, table)
     missing = missing_runs(rows)
-    return Board(benchmark, table, done, info.metrics, choice.shown, missing, notes, ls_label)
+    sig = board_significance(done, ls_label)
+    if not sig.replicates:  # the toy's starting points are not seeds: no such columns
+        table = table.join(sig.table, on="method")
+    board = Board(benchmark, table, done, info.metrics, choice.shown, missing, notes, ls_label)
+    board.significance = sig
+    return board
 
 
 def leaderboard(
@@ -252,9 +259,14 @@ def leaderboard(
     ``method`` or ``not run``), ``n`` (done runs), ``runs`` (all runs), ``<metric>`` and
     ``<metric>_std`` per metric, ``delta_m`` and ``delta_m_std`` (and ``delta_m_task`` /
     ``delta_m_task_std`` with ``task_avg``), ``mean_rank``, ``step_x_ls`` / ``total_x_ls``
-    (time relative to LS, with ``_std``), ``step_median_s``, ``train_s``, ``seeds``, ``trials``.
+    (time relative to LS, with ``_std``), ``step_median_s``, ``train_s``, ``seeds``, ``trials``,
+    then (unless the runs are replicates other than seeds) the uncertainty of Δm%
+    (:data:`mtlbench.report.significance.COLUMNS`): ``delta_m_ci_low`` / ``_high``,
+    ``p_improvement`` over LS, Holm-adjusted ``p_vs_best`` / ``p_vs_ls``, ``vs_best`` (best, tie,
+    worse) and ``vs_ls`` (better, worse, tie).
     The frame's ``attrs`` hold ``notes`` (list of str), ``reference`` (a :class:`RefInfo` or
-    None), ``metrics`` (list of :class:`Col`), ``missing`` (a frame of missing runs) and ``ls``.
+    None), ``metrics`` (list of :class:`Col`), ``missing`` (a frame of missing runs), ``ls`` and
+    ``significance`` (a :class:`~mtlbench.report.significance.Significance`: note, sentence).
     """
     board = compute_board(prepare(df), benchmark, task_avg=task_avg, info=info, methods=methods)
     table = board.table
@@ -264,11 +276,12 @@ def leaderboard(
         "metrics": board.metrics,
         "missing": board.missing,
         "ls": board.ls,
+        "significance": board.significance,
     }
     return table
 
 
-def _best_variant(g: pd.DataFrame) -> pd.Series:
+def best_variant(g: pd.DataFrame) -> pd.Series:
     return g.sort_values("n", ascending=False, kind="stable").iloc[0]
 
 
@@ -280,7 +293,7 @@ def cross_benchmark(boards: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     for bench, board in boards.items():
         methods = board[board["role"] == "method"]
         for base, g in methods.groupby("base_method", sort=False):
-            best = _best_variant(g)
+            best = best_variant(g)
             entry = per.setdefault(str(base), {"mr": {}, "dm": {}, "variants": []})
             if pd.notna(best.get("mean_rank")):
                 entry["mr"][bench] = float(best["mean_rank"])

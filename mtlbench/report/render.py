@@ -34,6 +34,7 @@ TEX_SYMBOLS = {
     "…": r"$\ldots$",
     "≥": r"$\geq$",
     "≤": r"$\leq$",
+    "≈": r"$\approx$",
 }
 
 

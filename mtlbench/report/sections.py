@@ -72,7 +72,7 @@ def intro(report: Report) -> None:
 
 def across(report: Report) -> None:
     """Mean MR and Δm% over benchmarks, and the heatmap of ranks."""
-    from mtlbench.report import figures
+    from mtlbench.report import figures, uncertainty
 
     tables = {b: board.table for b, board in report.boards.items()}
     cross = cross_benchmark(tables)
@@ -96,6 +96,7 @@ def across(report: Report) -> None:
     ranks.columns = ranked
     if ranks.notna().any(axis=None):
         report.figure(figures.rank_heatmap, "ranks.png", "mean rank per benchmark", ranks)
+    uncertainty.across(report)
 
 
 def _reference_text(report: Report, bench: str) -> None:
@@ -133,9 +134,11 @@ def benchmark(report: Report, bench: str, pub: pd.DataFrame | None) -> None:
             "Each run starts from another initial point (`start`): a mean ± std across "
             "starting points would mean little, so the table gives each start's final point "
             "(the mean over seeds where a start has several) and n counts runs. The "
-            f"leaderboard's averages over starts are in `tables/{tables[0].name}.csv`."
+            f"leaderboard's averages over starts are in `tables/{tables[0].name}.csv`. For the "
+            "same reason the page gives no confidence intervals or significance tests."
         )
         report.emit(replicate_table(board.runs, board.table, board.metrics))
+    _significance(report, board, replicated)
     report.doc.ul(board.notes)
     if pub is not None:
         _published(report, bench, pub)
@@ -144,6 +147,23 @@ def benchmark(report: Report, bench: str, pub: pd.DataFrame | None) -> None:
     _dynamics(report, bench, band=not replicated)
     if bench == "toy":
         _toy(report, bench)
+
+
+def _significance(report: Report, board: Board, replicated: bool) -> None:
+    """The table's note on its statistics and the sentence on what is significant, or why
+    there are none."""
+    sig = board.significance
+    if sig is None or replicated:
+        return
+    if sig.reason:
+        report.doc.p(f"No confidence intervals or significance tests: {sig.reason}.")
+        return
+    report.doc.p(
+        "95% CI: of the mean Δm% over seeds. P(impr.): probability that a run of the method "
+        "has a lower Δm% than a run of LS. vs best / vs LS: `≈` a tie within noise, `*` a "
+        "significant difference, `—` not tested (fewer than two paired seeds). " + sig.note
+    )
+    report.doc.p(f"**{sig.sentence}**")
 
 
 def _published(report: Report, bench: str, pub: pd.DataFrame) -> None:

@@ -78,12 +78,53 @@ def _summary_cells(board: pd.DataFrame, task_avg: bool) -> list[list[Cell]]:
                 continue
             text = fmt_pm(r.get(col), r.get(f"{col}_std"), decimals=2)
             cells.append(Cell(text, mark[col][i] if col in mark else ""))
+        if shows_uncertainty(board):
+            cells += uncertainty_cells(r)
         rank = mark["mean_rank"][i] if "mean_rank" in mark else ""
         cells.append(Cell(fmt_pm(r.get("mean_rank"), None, decimals=2), rank))
         cells.append(Cell(fmt_pm(r.get("step_x_ls"), r.get("step_x_ls_std"), decimals=2)))
         cells.append(Cell(fmt_pm(r.get("total_x_ls"), r.get("total_x_ls_std"), decimals=2)))
         out.append(cells)
     return out
+
+
+UNCERTAINTY_HEADERS = ["95% CI", "P(impr.)", "vs best", "vs LS"]
+MARK_TEXT = {"best": "best", "tie": "≈", "worse": "worse*", "better": "better*"}
+
+
+def shows_uncertainty(board: pd.DataFrame) -> bool:
+    """The table has the uncertainty columns: runs over seeds (not the toy's starting points)
+    with a Δm% (without one, the page says so in a line instead)."""
+    return "vs_best" in board and "delta_m" in board and board["delta_m"].notna().any()
+
+
+def uncertainty_cells(r: pd.Series) -> list[Cell]:
+    """The CI of Δm%, P(improvement) over LS and the marks against the best and LS
+    (``≈``: a tie within noise; ``*``: significant); a variant with one seed says so."""
+    if r["role"] == "reference":
+        return [Cell("") for _ in UNCERTAINTY_HEADERS]
+    low, high = r.get("delta_m_ci_low"), r.get("delta_m_ci_high")
+    if _count(r.get("n")) == 1 and _finite_number(r.get("delta_m")):
+        return [Cell("1 seed"), *[Cell(MISSING) for _ in UNCERTAINTY_HEADERS[1:]]]
+    ci = (
+        f"[{fmt_pm(low, None, decimals=2)}, {fmt_pm(high, None, decimals=2)}]"
+        if _finite_number(low) and _finite_number(high)
+        else MISSING
+    )
+    base = str(r.get("base_method")) == "ls" and not _finite_number(r.get("p_improvement"))
+    return [
+        Cell(ci),
+        Cell(fmt_pm(r.get("p_improvement"), None, decimals=2)),
+        Cell(MARK_TEXT.get(str(r.get("vs_best")), MISSING)),
+        Cell("LS" if base else MARK_TEXT.get(str(r.get("vs_ls")), MISSING)),
+    ]
+
+
+def _finite_number(x: Any) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
 
 
 def leaderboard_tables(
@@ -97,7 +138,8 @@ def leaderboard_tables(
     metric_cells = _metric_cells(board, cols)
     summary = _summary_cells(board, task_avg)
     dm = ["Δm% ↓ (metric-avg)"] + (["Δm% ↓ (task-avg)"] if task_avg else [])
-    tail = [*dm, "MR ↓", "time/step × LS", "total time × LS"]
+    stats = UNCERTAINTY_HEADERS if shows_uncertainty(board) else []
+    tail = [*dm, *stats, "MR ↓", "time/step × LS", "total time × LS"]
     metric_headers = [f"{c.name}{c.arrow}" for c in cols]
     name = f"leaderboard_{bench}"
     if len(cols) <= MAX_METRIC_COLUMNS:
