@@ -349,6 +349,7 @@ def to_row(record: Record | dict[str, Any], path: str | None = None) -> dict[str
         "benchmark": cfg.get("benchmark") or "?",
         "method": cfg.get("method") or "?",
         "mode": cfg.get("mode") or ("stl" if cfg.get("task") else "mtl"),
+        "stage": cfg.get("stage"),  # tuned sweeps: "tune" or "final" (mtlbench.tune)
         "task": cfg.get("task"),
         "seed": cfg.get("seed"),
         "status": record.get("status") or "unknown",

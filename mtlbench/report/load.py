@@ -36,6 +36,8 @@ class Results:
     duplicates: int = 0
     bench_table: pd.DataFrame | None = None
     bench_notes: list[str] = field(default_factory=list)
+    records: dict[str, list[Record]] = field(default_factory=dict)  # by benchmark, for notes
+    tuning_runs: int = 0  # records of tuning trials (stage "tune"): counted, not tabled
 
 
 def _bench_files(root: Path) -> list[Path]:
@@ -100,7 +102,14 @@ def read_results(results_dir: str | Path) -> Results:
         row["rid"] = rid
     curves = {rid: _curves(rec) for rid, (_, rec) in enumerate(found.records)}
     frame = _one_per_trial(rows_frame(rows))
-    results = Results(root, frame, curves, skipped, duplicates=len(rows) - len(frame))
+    n = len(frame)
+    tuning = frame["stage"] == "tune"
+    frame = frame[~tuning].reset_index(drop=True)
+    results = Results(root, frame, curves, skipped, duplicates=len(rows) - n)
+    results.tuning_runs = int(tuning.sum())
+    for _, rec in found.records:
+        bench = str((rec.get("config") or {}).get("benchmark") or "?")
+        results.records.setdefault(bench, []).append(rec)
     results.bench_table, results.bench_notes = read_bench_csv(_bench_files(root), root)
     return results
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from mtlbench import notes
 from mtlbench.report.build import Report
 from mtlbench.report.leaderboard import Board, cross_benchmark
 from mtlbench.report.published import published_comparison
@@ -139,7 +140,7 @@ def benchmark(report: Report, bench: str, pub: pd.DataFrame | None) -> None:
         )
         report.emit(replicate_table(board.runs, board.table, board.metrics))
     _significance(report, board, replicated)
-    report.doc.ul(board.notes)
+    report.doc.ul(board.notes + _protocol_notes(report, bench, board))
     if pub is not None:
         _published(report, bench, pub)
     if not replicated:
@@ -147,6 +148,21 @@ def benchmark(report: Report, bench: str, pub: pd.DataFrame | None) -> None:
     _dynamics(report, bench, band=not replicated)
     if bench == "toy":
         _toy(report, bench)
+
+
+def _protocol_notes(report: Report, bench: str, board: Board) -> list[str]:
+    """The protocol length, how each method was tuned (or that it ran at untuned defaults),
+    and the known cause of a result far behind LS (mtlbench.notes)."""
+    records = report.results.records.get(bench, [])
+    table = board.table
+    rows = table[table["role"] == "method"] if "role" in table else table.iloc[0:0]
+    delta_m = {
+        str(r["base_method"]): float(r["delta_m"])
+        for _, r in rows.drop_duplicates("base_method").iterrows()
+        if "delta_m" in rows and pd.notna(r["delta_m"])
+    }
+    lines = [notes.protocol_note(records), notes.tuning_note(records)]
+    return [line for line in lines if line] + notes.outlier_notes(delta_m, records)
 
 
 def _significance(report: Report, board: Board, replicated: bool) -> None:
