@@ -137,6 +137,7 @@ FAST_START = 3
 STEPS = 12_000
 
 
+@pytest.mark.slow
 def test_toy_bilevel_from_a_fast_start_ends_at_the_balanced_point():
     """The toy's default LDC-MTL, with the trainer's optimizer layout (the model at the toy's lr
     1e-3, the router's own group at ``router_lr``), from (-7.5, -0.5): within 0.05 of

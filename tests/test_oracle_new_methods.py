@@ -27,7 +27,7 @@ torchjd = pytest.importorskip("torchjd")
 from torchjd import aggregation as tjd  # noqa: E402
 from torchjd import scalarization as tjs  # noqa: E402
 
-pytestmark = pytest.mark.oracle
+pytestmark = [pytest.mark.oracle, pytest.mark.slow]  # slow: out of the day-to-day tier
 
 STEPS = 25
 DT = torch.float64

@@ -32,7 +32,7 @@ pytest.importorskip(
 import torchjd  # noqa: E402
 from torchjd import aggregation as tj  # noqa: E402
 
-pytestmark = pytest.mark.oracle
+pytestmark = [pytest.mark.oracle, pytest.mark.slow]  # slow: out of the day-to-day tier
 
 # Tolerances for methods whose weights both sides compute by the same formula or an exact solve.
 COS_TOL = 1e-9

@@ -33,7 +33,7 @@ pytest.importorskip(
 from torchjd import aggregation as tj  # noqa: E402
 from torchjd import scalarization as tjs  # noqa: E402
 
-pytestmark = pytest.mark.oracle
+pytestmark = [pytest.mark.oracle, pytest.mark.slow]  # slow: out of the day-to-day tier
 
 STEPS = 24
 

@@ -87,7 +87,7 @@ from mtlbench.gradients import GradientEngine
 from mtlbench.method import create
 from mtlbench.step import TrainingStep
 
-pytestmark = pytest.mark.oracle
+pytestmark = [pytest.mark.oracle, pytest.mark.slow]  # slow: out of the day-to-day tier
 
 N_TASKS, IN_DIM, HIDDEN, BATCH, N_BATCHES, EPOCHS = 2, 4, 3, 8, 5, 4
 LR = 0.05
