@@ -103,7 +103,13 @@ class Sweep:
         stages = [[t for t in stage if t.trial_id in ids] for stage in self.stages()]
         stages = [stage for stage in stages if stage]
         for number, stage in enumerate(stages, 1):
-            what = "single-task references" if stage[0].mode == "stl" else "multi-task trials"
+            what = (
+                "single-task references"
+                if stage[0].mode == "stl"
+                else "tuning trials"
+                if getattr(stage[0], "stage", None) == "tune"
+                else "multi-task trials"
+            )
             lines.append(f"stage {number} of {len(stages)}: {len(stage)} {what}")
             width = max(len(t.trial_id) for t in stage)
             lines.extend(f"  {t.trial_id:<{width}}  {labels[t.trial_id]}" for t in stage)
