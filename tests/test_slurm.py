@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
@@ -523,10 +524,10 @@ def cleanup():
         subprocess.run(["scancel", *sorted(jobs)], capture_output=True)
 
 
-@pytest.mark.slurm
-@pytest.mark.slow
-def test_slurm_sweep_survives_cancel_requeue_and_preemption(tmp_path, slurm, cleanup):
-    procs, to_cancel = cleanup
+def _toy_slurm_sweep(tmp_path: Path, cleanup: Any, epochs: int, starts: list[int]) -> tuple:
+    """A toy sweep of ls and mgda on the local Slurm (results cancelled at teardown): its
+    results folder, spec path, loaded sweep and trial ids."""
+    _, to_cancel = cleanup
     results = tmp_path / "results"
     to_cancel.append(results)
     spec = _write_spec(
@@ -537,11 +538,18 @@ def test_slurm_sweep_survives_cancel_requeue_and_preemption(tmp_path, slurm, cle
         "executor: {kind: slurm, time: 20, cpus: 1, array_parallelism: 2, poll_s: 2}\n"
         "benchmarks:\n"
         "  toy:\n"
-        "    protocol: {epochs: 10, steps_per_epoch: 150}\n"
-        "    grid: {start: [0, 1]}\n",
+        f"    protocol: {{epochs: {epochs}, steps_per_epoch: 150}}\n"
+        f"    grid: {{start: {starts}}}\n",
     )
     sweep = load_spec(spec)
-    ids = [t.trial_id for t in sweep.trials]
+    return results, spec, sweep, [t.trial_id for t in sweep.trials]
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_slurm_sweep_survives_cancel_requeue_and_preemption(tmp_path, slurm, cleanup):
+    procs, _ = cleanup
+    results, spec, sweep, ids = _toy_slurm_sweep(tmp_path, cleanup, epochs=10, starts=[0, 1])
     t0 = time.monotonic()
     first = _mtlbench("sweep", str(spec), "--device", "cpu", "--no-report")
     procs.append(first)
@@ -635,21 +643,8 @@ def test_a_slurm_sweep_and_a_local_sweep_on_one_folder_run_each_trial_once(
 ):
     """Array tasks claim their trial too: a local sweep started beside a Slurm sweep on the same
     folder takes what no task holds, and every trial runs exactly once."""
-    procs, to_cancel = cleanup
-    results = tmp_path / "results"
-    to_cancel.append(results)
-    spec = _write_spec(
-        tmp_path / "spec.yaml",
-        results,
-        "methods: [ls, mgda]\n"
-        "executor: {kind: slurm, time: 20, cpus: 1, array_parallelism: 2, poll_s: 2}\n"
-        "benchmarks:\n"
-        "  toy:\n"
-        "    protocol: {epochs: 6, steps_per_epoch: 150}\n"
-        "    grid: {start: [0, 1, 2]}\n",
-    )
-    sweep = load_spec(spec)
-    ids = [t.trial_id for t in sweep.trials]
+    procs, _ = cleanup
+    results, spec, sweep, ids = _toy_slurm_sweep(tmp_path, cleanup, epochs=6, starts=[0, 1, 2])
     on_slurm = _mtlbench("sweep", str(spec), "--device", "cpu", "--no-report")
     procs.append(on_slurm)
     deadline = time.monotonic() + 600  # guards against a hang only
