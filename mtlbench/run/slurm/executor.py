@@ -80,7 +80,7 @@ def parse_options(options: dict[str, Any]) -> tuple[SlurmOptions, dict[str, Any]
         if k not in valid
     ]
     checked = {}
-    for key in set(options) & set(_OPTION_TYPES):
+    for key in (k for k in options if k in _OPTION_TYPES):  # the user's order: stable messages
         try:
             checked[key] = coerce(options[key], _OPTION_TYPES[key], f"executor: {key}")
         except ConfigError as error:
