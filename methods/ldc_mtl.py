@@ -16,6 +16,7 @@ from mtlbench.method import LossWeighting, Objective, Scale, StepContext, regist
 from mtlbench.registry import (
     ConfigError,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     UnitInterval,
@@ -77,6 +78,12 @@ class LDCMTL(LossWeighting):
 
     * ``router_lr``: the learning rate of the router's parameter group; ``None`` (the code's
       choice) is the model's.
+    * ``router_warmup`` (``bilevel`` only; ours, not the paper's): for the first this-many
+      steps (``ctx.step``) the upper level is multiplied by 0, so the router's optimizer sees
+      zero gradients and ``w`` stays at its initial value (``softmax`` of logits at 0: LS's
+      equal weights) while the model descends the weighted loss. On the toy a warm-up of
+      18,000-24,000 steps lets all five starts reach the paper's balanced point
+      (docs/methods.md, "The toy"); 0 (the default) is the paper's algorithm as stated.
 
     Defaults are the CelebA configuration. The reported ``weights`` are the router's ``w``.
     ``scale = "mean"``: with a ``sum`` normaliser the weighted term is a convex combination of
@@ -215,6 +222,7 @@ class LDCMTL(LossWeighting):
         normalizer: Literal["none", "sum", "sum_detached"] = "sum_detached",
         lamb: NonNegativeFloat = 0.01,
         router_lr: PositiveFloat | None = None,
+        router_warmup: NonNegativeInt = 0,
     ) -> None:
         super().__init__(n_tasks)
         if init_low > init_high:
@@ -225,6 +233,11 @@ class LDCMTL(LossWeighting):
             raise ConfigError(f"ldc_mtl: lamb must be non-negative, got {lamb}")
         if router_lr is not None and router_lr <= 0:
             raise ConfigError(f"ldc_mtl: router_lr must be positive, got {router_lr}")
+        if router_warmup and algorithm != "bilevel":
+            raise ConfigError(
+                "ldc_mtl: router_warmup is an option of algorithm='bilevel' (under 'code' the "
+                "weighted loss also trains the router)"
+            )
         if algorithm == "bilevel" and tau == "one":
             raise ConfigError(
                 "ldc_mtl: algorithm='bilevel' needs tau='w': with tau='one' the discrepancy "
@@ -240,6 +253,7 @@ class LDCMTL(LossWeighting):
         self.tau = tau
         self.normalizer = normalizer
         self.lamb = lamb
+        self.router_warmup = router_warmup
         if router == "linear":
             if feature_dim is None:
                 raise ConfigError(
@@ -305,8 +319,10 @@ class LDCMTL(LossWeighting):
         w = self.router_weights(ctx).to(losses)
         lt = self.normalized(losses)
         if self.algorithm == "bilevel":
-            # Model: the weighted loss at fixed weights; router: the discrepancy at fixed losses.
-            loss = self.weighted_loss(w.detach(), lt) + self.lamb * self.discrepancy(w, lt.detach())
+            # Model: the weighted loss at fixed weights; router: the discrepancy at fixed losses
+            # (times 0 during the warm-up: the router's optimizer then sees zero gradients).
+            lamb = self.lamb if ctx.step >= self.router_warmup else 0.0
+            loss = self.weighted_loss(w.detach(), lt) + lamb * self.discrepancy(w, lt.detach())
         else:
             loss = self.weighted_loss(w, lt) + self.lamb * self.discrepancy(w, lt)
         return Objective(loss=loss, weights=w.detach())

@@ -156,3 +156,29 @@ def test_toy_bilevel_from_a_fast_start_ends_at_the_balanced_point():
     assert math.hypot(l1 - BALANCED[0], l2 - BALANCED[1]) < 0.05, (l1, l2)
     w = torch.softmax(method.theta.detach(), -1)
     np.testing.assert_allclose(w.numpy(), [10 / 11, 1 / 11], atol=0.02)
+
+
+def test_router_warmup_holds_the_router_then_hands_over():
+    """During the warm-up (ctx.step < router_warmup) the upper level is multiplied by 0: the
+    router's gradient is exactly zero (its optimizer sees zeros, w stays put) and the model's
+    gradient is the weighted loss's, w_i / N = (1/4, 1/2, 1/4); from step router_warmup on, the
+    hand-derived case above holds unchanged."""
+    m = _bilevel()
+    m.router_warmup = 5
+    losses = torch.tensor(LOSSES, dtype=torch.float64, requires_grad=True)
+    out = m.objective(losses, StepContext(step=4))
+    out.loss.backward()
+    assert out.loss.item() == pytest.approx(9 / 4, rel=1e-12)
+    np.testing.assert_array_equal(m.theta.grad.numpy(), np.zeros(3))
+    np.testing.assert_allclose(losses.grad.numpy(), [0.25, 0.5, 0.25], rtol=1e-12)
+    m.theta.grad = None
+    m.objective(torch.tensor(LOSSES, dtype=torch.float64), StepContext(step=5)).loss.backward()
+    expected_theta = LAMB * np.array([-17 / 16, 15 / 8, -13 / 16])
+    np.testing.assert_allclose(m.theta.grad.numpy(), expected_theta, rtol=1e-12)
+
+
+def test_router_warmup_belongs_to_the_bilevel_algorithm():
+    with pytest.raises(ConfigError, match="router_warmup is an option of algorithm='bilevel'"):
+        create("ldc_mtl", n_tasks=2, router_warmup=10)
+    with pytest.raises(ConfigError, match="router_warmup"):
+        create("ldc_mtl", n_tasks=2, algorithm="bilevel", router_warmup=-1)
