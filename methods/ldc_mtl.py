@@ -316,125 +316,19 @@ class LDCMTL(LossWeighting):
         return (scaled[:-1] - scaled[1:]).abs().sum()
 
     def objective(self, losses: Tensor, ctx: StepContext) -> Objective:
-        """The objective of :meth:`reference_objective` (same value and gradients) as one
-        autograd node with the closed-form gradients of :meth:`closed_form`: the objective's
-        own graph (about 15 nodes) cost LDC-MTL a fixed 0.3-0.4 ms per step over LS
-        (docs/performance.md). The linear router's ``w`` (and the normalisation) keep autograd."""
-        lt = self.normalized(losses)
-        if self.router == "vector":
-            loss, w = _ClosedFormObjective.apply(lt, self.theta, self, self._lamb(ctx))
-        else:
-            w_in = self.router_weights(ctx).to(losses)
-            loss, w = _ClosedFormObjective.apply(lt, w_in, self, self._lamb(ctx))
-        return Objective(loss=loss, weights=w)
-
-    def reference_objective(self, losses: Tensor, ctx: StepContext) -> Objective:
-        """The objective as plain autograd operations: the definition :meth:`objective` is
-        tested against (tests/test_ldc_closed_form.py)."""
         w = self.router_weights(ctx).to(losses)
         lt = self.normalized(losses)
         if self.algorithm == "bilevel":
             # Model: the weighted loss at fixed weights; router: the discrepancy at fixed losses
             # (times 0 during the warm-up: the router's optimizer then sees zero gradients).
-            lamb = self._lamb(ctx)
+            lamb = self.lamb if ctx.step >= self.router_warmup else 0.0
             loss = self.weighted_loss(w.detach(), lt) + lamb * self.discrepancy(w, lt.detach())
         else:
             loss = self.weighted_loss(w, lt) + self.lamb * self.discrepancy(w, lt)
         return Objective(loss=loss, weights=w.detach())
-
-    def _lamb(self, ctx: StepContext) -> float:
-        """``lamb``, or 0 during the bilevel router's warm-up."""
-        if self.algorithm == "bilevel" and ctx.step < self.router_warmup:
-            return 0.0
-        return self.lamb
-
-    def closed_form(
-        self, lt: Tensor, router_in: Tensor, lamb: float
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(L, w, dL/dl~, dL/d router_in)`` in closed form, to be called without autograd
-        (grad mode off); ``router_in`` is ``theta`` (vector router) or the linear router's
-        ``w`` (its gradient is then ``dL/dw``).
-
-        With ``s = tau l~``, ``d_i = s_i - s_{i+1}``, ``e_k = lamb (sign d_k - sign d_{k-1})``
-        (``d_{-1} = d_{K-1} = 0``; ``sign 0 = 0``, the subgradient of ``|.|`` that autograd
-        takes), ``N = N(w)`` and ``A = sum_k w_k l~_k``:
-
-        * ``code``: ``dL/dl~ = w / N + e tau`` and ``dL/dw = l~ / N + [tau = w] e l~ - [N = sum
-          w] A / N^2``;
-        * ``bilevel``: ``dL/dl~ = w / N`` (the weights held fixed) and ``dL/dw = e l~`` (the
-          losses held fixed).
-
-        ``dL/dtheta`` then follows the activation: ``w (1 - w) dL/dw`` (sigmoid; times
-        ``[theta > 0]`` for relu_sigmoid) or ``w (dL/dw - <w, dL/dw>)`` (softmax).
-        """
-        vector = self.router == "vector"
-        w_router = self._activation(router_in) if vector else router_in
-        w = w_router if w_router.dtype == lt.dtype else w_router.to(lt)
-        wl = w * lt
-        # torch.diff gives -d (the same |d|), and diff(pad(sign(-d))) is -e / lamb.
-        neg_d = torch.diff(wl if self.tau == "w" else lt)
-        neg_sign = neg_d.sign()
-        weighted = wl.sum()
-        n = None if self.normalizer == "none" else w.sum()
-        inv_n = None if n is None else n.reciprocal()
-        # The value with the reference's own operations, so that it is the same to the bit.
-        weighted_term = weighted if n is None else weighted / n
-        loss = weighted_term + lamb * neg_d.abs().sum()
-        e = torch.diff(nn.functional.pad(neg_sign, (1, 1))).mul_(-lamb)
-        grad_lt = w if inv_n is None else w * inv_n
-        if self.algorithm == "bilevel":
-            grad_w = e * lt
-        else:
-            grad_lt = grad_lt + (e * w if self.tau == "w" else e)
-            grad_w = lt if inv_n is None else lt * inv_n
-            if self.tau == "w":
-                grad_w = torch.addcmul(grad_w, e, lt)
-            if self.normalizer == "sum":
-                grad_w = grad_w - weighted * inv_n * inv_n
-        if grad_w.dtype != w_router.dtype:
-            grad_w = grad_w.to(w_router)
-        grad_router = self._activation_backward(router_in, w_router, grad_w) if vector else grad_w
-        return loss, w, grad_lt, grad_router
-
-    def _activation(self, theta: Tensor) -> Tensor:
-        """The vector router's ``w = act(theta)``."""
-        if self.activation == "softmax":
-            return torch.softmax(theta, -1)
-        return torch.sigmoid(theta.relu() if self.activation == "relu_sigmoid" else theta)
-
-    def _activation_backward(self, theta: Tensor, w: Tensor, grad_w: Tensor) -> Tensor:
-        """``dL/dtheta`` from ``dL/dw`` through the vector router's activation."""
-        if self.activation == "softmax":
-            return (grad_w - torch.dot(grad_w, w)).mul_(w)
-        grad = grad_w * w * (1.0 - w)
-        if self.activation == "relu_sigmoid":
-            grad = grad * (theta > 0)
-        return grad
 
     def get_extra_state(self) -> dict[str, bool]:
         return {"has_reference": self._has_reference}
 
     def set_extra_state(self, state: dict[str, bool]) -> None:
         self._has_reference = bool(state["has_reference"])
-
-
-class _ClosedFormObjective(torch.autograd.Function):
-    """LDC-MTL's objective as one autograd node: ``forward(l~, router_in, method, lamb) ->
-    (L, w)`` evaluates :meth:`LDCMTL.closed_form`, whose gradients the backward pass scales by
-    the incoming gradient of ``L`` (``w`` is returned detached, for logging)."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, lt: Tensor, router_in: Tensor, method: LDCMTL, lamb: float
-    ) -> tuple[Tensor, Tensor]:
-        loss, w, grad_lt, grad_router = method.closed_form(lt, router_in, lamb)
-        ctx.save_for_backward(grad_lt, grad_router)
-        ctx.mark_non_differentiable(w)
-        return loss, w
-
-    @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: Any, grad_loss: Tensor, _grad_w: Tensor | None
-    ) -> tuple[Tensor | None, Tensor | None, None, None]:
-        grad_lt, grad_router = ctx.saved_tensors
-        return grad_loss * grad_lt, grad_loss.to(grad_router) * grad_router, None, None
