@@ -3,8 +3,9 @@
 :func:`build_report` loads the records (:mod:`.load`), computes every benchmark's leaderboard
 (:mod:`.leaderboard`), turns them into display tables (:mod:`.tables`, :mod:`.render`) and
 sections of one page (:mod:`.document`), and draws the figures (:mod:`.figures`,
-:mod:`.dynamics`, :mod:`.toy`) in this process, one after the other. The figure modules (and so
-matplotlib and seaborn) are imported only here, when a report is built.
+:mod:`.dynamics`, :mod:`.toy`): in forked worker processes while the tables are built, for
+reports of 1,000 records or more, else in this process (:mod:`.workers`). The figure modules
+(and so matplotlib and seaborn) are imported only here, when a report is built.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from mtlbench.report.load import Results, read_results
 from mtlbench.report.published import load_published
 from mtlbench.report.render import Table, render
 from mtlbench.report.variants import prepare
+from mtlbench.report.workers import FigureWorkers, worker_count
 
 FORMATS = ("md", "tex", "csv", "html")
 
@@ -72,6 +74,7 @@ class Report:
         self.palette = dict(zip(labels, figures.colors(len(labels)), strict=True))
         self.doc = Doc()
         self.written: list[Path] = []
+        self.figures = FigureWorkers(worker_count(len(results.frame)))
 
     def rel(self, path: Path) -> str:
         return path.relative_to(self.out_dir).as_posix()
@@ -98,17 +101,21 @@ class Report:
         self.written.append(path)
 
     def figure(self, draw: Callable[..., Path], name: str, alt: str, *args: Any, **kw: Any) -> None:
-        """Draw a figure into figures/ and embed it; one that fails becomes a note instead (a
+        """Embed a figure of figures/ and draw it there: ``draw(*args, path, **kw)``, in a
+        worker process or here (:mod:`.workers`; ``draw`` must be a module-level function).
+        One that fails becomes a note instead, when :meth:`finish_figures` collects them (a
         figure must not cost the whole report)."""
         path = self.fig_dir / name
-        try:
-            draw(*args, path, **kw)
-        except Exception as error:  # noqa: BLE001
-            self.doc.p(
-                f"Figure '{alt}' could not be drawn ({type(error).__name__}: {first_line(error)})."
+        block = self.doc.img(self.rel(path), alt)
+        self.figures.draw((block, alt), draw, *args, path, **kw)
+
+    def finish_figures(self) -> None:
+        """Wait for the figures; each that failed is replaced on the page by a note."""
+        for (block, alt), error in self.figures.wait():
+            self.doc.blocks[block] = (
+                "p",
+                f"Figure '{alt}' could not be drawn ({type(error).__name__}: {first_line(error)}).",
             )
-            return
-        self.doc.img(self.rel(path), alt)
 
     def runs(self, *columns: str) -> pd.DataFrame:
         """Per-run values of every benchmark's done multi-task records, one row per run:
@@ -211,16 +218,20 @@ def _write(
         warnings.warn(f"skipped {results_dir}/{line}", SkippedRecordWarning, stacklevel=3)
     _check_out(out_dir)
     report = Report(results, out_dir, formats, task_avg)
-    sections.intro(report)
-    sections.across(report)
-    pub = load_published() if published else None
-    for bench in report.benches:
-        sections.benchmark(report, bench, pub)
-    sections.accuracy_and_cost(report)
-    sections.runtime(report)
-    sections.scaling(report)
-    sections.missing(report)
-    sections.files(report)
+    try:
+        sections.intro(report)
+        sections.across(report)
+        pub = load_published() if published else None
+        for bench in report.benches:
+            sections.benchmark(report, bench, pub)
+        sections.accuracy_and_cost(report)
+        sections.runtime(report)
+        sections.scaling(report)
+        sections.missing(report)
+        sections.files(report)
+        report.finish_figures()
+    finally:
+        report.figures.close()
     index = out_dir / "index.md"
     index.write_text(report.doc.markdown(), encoding="utf-8")
     if "html" in formats:
