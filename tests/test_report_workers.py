@@ -14,7 +14,7 @@ from report_records import toy_records, write_all
 from test_report import synthetic_records
 
 from mtlbench.registry import ConfigError
-from mtlbench.report import build_report, figures
+from mtlbench.report import build_report, figures, workers
 from mtlbench.report.workers import (
     ENV,
     MAX_WORKERS,
@@ -82,6 +82,17 @@ def test_a_figure_lost_with_its_worker_is_drawn_here(tmp_path: Path):
     assert [(tmp_path / f"{n}.txt").read_text() for n in "abc"] == ["a", "b", "c"]
 
 
+def test_figures_are_drawn_here_when_the_pool_cannot_start(tmp_path: Path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("daemonic processes are not allowed to have children")
+
+    monkeypatch.setattr(workers, "ProcessPoolExecutor", refuse)
+    pool = FigureWorkers(2)
+    pool.draw("a", _write, "here", tmp_path / "a.txt")
+    assert pool.wait() == [] and pool.workers == 1
+    assert (tmp_path / "a.txt").read_text() == "here"
+
+
 def _results(tmp_path: Path) -> Path:
     results = tmp_path / "results"
     write_all(results / "toy", toy_records())
@@ -108,10 +119,10 @@ def test_workers_make_the_same_page_and_pictures(tmp_path: Path, monkeypatch):
     results = _results(tmp_path)
     monkeypatch.setattr(figures, "rank_heatmap", _broken_heatmap)
     pages = {}
-    for workers in ("1", "2"):
-        monkeypatch.setenv(ENV, workers)
-        out = tmp_path / f"report{workers}"
-        pages[workers] = build_report(results, out, ["md", "html"]).read_text()
+    for count in ("1", "2"):
+        monkeypatch.setenv(ENV, count)
+        out = tmp_path / f"report{count}"
+        pages[count] = build_report(results, out, ["md", "html"]).read_text()
     assert pages["1"] == pages["2"]
     note = "Figure 'mean rank per benchmark' could not be drawn (RuntimeError: no heatmap today)"
     assert note in pages["2"]

@@ -112,7 +112,8 @@ class FigureWorkers:
                 # have some); the workers only draw and never touch those threads' state
                 warnings.filterwarnings("ignore", "This process .* is multi-threaded")
                 return self._pool.submit(job.draw, *job.args, **job.kwargs)
-        except (OSError, RuntimeError, BrokenProcessPool):
+        except Exception:  # noqa: BLE001 - no fork (resources), a daemonic process (assert)...
+            self.close()
             self.workers = 1
             return None
 
@@ -127,6 +128,9 @@ class FigureWorkers:
         its worker (killed, out of memory) is drawn here instead."""
         for job in self._jobs:
             assert job.future is not None
+            if job.future.cancelled():  # the pool was given up after this job was sent
+                self._run_here(job)
+                continue
             error = job.future.exception()
             if isinstance(error, BrokenProcessPool):
                 self._run_here(job)
