@@ -108,10 +108,38 @@ def cell_summary(
     return pd.DataFrame(rows, columns=cols).set_index(["benchmark", "method"])
 
 
-def _p_less(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-    """P(X < Y) + P(X = Y) / 2 along ``axis``: the Mann-Whitney U of (y, x) over n_x n_y."""
-    u = st.mannwhitneyu(y, x, axis=axis, method="asymptotic").statistic
-    return u / (x.shape[axis] * y.shape[axis])
+def _histograms(codes: np.ndarray, k: int) -> np.ndarray:
+    """Per row of ``codes`` (integers in [0, k); batch shape x n), how often each value occurs:
+    an integer array of the batch shape x k, from one ``bincount`` for all rows."""
+    batch = codes.shape[:-1]
+    rows = math.prod(batch)
+    offsets = (np.arange(rows, dtype=np.int64) * k).reshape(*batch, 1)
+    flat = np.bincount((codes.astype(np.int64) + offsets).ravel(), minlength=rows * k)
+    return flat.reshape(*batch, k)
+
+
+def _pair_codes(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """x and y as indices into the sorted distinct values of both, and how many there are:
+    order and ties kept, so every statistic of ranks (here U) is unchanged."""
+    values, codes = np.unique(np.concatenate([x, y]), return_inverse=True)
+    return codes[: len(x)], codes[len(x) :], len(values)
+
+
+def _p_less(cx: np.ndarray, cy: np.ndarray, k: int) -> np.ndarray:
+    """P(X < Y) + P(X = Y) / 2 along the last axis, for x and y given as :func:`_pair_codes`
+    (a batch of bootstrap resamples in the leading axes): the Mann-Whitney U of (y, x) over
+    n_x n_y.
+
+    ``U = #{(i, j): x_i < y_j} + #{(i, j): x_i = y_j} / 2`` is counted without ranking: each
+    row becomes a histogram over the k values and ``2U = sum_v h_y(v) (2 #{x < v} + h_x(v))``.
+    Every term is an integer, so U equals scipy's ``mannwhitneyu(y, x).statistic`` (the rank
+    sum of y less n_y (n_y + 1) / 2, exact in floating point) to the last bit, with one pass
+    over all resamples instead of a ranking of each.
+    """
+    hx, hy = _histograms(cx, k), _histograms(cy, k)
+    below = np.cumsum(hx, axis=-1) - hx  # values of x strictly below each value
+    twice_u = np.sum(hy * (2 * below + hx), axis=-1)
+    return (twice_u / 2) / (cx.shape[-1] * cy.shape[-1])
 
 
 def probability_of_improvement(
@@ -129,7 +157,9 @@ def probability_of_improvement(
     Mann-Whitney U statistic of each benchmark's seeds over n_x n_y, averaged over the T
     benchmarks where both methods ran (Agarwal et al. 2021, section 4.3). 0.5 means neither is
     better. The CI resamples the seeds of each (benchmark, method) cell independently
-    (``reps = 0``: no CI).
+    (``reps = 0``: no CI). The resampled samples are the seeds' indices among the distinct
+    scores of their benchmark (:func:`_pair_codes`): the bootstrap draws the same rows as on the
+    scores themselves, and U, a statistic of ranks, is the same.
     """
     data = _cells(frame, score)
     rng = np.random.default_rng(seed)
@@ -139,11 +169,12 @@ def probability_of_improvement(
         benches = [b for (b, m) in groups if m == method and (b, baseline) in groups]
         if not benches:
             continue
-        xs = [groups[(b, method)] for b in benches]
-        ys = [groups[(b, baseline)] for b in benches]
+        pairs = [_pair_codes(groups[(b, method)], groups[(b, baseline)]) for b in benches]
+        xs, ys, ks = (list(part) for part in zip(*pairs, strict=True))
 
-        def stat(*s: np.ndarray, axis: int = -1, t: int = len(benches)) -> np.ndarray:
-            return np.mean([_p_less(s[i], s[t + i], axis) for i in range(t)], axis=0)
+        def stat(*s: np.ndarray, axis: int = -1, ks: list[int] = ks) -> np.ndarray:
+            s, t = tuple(np.moveaxis(a, axis, -1) for a in s), len(ks)
+            return np.mean([_p_less(s[i], s[t + i], ks[i]) for i in range(t)], axis=0)
 
         point = float(stat(*xs, *ys))
         low = high = math.nan

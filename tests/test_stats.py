@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as st
 
 from mtlbench import stats
 
@@ -80,6 +81,24 @@ def test_probability_of_improvement_averages_over_benchmarks():
     out = stats.probability_of_improvement(data, "ls").loc["x"]
     assert out["p_improvement"] == pytest.approx(5 / 8) and out["benchmarks"] == 2
     assert math.isnan(out["ci_low"])  # one seed on b: nothing to resample
+
+
+def test_counted_u_equals_scipy_mann_whitney_bit_for_bit():
+    # The bootstrap's statistic counts U from histograms instead of ranking every resample:
+    # on samples full of ties, one row or a batch of resamples, it must be scipy's U exactly.
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        pool = rng.normal(size=int(rng.integers(1, 12))) * 10.0 ** rng.integers(-3, 4)
+        nx, ny, rows = (int(v) for v in rng.integers(1, 25, 3))
+        x, y = rng.choice(pool, (rows, nx)), rng.choice(pool, (rows, ny))
+        scipy_u = st.mannwhitneyu(y, x, axis=-1).statistic / (nx * ny)
+        codes = [stats._pair_codes(a, b) for a, b in zip(x, y, strict=True)]
+        counted = [stats._p_less(cx, cy, k) for cx, cy, k in codes]
+        np.testing.assert_array_equal(counted, scipy_u)
+        cx, cy, k = stats._pair_codes(x.ravel(), y.ravel())
+        batch = stats._p_less(cx.reshape(rows, nx), cy.reshape(rows, ny), k)
+        expected = st.mannwhitneyu(y, x, axis=-1).statistic / (nx * ny)
+        np.testing.assert_array_equal(batch, expected)
 
 
 # ---- paired tests and Holm --------------------------------------------------------------------

@@ -21,6 +21,8 @@ The package, in the order of the data (``docs/reports.md`` has the same map for 
 * :mod:`.uncertainty` - across benchmarks: mean ranks with CIs, CD diagram, profiles
 * :mod:`.figures`, :mod:`.dynamics`, :mod:`.toy` - seaborn / matplotlib figures (imported only
   while a report is built, so that importing this package does not import matplotlib)
+* :mod:`.workers` - the figures drawn in forked worker processes (reports of 1,000 records or
+  more) while the tables are built, else in the report's process
 """
 
 from mtlbench.registry import ConfigError

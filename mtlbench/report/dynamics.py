@@ -25,8 +25,12 @@ LOG_RANGE = 30.0  # max / min of a row's values above which it is drawn on a log
 
 
 def _stack(lists: list[list[float]]) -> np.ndarray:
-    """Runs of different lengths as one array, padded with NaN."""
-    arr = np.full((len(lists), max(len(v) for v in lists)), math.nan)
+    """Runs of different lengths as one array, padded with NaN (runs of one length, the usual
+    case, in one conversion instead of one per run)."""
+    lengths = {len(v) for v in lists}
+    if len(lengths) == 1:
+        return np.array(lists, dtype=float)
+    arr = np.full((len(lists), max(lengths)), math.nan)
     for i, v in enumerate(lists):
         arr[i, : len(v)] = np.asarray(v, dtype=float)
     return arr

@@ -88,9 +88,11 @@ def _ranks_table(ranks: pd.DataFrame) -> Table:
 
 def draw_cd(result: stats.FriedmanResult, path: Path) -> Path:
     """The critical-difference diagram on a figure of the report's theme."""
+    import matplotlib as mpl
+
     from mtlbench.report import figures
 
-    with figures.theme():
+    with figures.theme(), mpl.rc_context(figures.LIFTED_TITLES):  # the rank axis is on top
         room = figures.label_room(result.mean_ranks.index, 0.08, 0.6)  # labels beside the axis
         size = (6.0, 0.3 * len(result.mean_ranks) + 1.0)
         fig, axes = figures.figure(1, 1, size, top=0.9, left=room, right=room)
