@@ -233,8 +233,9 @@ def gramian(
     """The K x K Gramian ``G = J J^T`` of ``losses`` (K,) with respect to ``params``, without the
     K x P Jacobian ``J`` (module docstring). ``cut``: ``"auto"`` (:func:`plan`), ``None`` (one
     reduced pass over everything) or one of :func:`separators`; ``chunk_size``: tasks per
-    vmapped pass below the cut (automatic when None). The arithmetic is that of ``J J^T``, summed
-    in another order: equal to the batched Gramian up to floating-point rounding."""
+    vmapped pass below the cut (when None: chosen by :func:`plan` under ``"auto"``, all K in one
+    pass below a given cut). The arithmetic is that of ``J J^T``, summed in another order: equal
+    to the batched Gramian up to floating-point rounding."""
     k = losses.shape[0]
     params = [p for p in params if p.requires_grad]
     if chunk_size is not None and chunk_size < 1:
