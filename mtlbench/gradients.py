@@ -7,13 +7,15 @@
   passes; the method's update is written into ``.grad``. A ``sequential`` mode (K backward
   passes, as LibMTL and the nash-mtl family do) is kept for comparison and as a fallback for
   operations that ``vmap`` does not support.
-* ``mode="gramian"`` (Gramian methods, parameter gradients): ``G = J J^T`` accumulated parameter
-  by parameter during one vmapped backward, each K x P_p block reduced to its K x K Gramian as
-  soon as autograd produces it and dropped (:func:`gramian`), so J is never held; then the
-  update is one backward pass of ``sum_k w_k l_k`` (as TorchJD's ``autogram`` engine, Quinton &
-  Rey, "Jacobian Descent for Multi-Objective Optimization", 2024, section 6, Algorithm 3).
-  ``mode="auto"`` takes that path for Gramian methods when no ``chunk_size`` is set (then it
-  holds strictly less than the one-pass batched Jacobian) and the batched Jacobian otherwise.
+* ``mode="gramian"`` (Gramian methods, parameter gradients): ``G = J J^T`` without ``J``
+  (:func:`mtlbench.gramian.gramian`): the backward graph is cut at one tensor ``h``; above it one
+  vmapped pass of the K tasks reduces each K x P_p block to its K x K Gramian as soon as autograd
+  produces it (as TorchJD's ``autogram`` engine, Quinton & Rey, "Jacobian Descent for
+  Multi-Objective Optimization", 2024, section 6), below it the K cotangents at ``h`` are
+  back-propagated ``chunk_size`` tasks at a time into the few rows of the early layers'
+  Jacobian; then the update is one backward pass of ``sum_k w_k l_k``. ``mode="auto"`` takes
+  that path for every Gramian method (``chunk_size``: tasks per pass below the cut; automatic
+  when None) and the batched Jacobian for the others.
 * ``wrt="representation"`` (MGDA-UB, Sener & Koltun 2018): Gramian methods get ``G`` from the
   gradients w.r.t. the shared representation ``Z`` instead, and the update is one backward pass
   of ``sum_k w_k l_k``.
@@ -38,6 +40,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from mtlbench.gramian import gramian
 from mtlbench.method import (
     GradientMethod,
     GramianWeighting,
@@ -126,49 +129,6 @@ def jacobian(
             rows.append(flat_grads(grads, params, None, out=None if out is None else out[i]))
         return out if out is not None else torch.stack(rows)
     raise ValueError(f"jacobian mode must be 'batched' or 'sequential', got {mode!r}")
-
-
-def _vmap_level() -> int:
-    """The nesting level of the innermost legacy ``vmap`` (the one ``is_grads_batched`` runs)."""
-    level = torch._C._vmapmode_increment_nesting()
-    torch._C._vmapmode_decrement_nesting()
-    return level - 1
-
-
-def gramian(losses: Tensor, params: Sequence[Tensor], retain_graph: bool = False) -> Tensor:
-    """The K x K Gramian ``G = J J^T = sum_p J_p J_p^T`` of ``losses`` (K,) with respect to
-    ``params``, without materialising the K x P Jacobian ``J``.
-
-    One vmapped backward pass (the ``batched`` mode's) runs with a hook on every parameter: the
-    hook unwraps the parameter's K x P_p gradient block ``J_p``, adds ``J_p J_p^T`` to ``G`` and
-    hands autograd a stride-0 zero in its place, so each block is freed as soon as its Gramian is
-    taken. Peak memory is the vmapped backward's cotangents plus the largest block, not
-    ``K x P``; the arithmetic is that of ``J J^T``, summed in another order (equal to the batched
-    Gramian up to floating-point rounding). ``retain_graph`` keeps the graph for the update's
-    backward pass.
-    """
-    k = losses.shape[0]
-    total = torch.zeros(k, k, dtype=losses.dtype, device=losses.device)
-
-    def reduce(grad: Tensor) -> Tensor:
-        block = torch._remove_batch_dim(grad, _vmap_level(), k, 0).reshape(k, -1)
-        total.addmm_(block, block.T)
-        return grad.reshape(-1)[:1].mul(0).expand(grad.shape)
-
-    handles = [p.register_hook(reduce) for p in params]
-    try:
-        torch.autograd.grad(
-            losses,
-            list(params),
-            grad_outputs=torch.eye(k, device=losses.device, dtype=losses.dtype),
-            retain_graph=retain_graph,
-            is_grads_batched=True,
-            allow_unused=True,
-        )
-    finally:
-        for h in handles:
-            h.remove()
-    return total
 
 
 def gramian_root(gramian: Tensor) -> Tensor:
@@ -273,18 +233,20 @@ class GradientEngine:
         return StepResult(weights=agg.weights.detach() * factor)
 
     def uses_gramian_path(self, method: Method) -> bool:
-        """Whether ``method`` gets the Gramian-only path (:func:`gramian`) under ``mode``:
-        ``gramian`` for every Gramian method; ``auto`` for Gramian methods when no chunk size is
-        set (with chunks, the batched path's ``J`` plus ``C`` tasks' cotangents can be the
-        smaller peak: a CNN's cotangents outweigh its Jacobian)."""
+        """Whether ``method`` gets the Gramian-only path (:func:`~mtlbench.gramian.gramian`):
+        under ``gramian`` and ``auto``, every Gramian method with parameter gradients
+        (``chunk_size`` is then the tasks per pass below the cut). Where the losses' own node
+        separates the graph, as in the bench's workloads, the plan's candidates include the cut
+        at the top, which is the chunked Jacobian's memory (plus K losses' worth)."""
         if self.wrt != "parameters" or not isinstance(method, GramianWeighting):
             return False
-        return self.mode == "gramian" or (self.mode == "auto" and self.chunk_size is None)
+        return self.mode in ("gramian", "auto")
 
     def _gramian_step(self, method: GramianWeighting, losses: Tensor, factor: float) -> StepResult:
         """``G`` without ``J``, the method's weights from ``G``, then one backward pass of
         ``sum_k w_k l_k`` into the shared parameters; heads per the policy."""
-        g = gramian(losses, self.shared, retain_graph=True).to("cpu", torch.float64)
+        g = gramian(losses, self.shared, retain_graph=True, chunk_size=self.chunk_size)
+        g = g.to("cpu", torch.float64)
         agg = method.aggregate(gramian_root(g), losses.detach().to("cpu", torch.float64))
         w = agg.weights.to(losses) * factor
         torch.autograd.backward(

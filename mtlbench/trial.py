@@ -49,9 +49,10 @@ class Policies:
     * ``clip_grad_norm``: max norm of the model's gradient after backward, or ``None``.
     * ``jacobian_mode``: ``batched`` (one vmapped backward), ``sequential`` (K backward passes),
       ``gramian`` (Gramian methods: G without J, then one backward of the weighted loss) or
-      ``auto`` (``gramian`` for Gramian methods when no ``jacobian_chunk`` is set).
-    * ``jacobian_chunk``: in ``batched`` mode, at most this many tasks per vmapped backward
-      (bounds the extra memory of O(K) methods; ``None``: all K in one pass).
+      ``auto`` (``gramian`` for Gramian methods, ``batched`` for the others).
+    * ``jacobian_chunk``: at most this many tasks per vmapped backward (``batched``: bounds the
+      extra memory of O(K) methods, ``None``: all K in one pass; ``gramian``: the passes below
+      the graph's cut, ``None``: chosen by ``mtlbench.gramian.plan``).
     * ``grad_wrt``: ``parameters`` or ``representation`` (MGDA-UB style Gramians).
     * ``post_step_mode``: the mode of the extra forward pass of post-step-loss methods (FAMO):
       ``train`` as the reference code (BatchNorm statistics update twice), ``eval``, or

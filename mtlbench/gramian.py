@@ -1,0 +1,297 @@
+"""The Gramian ``G = J J^T`` of K task losses without the K x P Jacobian ``J``, in bounded memory.
+
+A vmapped backward pass over K tasks (``is_grads_batched``) holds K cotangents of every
+activation it goes through; on a CNN the early layers have the largest activations and the
+fewest parameters, the late layers the reverse. :func:`gramian` therefore cuts the backward graph
+at one tensor ``h`` that every path from the lower parameters to the losses goes through (a
+*separator*, found in the autograd graph, :func:`separators`), and splits ``G`` into
+
+    G = sum_{p above h} J_p J_p^T + J_below J_below^T,
+
+* **above** ``h``: one vmapped pass of the K unit cotangents, stopped at ``h``; a hook on every
+  parameter reduces its K x P_p block ``J_p`` to ``J_p J_p^T`` as soon as autograd produces it
+  and drops it (the Gramian accumulation of TorchJD's ``autogram`` engine: Quinton & Rey,
+  "Jacobian Descent for Multi-Objective Optimization", 2024, section 6); the pass returns the K
+  cotangents ``dL_k / dh``;
+* **below** ``h``: those cotangents are back-propagated ``c`` tasks per vmapped pass, and the
+  rows of the lower parameters' Jacobian ``J_below`` (K x P_below, small: the early layers have
+  few parameters) are kept, so that the cross terms between tasks of different passes are in
+  ``J_below J_below^T``.
+
+The backward work is that of one batched pass (the part above ``h`` runs once for all K tasks,
+the part below once per task in chunks); the extra memory is bounded by the larger of the two
+phases instead of K cotangents of the largest activation. The cut and ``c`` come from a cost
+model on the graph's shapes (:func:`plan`); without a useful separator (or where the autograd
+graph's shape metadata are unavailable) the whole pass runs above, as one reduced vmapped pass.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.autograd.graph import GradientEdge, Node, get_gradient_edge
+
+# The cost model's copies of what a vmapped backward holds at once, from the CelebA trunk's
+# profile (docs/performance.md, "Memory"): a few K-batched tensors of a layer's activation size
+# (the incoming cotangent, the op's result, a batching rule's temporaries), and each parameter's
+# K x P_p block twice (the legacy vmap's fallback for the convolution's backward computes the
+# tasks one by one and stacks them: K results, then their stack).
+ACTIVATION_COPIES = 3
+BLOCK_COPIES = 2
+# Without ``chunk_size``, at most this many vmapped passes below the cut: one pass per task would
+# cost little on a saturated CPU but forfeit the batched pass's parallelism on a GPU.
+MAX_PASSES = 8
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A separator ``h`` of the backward graph: ``edge`` is its gradient edge (the autograd node
+    that consumes ``dL/dh``), ``above`` the parameters reduced in the K-task pass, ``below`` those
+    whose Jacobian rows are taken ``chunk`` tasks at a time from ``dL/dh``."""
+
+    edge: GradientEdge
+    size: int
+    above: tuple[Tensor, ...]
+    below: tuple[Tensor, ...]
+    above_activation: int
+    below_activation: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How :func:`gramian` computes ``G``: the cut (None: one reduced pass over all K tasks) and
+    the tasks per vmapped pass below it; ``cost`` is the cost model's extra peak, in elements."""
+
+    cut: Cut | None
+    chunk: int
+    cost: int
+
+
+def _vmap_level() -> int:
+    """The nesting level of the innermost legacy ``vmap`` (the one ``is_grads_batched`` runs)."""
+    level = torch._C._vmapmode_increment_nesting()
+    torch._C._vmapmode_decrement_nesting()
+    return level - 1
+
+
+def _numel(node: Node) -> int:
+    """Elements of the cotangents ``node`` receives (its forward outputs)."""
+    return sum(math.prod(m.shape) for m in node._input_metadata)  # type: ignore[attr-defined]
+
+
+def _children(node: Node) -> list[Node]:
+    return [c for c, _ in node.next_functions if c is not None]
+
+
+def _depths(root: Node, leaves: set[Node]) -> dict[Node, int]:
+    """For every node from ``root`` that reaches one of ``leaves``: the length of its longest
+    path to one (post-order, iterative); nodes that reach none are left out."""
+    depth: dict[Node, int] = {}
+    seen: set[Node] = set()
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            below = [depth[c] for c in _children(node) if c in depth]
+            if node in leaves or below:
+                depth[node] = 1 + max(below, default=-1)
+        elif node not in seen:
+            seen.add(node)
+            stack.append((node, True))
+            stack.extend((c, False) for c in _children(node) if c not in seen)
+    return depth
+
+
+def _topological(root: Node, leaves: set[Node]) -> list[Node]:
+    """The nodes from ``root`` that reach one of ``leaves`` (the parameters' gradient
+    accumulators), parents before children: the reverse post-order of a depth-first search that
+    visits the deepest child first, so that short side branches (a weight's transpose and
+    accumulator) follow their parent and the main path comes after them."""
+    depth = _depths(root, leaves)
+    if root not in depth:
+        return []
+    post: list[Node] = []
+    seen = {root}
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            post.append(node)
+            continue
+        stack.append((node, True))
+        children = sorted((c for c in _children(node) if c in depth), key=depth.__getitem__)
+        for child in children:  # the deepest is pushed last, so visited first
+            if child not in seen:
+                seen.add(child)
+                stack.append((child, False))
+    return post[::-1]
+
+
+def separators(losses: Tensor, params: Sequence[Tensor]) -> list[Cut]:
+    """Every tensor ``h`` of the graph of ``losses`` that separates the parameters: each path
+    from a parameter below ``h`` to the losses goes through ``h``, no parameter above it is
+    reached from below. Found on one topological order: node ``n`` at position ``i`` is a
+    separator when every edge from the first ``i`` nodes ends at position ``i`` or before."""
+    if losses.grad_fn is None:
+        return []
+    leaves = {get_gradient_edge(p).node: p for p in params if p.requires_grad}
+    order = _topological(losses.grad_fn, set(leaves))
+    position = {n: i for i, n in enumerate(order)}
+    sizes = [0 if n in leaves else _numel(n) for n in order]
+    cuts = []
+    reach = 0  # furthest position an edge from the nodes so far ends at
+    for i, node in enumerate(order):
+        if 0 < i and reach <= i and node not in leaves and len(node._input_metadata) == 1:  # type: ignore[attr-defined]
+            cuts.append(
+                Cut(
+                    GradientEdge(node, 0),
+                    sizes[i],
+                    tuple(leaves[n] for n in order[:i] if n in leaves),
+                    tuple(leaves[n] for n in order[i:] if n in leaves),
+                    max(sizes[: i + 1]),
+                    max(sizes[i:]),
+                )
+            )
+        for child, _ in node.next_functions:
+            if child is not None and child in position:
+                reach = max(reach, position[child])
+    return cuts
+
+
+def _phase_cost(k: int, activation: int, params: Sequence[Tensor], keep_rows: bool) -> int:
+    """The cost model's peak of a vmapped pass over ``k`` tasks: ``ACTIVATION_COPIES``
+    cotangents of its largest activation, plus ``BLOCK_COPIES`` of its gradient blocks (all rows
+    when they are kept, else the largest block while its Gramian is taken)."""
+    sizes = [p.numel() for p in params] or [0]
+    blocks = sum(sizes) if keep_rows else max(sizes)
+    return k * (ACTIVATION_COPIES * activation + BLOCK_COPIES * blocks)
+
+
+def plan(losses: Tensor, params: Sequence[Tensor], chunk_size: int | None = None) -> Plan:
+    """The cut and chunk with the smallest modelled extra peak (elements). For a cut ``h``:
+
+        max(phase above, K |h| + K P_below + phase below),
+
+    phase above = K (3 A_above + 2 max_p P_p), phase below = c (3 A_below + 2 P_below), with
+    ``A`` the largest activation on each side. ``c`` is ``chunk_size`` when given, else the
+    largest number of tasks whose phase below stays within the phase above's peak, but at least
+    ``ceil(K / MAX_PASSES)``. The alternative without a cut is one pass: K (3 A + 2 max_p P_p)."""
+    k = losses.shape[0]
+    params = [p for p in params if p.requires_grad]
+    try:
+        cuts = separators(losses, params)
+        leaves = {get_gradient_edge(p).node for p in params}
+        nodes = _topological(losses.grad_fn, leaves)
+        everything = max((_numel(n) for n in nodes if n not in leaves), default=0)
+    except (AttributeError, TypeError):  # no shape metadata in this torch: one pass
+        return Plan(None, k, 0)
+    best = Plan(None, k, _phase_cost(k, everything, params, keep_rows=False))
+    for cut in cuts:
+        above = _phase_cost(k, cut.above_activation, cut.above, keep_rows=False)
+        held = k * (cut.size + sum(p.numel() for p in cut.below))
+        per_task = _phase_cost(1, cut.below_activation, cut.below, keep_rows=True)
+        if chunk_size is not None:
+            chunk = min(chunk_size, k)
+        else:
+            fits = (above - held) // max(per_task, 1)
+            chunk = min(k, max(fits, math.ceil(k / MAX_PASSES)))
+        cost = max(above, held + chunk * per_task)
+        if cost < best.cost:
+            best = Plan(cut, chunk, cost)
+    return best
+
+
+def _reduce_hooks(params: Sequence[Tensor], k: int, total: Tensor) -> list:
+    """Hooks that add each parameter's K x P_p gradient block's Gramian into ``total`` and hand
+    autograd a stride-0 zero in its place, so that the block is freed at once."""
+
+    def reduce(grad: Tensor) -> Tensor:
+        block = torch._remove_batch_dim(grad, _vmap_level(), k, 0)
+        if block.is_contiguous():
+            rows = block.reshape(k, -1)
+            total.addmm_(rows, rows.T)
+        else:  # in eight slices: a reshape would copy the whole block at once
+            for part in block.split(max(1, block.shape[1] // 8), dim=1):
+                rows = part.reshape(k, -1)
+                total.addmm_(rows, rows.T)
+        return grad.reshape(-1)[:1].mul(0).expand(grad.shape)
+
+    return [p.register_hook(reduce) for p in params]
+
+
+def gramian(
+    losses: Tensor,
+    params: Sequence[Tensor],
+    retain_graph: bool = False,
+    chunk_size: int | None = None,
+    cut: Cut | None | str = "auto",
+) -> Tensor:
+    """The K x K Gramian ``G = J J^T`` of ``losses`` (K,) with respect to ``params``, without the
+    K x P Jacobian ``J`` (module docstring). ``cut``: ``"auto"`` (:func:`plan`), ``None`` (one
+    reduced pass over everything) or one of :func:`separators`; ``chunk_size``: tasks per
+    vmapped pass below the cut (when None: chosen by :func:`plan` under ``"auto"``, all K in one
+    pass below a given cut). The arithmetic is that of ``J J^T``, summed in another order: equal
+    to the batched Gramian up to floating-point rounding."""
+    k = losses.shape[0]
+    params = [p for p in params if p.requires_grad]
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive number of tasks, got {chunk_size}")
+    if cut == "auto":
+        chosen = plan(losses, params, chunk_size)
+        cut, chunk = chosen.cut, chosen.chunk
+    elif isinstance(cut, str):
+        raise ValueError(f"cut must be 'auto', None or a Cut, got {cut!r}")
+    else:
+        chunk = k if chunk_size is None else min(chunk_size, k)
+    total = torch.zeros(k, k, dtype=losses.dtype, device=losses.device)
+    above = params if cut is None else list(cut.above)
+    eye = torch.eye(k, device=losses.device, dtype=losses.dtype)
+    handles = _reduce_hooks(above, k, total)
+    try:
+        inputs: list[Tensor | GradientEdge] = [*above, *([] if cut is None else [cut.edge])]
+        grads = torch.autograd.grad(
+            losses,
+            inputs,  # type: ignore[arg-type]
+            grad_outputs=eye,
+            retain_graph=retain_graph or cut is not None,
+            is_grads_batched=True,
+            allow_unused=True,
+        )
+    finally:
+        for h in handles:
+            h.remove()
+    if cut is not None and cut.below:
+        _below_gramian(cut, grads[-1], chunk, retain_graph, total)
+    return total
+
+
+def _below_gramian(
+    cut: Cut, cotangent: Tensor, chunk: int, retain_graph: bool, total: Tensor
+) -> None:
+    """Add ``J_below J_below^T`` to ``total``: the rows of ``J_below`` from the K cotangents at
+    the cut, ``chunk`` tasks per vmapped pass."""
+    k = cotangent.shape[0]
+    below = list(cut.below)
+    rows = torch.empty(k, sum(p.numel() for p in below), dtype=total.dtype, device=total.device)
+    for start in range(0, k, chunk):
+        stop = min(start + chunk, k)
+        grads = torch.autograd.grad(
+            [cut.edge],  # type: ignore[list-item]
+            below,
+            grad_outputs=[cotangent[start:stop]],
+            retain_graph=retain_graph or stop < k,
+            is_grads_batched=True,
+            allow_unused=True,
+        )
+        parts = [
+            torch.zeros(stop - start, p.numel(), dtype=total.dtype, device=total.device)
+            if g is None
+            else g.reshape(stop - start, -1)
+            for g, p in zip(grads, below, strict=True)
+        ]
+        torch.cat(parts, dim=1, out=rows[start:stop])
+    total.addmm_(rows, rows.T)
