@@ -82,8 +82,9 @@ class LDCMTL(LossWeighting):
       steps (``ctx.step``) the upper level is multiplied by 0, so the router's optimizer sees
       zero gradients and ``w`` stays at its initial value (``softmax`` of logits at 0: LS's
       equal weights) while the model descends the weighted loss. On the toy a warm-up of
-      18,000-24,000 steps lets all five starts reach the paper's balanced point
-      (docs/methods.md, "The toy"); 0 (the default) is the paper's algorithm as stated.
+      24,000 steps lets all five starts reach the paper's balanced point through the trainer
+      (20,000: four of five; docs/methods.md, "The toy"); 0 (the default) is the paper's
+      algorithm as stated.
 
     Defaults are the CelebA configuration. The reported ``weights`` are the router's ``w``.
     ``scale = "mean"``: with a ``sum`` normaliser the weighted term is a convex combination of
