@@ -61,9 +61,13 @@ def protocol_note(records: Iterable[Record]) -> str:
 
 
 def tuning_status(records: Iterable[Record]) -> dict[str, str]:
-    """Per method: ``"tuned: N tuning trials (sampler, budget B)"`` or ``"untuned defaults"``."""
+    """Per method: ``"tuned: N tuning trials (sampler, budget B)"``, ``"untuned defaults"``, or,
+    for a method with tuning trials but no final run, ``"no final runs: ..."`` (every tuning
+    trial diverged or failed, so no configuration could be selected; or the tuning is still
+    under way)."""
     records = _mtl(records)
-    counts = Counter(r["config"]["method"] for r in records if stage_of(r) == "tune")
+    tuning = [r for r in records if stage_of(r) == "tune"]
+    counts = Counter(r["config"]["method"] for r in tuning)
     tags = {
         r["config"]["method"]: r["config"].get("tuning") or {}
         for r in records
@@ -77,21 +81,41 @@ def tuning_status(records: Iterable[Record]) -> dict[str, str]:
                 f"tuned: {counts[method]} tuning trials ({t.get('sampler')}, budget "
                 f"{t.get('budget')} x {len(t.get('seeds') or [])} seed(s), on {t.get('metric')})"
             )
+        elif counts[method]:
+            out[method] = "no final runs: " + _tuning_outcome(
+                [r for r in tuning if r["config"]["method"] == method]
+            )
         else:
             out[method] = "untuned defaults"
     return out
 
 
+def _tuning_outcome(trials: list[Record]) -> str:
+    """Why a tuned method has no final run: its tuning trials' statuses (and the reasons the
+    diverged ones give)."""
+    statuses = Counter(r["status"] for r in trials)
+    if statuses["done"]:
+        return f"{statuses['done']} of {len(trials)} tuning trials done, tuning not finished"
+    reasons = sorted({(r.get("diverged") or {}).get("reason") or "" for r in trials} - {""})
+    why = f" ({', '.join(reasons)})" if reasons else ""
+    kinds = " or ".join(k for k in ("diverged", "failed") if statuses[k]) or "unfinished"
+    return f"all {len(trials)} tuning trials {kinds}{why}, so no configuration was selected"
+
+
 def tuning_note(records: Iterable[Record]) -> str:
-    """One line: the tuning budget and its counts, and the methods run at untuned defaults."""
+    """One line: the tuning budget and its counts, the methods whose tuning selected nothing,
+    and the methods run at untuned defaults."""
     status = tuning_status(records)
-    tuned = {m: s for m, s in status.items() if s != "untuned defaults"}
+    tuned = {m: s for m, s in status.items() if s.startswith("tuned: ")}
+    unselected = {m: s for m, s in status.items() if s.startswith("no final runs: ")}
     untuned = sorted(m for m, s in status.items() if s == "untuned defaults")
     parts = []
     if tuned:
         parts.append(
             "Tuned on validation data: " + "; ".join(f"{m} {s[7:]}" for m, s in tuned.items())
         )
+    if unselected:
+        parts.append("No final runs: " + "; ".join(f"{m}: {s[15:]}" for m, s in unselected.items()))
     if untuned:
         parts.append("Run at untuned defaults: " + ", ".join(untuned))
     return ". ".join(parts) + "." if parts else ""

@@ -174,7 +174,7 @@ def test_missing_runs_are_shown_as_missing_with_the_reason(tiny_results: Path, t
     famo = table_line(section, "famo")
     cells = [c.strip() for c in famo.strip().strip("|").split("|")]
     assert cells[1] == "0" and set(cells[2:]) == {"—"}
-    assert "not run on otherbench: famo, mgda" in section
+    assert "no test runs on otherbench: famo, mgda" in section
     missing = pd.read_csv(out / "tables" / "missing.csv")
     assert set(missing["status"]) == {"diverged", "failed"}
     board = pd.read_csv(out / "tables" / "leaderboard_otherbench.csv")

@@ -148,7 +148,7 @@ def test_across_benchmarks_ranks_cd_diagram_and_profile(tmp_path: Path):
     md = build_report(results, out, ["md", "html", "csv", "tex"]).read_text()
     assert "### Across benchmarks, with uncertainty" in md
     assert r"\toprule" in (out / "tables" / "mean_ranks.tex").read_text()
-    assert "solo left out (not run on other)" in md
+    assert "solo left out (no test runs on other)" in md
     ranks = pd.read_csv(out / "tables" / "mean_ranks.csv").set_index("method")
     # good is first on both benchmarks; same ties LS on _tiny (2.5) and is last on other (3)
     assert ranks.loc["good", "mean_rank"] == 1.0

@@ -293,6 +293,27 @@ def test_protocol_and_tuning_notes_skip_tuning_runs():
     assert protocol_note([]) == "Protocol: no finished run."
 
 
+def test_a_method_whose_tuning_selected_nothing_is_named_with_the_reason():
+    """GLS on Yeast: every tuning trial diverged, so no configuration was selected and no final
+    run exists; the note says so instead of calling the method untuned or not run."""
+    diverged = {"reason": "non-finite loss", "epoch": 0, "step": 21}
+    records = [
+        *[{**_record("gls", "tune"), "status": "diverged", "diverged": diverged}] * 2,
+        _record("ls", "tune"),
+        _record("ls", "final", tuning={"budget": 2, "sampler": "random", "seeds": [9]}),
+        _record("famo", "tune"),
+    ]
+    status = tuning_status(records)
+    assert status["gls"] == (
+        "no final runs: all 2 tuning trials diverged (non-finite loss), so no configuration "
+        "was selected"
+    )
+    assert status["famo"] == "no final runs: 1 of 1 tuning trials done, tuning not finished"
+    note = tuning_note(records)
+    assert "No final runs: famo: 1 of 1" in note and "gls: all 2 tuning trials diverged" in note
+    assert "untuned" not in note
+
+
 def test_dry_run_shows_the_budget_per_method(tmp_path, capsys):
     spec = ROOT / "sweeps" / "quickstart_tuned.yaml"
     assert main(["sweep", str(spec), "--dry-run", "--results", str(tmp_path)]) == 0

@@ -229,7 +229,7 @@ def compute_board(
     present = set(mtl["method"])
     absent = [m for m in dict.fromkeys(methods) if m not in present and m != "stl"]
     if absent:
-        notes.append(f"not run on {benchmark}: {', '.join(absent)}")
+        notes.append(f"no test runs on {benchmark}: {', '.join(absent)}")
     table = _assemble(table, benchmark, absent, choice.shown, info.metrics)
     notes += status_notes(mtl, done, table)
     missing = missing_runs(rows)

@@ -373,7 +373,7 @@ def missing(report: Report) -> None:
         ran = set(df.loc[(df["benchmark"] == b) & (df["mode"] != "stl"), "method"])
         absent = [m for m in report.methods if m not in ran]
         if absent:
-            not_run.append(f"{b}: {', '.join(absent)} not run")
+            not_run.append(f"{b}: no test runs of {', '.join(absent)}")
     if table.empty and not not_run:
         report.doc.p("None: every run in the folder finished.")
         return

@@ -172,7 +172,7 @@ def across_significance(
     benches = list(dict.fromkeys(frame["benchmark"]))
     where = frame.groupby("method")["benchmark"].agg(set)
     notes = [
-        f"{m} left out (not run on {', '.join(b for b in benches if b not in ran)})"
+        f"{m} left out (no test runs on {', '.join(b for b in benches if b not in ran)})"
         for m, ran in where.items()
         if len(ran) < len(benches)
     ]
