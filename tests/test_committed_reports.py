@@ -1,0 +1,61 @@
+"""The committed leaderboards (issue 14): ``reports/`` is exactly what ``mtlbench report results
+--out reports`` renders from the committed records in ``results/``. The records are copied first
+(only the committed sweeps: a local ``results/quickstart`` would join the report), and the
+command runs where ``results`` names them, as the page quotes the folder it was given. Text
+outputs are compared byte for byte; figures by name (PNG bytes depend on the matplotlib build)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mtlbench.cli import main
+from mtlbench.records import scan
+
+ROOT = Path(__file__).resolve().parents[1]
+# The committed sweeps (sweeps/leaderboard_*.yaml); .gitignore keeps the rest of results/ out.
+CANONICAL = ("multidigits", "multimnist", "toy_figure", "yeast")
+IGNORED = shutil.ignore_patterns(".*", "checkpoints")  # leases, checkpoints: not records
+TEXT = {".md", ".csv", ".tex", ".html"}
+
+pytestmark = pytest.mark.slow
+
+
+def _files(folder: Path) -> dict[str, Path]:
+    return {
+        str(p.relative_to(folder)): p
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "README.md"
+    }
+
+
+def _committed_results(dest: Path) -> Path:
+    for name in CANONICAL:
+        shutil.copytree(ROOT / "results" / name, dest / name, ignore=IGNORED)
+    return dest
+
+
+def test_committed_results_are_the_canonical_leaderboards(tmp_path):
+    records = [r for _, r in scan(_committed_results(tmp_path / "results")).records]
+    assert {r["config"]["benchmark"] for r in records} == {
+        "multidigits",
+        "multimnist",
+        "toy",
+        "yeast",
+    }
+    assert all(r["status"] in {"done", "diverged"} for r in records)
+    size = sum(p.stat().st_size for p in (tmp_path / "results").rglob("*") if p.is_file())
+    assert size < 20 * 2**20, f"results/ holds {size / 2**20:.1f} MB (limit 20 MB)"
+
+
+def test_committed_reports_equal_what_the_command_renders(tmp_path, monkeypatch):
+    _committed_results(tmp_path / "results")
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "results", "--out", "reports", "--format", "md,csv,tex,html"]) == 0
+    committed, rendered = _files(ROOT / "reports"), _files(tmp_path / "reports")
+    assert sorted(committed) == sorted(rendered)
+    for name, path in committed.items():
+        if path.suffix in TEXT:
+            assert path.read_text() == rendered[name].read_text(), f"reports/{name} is stale"
