@@ -2,7 +2,8 @@
 
 Records of one benchmark are grouped by method, hyper-parameters, protocol and trainer policies.
 A variant is labelled with the keys that set it apart (``ldc_mtl [lr=0.0003]``): protocol and
-policy keys that differ from the benchmark's most common setting, hyper-parameters that differ
+policy keys that differ from the benchmark's usual setting (its STL runs', else the most
+common one), hyper-parameters that differ
 between the variants of the method. Protocol keys that index replicates (the toy's initial point
 ``start``) are not variants: such runs are replicates like seeds.
 """
@@ -67,16 +68,22 @@ def label_variants(df: pd.DataFrame) -> pd.Series:
     """A display label per row: the method, plus the settings that set its variant apart.
 
     Within a benchmark, protocol and policy keys are shown where they differ from the
-    benchmark's most common value (by number of records); hyper-parameters where they differ
+    single-task runs' (the benchmark's protocol as the sweep gave it), or, without STL runs,
+    from the most common value (by number of records); hyper-parameters where they differ
     between the variants of the same method. STL rows are labelled ``stl:<task>``.
     """
     labels = pd.Series(df["method"].astype(str), index=df.index, dtype=object)
     stl = df["mode"] == "stl"
     labels[stl] = "stl:" + df.loc[stl, "task"].astype(str)
     cache: dict[str, dict[str, Any]] = {}
-    for _, g in df[~stl].groupby("benchmark", sort=False):
+    for bench, g in df[~stl].groupby("benchmark", sort=False):
+        # The usual setting: the single-task runs' where there are some (they run the
+        # benchmark's protocol as the spec gives it, while tuned methods each bring their own
+        # learning rate, none of which is "usual"), else the most common multi-task one.
+        refs = df[stl & (df["benchmark"] == bench)]
+        base = refs if len(refs) else g
         modal = {
-            col: parse(g[col].value_counts().idxmax(), cache) for col in ("protocol", "policies")
+            col: parse(base[col].value_counts().idxmax(), cache) for col in ("protocol", "policies")
         }
         combos = g.groupby(["method", "hparams", "protocol", "policies"], sort=False).size()
         by_method: dict[str, list[Settings]] = {}
