@@ -16,7 +16,7 @@ from mtlbench.records import scan
 
 ROOT = Path(__file__).resolve().parents[1]
 # The committed sweeps (sweeps/leaderboard_*.yaml); .gitignore keeps the rest of results/ out.
-CANONICAL = ("multidigits", "multimnist", "toy_figure", "yeast")
+CANONICAL = ("multidigits", "multimnist", "qm9_small", "toy_figure", "yeast")
 IGNORED = shutil.ignore_patterns(".*", "checkpoints")  # leases, checkpoints: not records
 TEXT = {".md", ".csv", ".tex", ".html"}
 
@@ -42,6 +42,7 @@ def test_committed_results_are_the_canonical_leaderboards(tmp_path):
     assert {r["config"]["benchmark"] for r in records} == {
         "multidigits",
         "multimnist",
+        "qm9-small",
         "toy",
         "yeast",
     }
