@@ -243,6 +243,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         flush=True,
     )
     statuses = run_stages(sweep, executor, retry_failed=args.retry_failed, progress=not args.quiet)
+    for trial in todo:  # finished by another process before this one reached it
+        statuses.setdefault(trial.trial_id, ELSEWHERE)
     if statuses:
         print(f"sweep {sweep.name}: {summary(statuses.values())}")
     if sweep.report is not None and not args.no_report:
