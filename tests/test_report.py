@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from report_records import info, record, write_all
+from report_records import info, record, toy_records, write_all
 
 from mtlbench.records import SCHEMA_V1, Record, load_results
 from mtlbench.registry import ConfigError
@@ -252,6 +252,23 @@ def synthetic_records() -> list[Record]:
                 )
             )
     return records
+
+
+def results_with_curves(tmp_path: Path) -> Path:
+    """A results folder of the toy records and the synthetic ones, the multi-task runs with
+    three epochs of training curves (what the dynamics figures draw)."""
+    results = tmp_path / "results"
+    write_all(results / "toy", toy_records())
+    records = synthetic_records()
+    for r in records:
+        if r["config"]["mode"] == "mtl":
+            r["curves"] = {
+                "epoch": [0, 1, 2],
+                "train_loss": {"seg": [1.0, 0.6, 0.4], "depth": [2.0, 1.0, 0.8]},
+                "weights": {"seg": [1.0, 0.9, 0.8], "depth": [1.0, 1.1, 1.2]},
+            }
+    write_all(results / "synth", records)
+    return results
 
 
 def test_stl_reference_from_records_task_and_metric_averaged(tmp_path: Path):

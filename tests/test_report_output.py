@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from report_records import info, record, ten_thousand_records, toy_records, write_all
-from test_report import csv_row, synthetic_records, table_line
+from test_report import csv_row, results_with_curves, table_line
 
 from mtlbench.cli import main
 from mtlbench.records import scan
@@ -32,17 +32,7 @@ def check_image(path: Path) -> None:
 
 
 def test_every_figure_is_drawn_and_embedded(tmp_path: Path):
-    results = tmp_path / "results"
-    write_all(results / "toy", toy_records())
-    records = synthetic_records()
-    for r in records:
-        if r["config"]["mode"] == "mtl":
-            r["curves"] = {
-                "epoch": [0, 1, 2],
-                "train_loss": {"seg": [1.0, 0.6, 0.4], "depth": [2.0, 1.0, 0.8]},
-                "weights": {"seg": [1.0, 0.9, 0.8], "depth": [1.0, 1.1, 1.2]},
-            }
-    write_all(results / "synth", records)
+    results = results_with_curves(tmp_path)
     bench = results / "bench"
     bench.mkdir()
     pd.DataFrame(

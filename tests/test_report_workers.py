@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib.image import imread
-from report_records import toy_records, write_all
-from test_report import synthetic_records
+from test_report import results_with_curves
 
 from mtlbench.registry import ConfigError
 from mtlbench.report import build_report, figures, workers
@@ -93,21 +92,6 @@ def test_figures_are_drawn_here_when_the_pool_cannot_start(tmp_path: Path, monke
     assert (tmp_path / "a.txt").read_text() == "here"
 
 
-def _results(tmp_path: Path) -> Path:
-    results = tmp_path / "results"
-    write_all(results / "toy", toy_records())
-    records = synthetic_records()
-    for r in records:
-        if r["config"]["mode"] == "mtl":
-            r["curves"] = {
-                "epoch": [0, 1, 2],
-                "train_loss": {"seg": [1.0, 0.6, 0.4], "depth": [2.0, 1.0, 0.8]},
-                "weights": {"seg": [1.0, 0.9, 0.8], "depth": [1.0, 1.1, 1.2]},
-            }
-    write_all(results / "synth", records)
-    return results
-
-
 def _broken_heatmap(*args, **kwargs):
     raise RuntimeError("no heatmap today")
 
@@ -116,7 +100,7 @@ def _broken_heatmap(*args, **kwargs):
 def test_workers_make_the_same_page_and_pictures(tmp_path: Path, monkeypatch):
     """The same report drawn here and in two workers: identical pages (a failing figure's
     note included, in its place), identical pixels."""
-    results = _results(tmp_path)
+    results = results_with_curves(tmp_path)
     monkeypatch.setattr(figures, "rank_heatmap", _broken_heatmap)
     pages = {}
     for count in ("1", "2"):
