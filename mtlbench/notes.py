@@ -60,6 +60,9 @@ def protocol_note(records: Iterable[Record]) -> str:
     return text + "."
 
 
+NO_FINAL = "no final runs: "  # a tuning_status for a method whose tuning selected nothing
+
+
 def tuning_status(records: Iterable[Record]) -> dict[str, str]:
     """Per method: ``"tuned: N tuning trials (sampler, budget B)"``, ``"untuned defaults"``, or,
     for a method with tuning trials but no final run, ``"no final runs: ..."`` (every tuning
@@ -82,7 +85,7 @@ def tuning_status(records: Iterable[Record]) -> dict[str, str]:
                 f"{t.get('budget')} x {len(t.get('seeds') or [])} seed(s), on {t.get('metric')})"
             )
         elif counts[method]:
-            out[method] = "no final runs: " + _tuning_outcome(
+            out[method] = NO_FINAL + _tuning_outcome(
                 [r for r in tuning if r["config"]["method"] == method]
             )
         else:
@@ -107,7 +110,7 @@ def tuning_note(records: Iterable[Record]) -> str:
     and the methods run at untuned defaults."""
     status = tuning_status(records)
     tuned = {m: s for m, s in status.items() if s.startswith("tuned: ")}
-    unselected = {m: s for m, s in status.items() if s.startswith("no final runs: ")}
+    unselected = {m: s for m, s in status.items() if s.startswith(NO_FINAL)}
     untuned = sorted(m for m, s in status.items() if s == "untuned defaults")
     parts = []
     if tuned:
@@ -115,7 +118,10 @@ def tuning_note(records: Iterable[Record]) -> str:
             "Tuned on validation data: " + "; ".join(f"{m} {s[7:]}" for m, s in tuned.items())
         )
     if unselected:
-        parts.append("No final runs: " + "; ".join(f"{m}: {s[15:]}" for m, s in unselected.items()))
+        parts.append(
+            "No final runs: "
+            + "; ".join(f"{m}: {s.removeprefix(NO_FINAL)}" for m, s in unselected.items())
+        )
     if untuned:
         parts.append("Run at untuned defaults: " + ", ".join(untuned))
     return ". ".join(parts) + "." if parts else ""
