@@ -155,6 +155,7 @@ def test_default_out_is_read_by_the_report(tmp_path: Path) -> None:
         (["--workload", "imagenet"], "unknown workload 'imagenet'"),
         (["--tasks", "2,x"], "--tasks expects comma-separated integers"),
         (["--workload", "multidigits", "--tasks", "3"], "multidigits workload has 2 tasks"),
+        (["--workload", "toy", "--tasks", "2,4"], "toy workload has 2 tasks"),
         (["--jacobian-chunk", "0"], "--jacobian-chunk must be >= 1"),
     ],
 )
@@ -166,6 +167,25 @@ def test_clear_errors(
     assert code == 2
     assert err.startswith("mtlbench: error:") and message in err
     assert not (tmp_path / "b.csv").exists()
+
+
+def test_toy_workload_runs_the_methods_as_the_toy_benchmark_configures_them() -> None:
+    """The toy workload creates each method as a trial on the toy does: LDC-MTL with the toy's
+    bilevel softmax router and its own learning rate (a second optimizer group), FAMO with the
+    toy's loss lower bounds (its losses are negative: with FAMO's default bounds of 0 the log
+    would be NaN and the bench would raise). The rows are finite, LS first."""
+    from mtlbench.bench import toy_workload
+    from mtlbench.trial import TrialConfig, resolve
+
+    work = toy_workload()
+    ldc = work.method("ldc_mtl")
+    toy = resolve(TrialConfig("toy", "ldc_mtl")).hparams
+    assert (ldc.algorithm, ldc.activation, ldc.param_lr) == ("bilevel", "softmax", 0.025)
+    assert toy["router_lr"] == 0.025 and work.method("famo").min_losses.tolist() == [-2.1, -21.0]
+    rows = run_bench("toy", [2], ["ldc_mtl", "famo"], reps=3, warmup=1, next_step=True)
+    assert [r["method"] for r in rows] == ["ls", "ldc_mtl", "famo", "famo@next_step"]
+    assert all(finite(r["ratio_to_ls"]) and r["workload"] == "toy" for r in rows)
+    assert rows[0]["ratio_to_ls"] == 1.0
 
 
 def test_unknown_method_lists_the_valid_ones() -> None:

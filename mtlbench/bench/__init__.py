@@ -28,6 +28,7 @@ from mtlbench.bench.workloads import (
     celeba_workload,
     mlp_workload,
     multidigits_workload,
+    toy_workload,
 )
 from mtlbench.registry import ConfigError
 
@@ -45,6 +46,7 @@ __all__ = [
     "multidigits_workload",
     "run_bench",
     "solver_time",
+    "toy_workload",
     "update_error",
     "write_csv",
 ]

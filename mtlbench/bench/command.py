@@ -80,7 +80,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         tasks = (
             [int(t) for t in args.tasks.split(",")]
             if args.tasks
-            else ([2] if args.workload == "multidigits" else [2, 4, 10, 20, 40])
+            else ([2] if args.workload in ("multidigits", "toy") else [2, 4, 10, 20, 40])
         )
     except ValueError:
         raise ConfigError(f"--tasks expects comma-separated integers, got {args.tasks!r}") from None
@@ -121,7 +121,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def add_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="per-step time and memory of methods relative to LS")
-    p.add_argument("--workload", default="mlp", help="mlp, celeba or multidigits")
+    p.add_argument("--workload", default="mlp", help="mlp, celeba, multidigits or toy")
     p.add_argument("--tasks", help="comma-separated K values (default 2,4,10,20,40)")
     p.add_argument("--methods", help="comma-separated methods (default: all; LS is always run)")
     p.add_argument("--cost", choices=["O(1)", "O(K)"], help="only the methods of this cost")

@@ -16,7 +16,7 @@ import torch
 from mtlbench.bench.workloads import WORKLOADS, Workload
 from mtlbench.environment import synchronize
 from mtlbench.gradients import GradientEngine, jacobian
-from mtlbench.method import GradientMethod, GramianWeighting, Method, create
+from mtlbench.method import GradientMethod, GramianWeighting, Method
 from mtlbench.step import TrainingStep
 
 
@@ -67,7 +67,7 @@ def make_contender(workload: Workload, spec: Spec, device: torch.device) -> Cont
     by mtlbench's :class:`~mtlbench.step.TrainingStep` or by the peer's step."""
     torch.manual_seed(0)
     model = copy.deepcopy(workload.model).to(device)
-    method = create(spec.method, workload.n_tasks, feature_dim=workload.feature_dim).to(device)
+    method = workload.method(spec.method).to(device)
     if spec.peer is not None:
         from mtlbench.bench.peers import peer_step
 
@@ -108,7 +108,7 @@ def timed_step(c: Contender, batch: Any, i: int, device: torch.device) -> None:
 def update_error(workload: Workload, name: str, device: torch.device) -> float | None:
     """Relative error between the batched and the sequential Jacobian's updates."""
     torch.manual_seed(0)
-    method = create(name, workload.n_tasks, feature_dim=workload.feature_dim).to(device)
+    method = workload.method(name).to(device)
     if not isinstance(method, GradientMethod):
         return None
     model = copy.deepcopy(workload.model).to(device)
@@ -119,7 +119,7 @@ def update_error(workload: Workload, name: str, device: torch.device) -> float |
         losses = workload.task_losses(outputs, batch)
         jac = jacobian(losses, model.shared_parameters(), mode)  # type: ignore[arg-type]
         torch.manual_seed(1)
-        fresh = create(name, workload.n_tasks, feature_dim=workload.feature_dim).to(device)
+        fresh = workload.method(name).to(device)
         updates.append(fresh.aggregate(jac, losses.detach()).update)
     a, b = updates
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
@@ -135,7 +135,7 @@ def solver_time(
     The same method object is called ``reps + 1`` times (the first call discarded), as in
     training, where consecutive Gramians are close; a solver that warm-starts from its last
     weights may therefore look cheaper here than on a first step."""
-    method = create(name, workload.n_tasks, feature_dim=workload.feature_dim).to(device)
+    method = workload.method(name).to(device)
     if not isinstance(method, GradientMethod):
         return None
     model = copy.deepcopy(workload.model).to(device)

@@ -31,7 +31,7 @@ from mtlbench.bench.measure import Spec
 from mtlbench.bench.workloads import Workload
 from mtlbench.benchmark import MultiTaskModel
 from mtlbench.gradients import GradientEngine
-from mtlbench.method import StepContext, create
+from mtlbench.method import StepContext
 from mtlbench.registry import ConfigError, unknown
 
 PEERS = ("torchjd",)
@@ -154,7 +154,7 @@ def _flat_grad(params: list[nn.Parameter]) -> Tensor:
 
 def _ours(workload: Workload, model: MultiTaskModel, method: str, scale: str, batch: Any) -> Tensor:
     torch.manual_seed(1)
-    m = create(method, workload.n_tasks, feature_dim=workload.feature_dim)
+    m = workload.method(method)
     shared = model.shared_parameters()
     engine = GradientEngine(shared, model.head_parameters(), head_grads="unit", update_scale=scale)
     _, outputs = model(batch[0])

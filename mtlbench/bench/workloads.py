@@ -1,8 +1,10 @@
 """The bench's workloads: a model with K heads, one batch, and its per-task losses.
 
 ``mlp`` (an MLP trunk with K linear heads; K up to 1,000), ``celeba`` (the CelebA CNN trunk at
-64 x 64 with K heads), ``multidigits`` (the MultiDigits model and batch, K = 2). See
-docs/performance.md.
+64 x 64 with K heads), ``multidigits`` (the MultiDigits model and batch, K = 2), ``toy`` (the
+two-task toy problem: the model is the point ``x``, so a step is all per-operation overhead).
+The two benchmark workloads create each method with that benchmark's defaults, as a trial on it
+would (LDC-MTL's toy router, FAMO's loss lower bounds). See docs/performance.md.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from mtlbench.benchmark import MultiTaskModel
+from mtlbench.method import Method, create
 from mtlbench.registry import ConfigError
 
 
@@ -28,6 +31,19 @@ class Workload:
     batch: tuple[Tensor, Tensor]
     task_losses: Callable[[list[Tensor], Any], Tensor]
     feature_dim: int
+    # Methods take this benchmark's defaults (``Method.benchmark_defaults``, its loss lower
+    # bounds) when set; the synthetic workloads use each method's own defaults.
+    benchmark: str | None = None
+
+    def method(self, name: str) -> Method:
+        """A fresh ``name`` for this workload's K tasks (on the CPU), configured as a trial on
+        ``benchmark`` would configure it."""
+        hparams: dict[str, Any] = {}
+        if self.benchmark is not None:
+            from mtlbench.trial import TrialConfig, resolve
+
+            hparams = resolve(TrialConfig(self.benchmark, name, seed=0)).hparams
+        return create(name, self.n_tasks, feature_dim=self.feature_dim, **hparams)
 
 
 def _mse_losses(outputs: list[Tensor], batch: tuple[Tensor, Tensor]) -> Tensor:
@@ -96,7 +112,30 @@ def multidigits_workload(k: int = 2, batch_size: int = 256) -> Workload:
     bench = cls(cls.default_protocol().replace(batch_size=batch_size), None, 0)
     batch = next(iter(bench.batches("train", 0)))
     return Workload(
-        "multidigits", 2, bench.build_model(), batch, bench.task_losses, cls.feature_dim or 64
+        "multidigits",
+        2,
+        bench.build_model(),
+        batch,
+        bench.task_losses,
+        cls.feature_dim or 64,
+        benchmark="multidigits",
+    )
+
+
+def toy_workload(k: int = 2, batch_size: int | None = None) -> Workload:
+    """The two-task toy (``datasets/toy.py``) from its first initial point: no data (the
+    batch is an empty placeholder, ``batch_size`` is ignored), a forward of a few dozen scalar
+    operations, so that the step measures the fixed per-step cost of a method (its objective's
+    operations, its optimizer parameter group) against LS's."""
+    from mtlbench import benchmark as benchmarks
+
+    if k != 2:
+        raise ConfigError(f"the toy workload has 2 tasks, not K={k}: use --tasks 2")
+    cls = benchmarks.get("toy")
+    bench = cls(cls.default_protocol(), None, 0)
+    empty = torch.empty(0)
+    return Workload(
+        "toy", 2, bench.build_model(), (empty, empty), bench.task_losses, 2, benchmark="toy"
     )
 
 
@@ -104,4 +143,5 @@ WORKLOADS: dict[str, Callable[..., Workload]] = {
     "mlp": mlp_workload,
     "celeba": celeba_workload,
     "multidigits": multidigits_workload,
+    "toy": toy_workload,
 }
