@@ -184,6 +184,29 @@ def test_figure_helpers():
     assert len({str(c) for c in palette.values()} | {str(second)}) == 4
 
 
+def test_family_palette_gives_each_method_one_hue_and_its_variants_shades_of_it():
+    """With many tuned variants, each base method keeps one distinct hue (the colour-blind
+    palette while there are at most ten methods) and its further variants are shades of it: the
+    same hue, darker or lighter. Before, every label drew its own husl hue, and variants of
+    different methods came out nearly the same colour."""
+    import colorsys
+
+    from mtlbench.report.figures import colors, family_palette
+
+    variants = {"ls": "ls", "ls [lr=0.01]": "ls", "ls [lr=0.1]": "ls"}
+    variants |= {f"m{i} [lr=0.{i}]": f"m{i}" for i in range(9)}
+    palette = family_palette(variants)
+    bases = sorted(set(variants.values()))
+    assert [palette[b] for b in bases] == colors(10)  # one colour-blind hue per method
+    assert palette["m0 [lr=0.0]"] == palette["m0"]  # a method's only variant keeps its hue
+    shades = [palette["ls"], palette["ls [lr=0.01]"], palette["ls [lr=0.1]"]]
+    assert len({str(c) for c in shades}) == 3
+    hues = [colorsys.rgb_to_hls(*c[:3])[0] for c in shades]
+    assert max(hues) - min(hues) < 1e-9  # darker and lighter, never another hue
+    light = [colorsys.rgb_to_hls(*c[:3])[1] for c in shades]
+    assert light[1] < light[0] < light[2]
+
+
 def test_records_of_a_real_trainer_run(tmp_path: Path, capsys):
     """Records written by the trainer itself (``mtlbench run`` on the tiny benchmark): the
     leaderboard's means are the records' test metrics, and the trainer's stored Δm% agrees with

@@ -70,8 +70,9 @@ class Report:
             )
             for b in self.benches
         }
-        labels = sorted(mtl["variant"].astype(str).unique())
-        self.palette = dict(zip(labels, figures.colors(len(labels)), strict=True))
+        pairs = mtl[["variant", "method"]].astype(str).drop_duplicates()
+        bases = dict(zip(pairs["variant"], pairs["method"], strict=True))
+        self.palette = figures.family_palette(bases)
         self.doc = Doc()
         self.written: list[Path] = []
         self.figures = FigureWorkers(worker_count(len(results.frame)))
