@@ -42,8 +42,14 @@ from mtlbench.gramian_rules import BLOCK_COPIES, LayerRule, layer_rules
 # (the incoming cotangent, the op's result, a batching rule's temporaries), and each parameter's
 # K x P_p block ``BLOCK_COPIES`` times (:mod:`mtlbench.gramian_rules`).
 ACTIVATION_COPIES = 3
-# Without ``chunk_size``, at most this many vmapped passes below the cut: one pass per task would
-# cost little on a saturated CPU but forfeit the batched pass's parallelism on a GPU.
+# Below the cut, per task: the early blocks' backward (convolution, batch norm, ReLU, max pool at
+# full resolution) held about 100 MB per task on the CelebA trunk at batch 16, six times its
+# largest activation (16.8 MB; docs/performance.md, "Memory: the Gramian-only path").
+BELOW_ACTIVATION_COPIES = 6
+# Without ``chunk_size``, at most this many vmapped passes below the cut on an accelerator: one
+# pass per task would forfeit the batched pass's parallelism there. On the CPU the batched pass
+# is no faster than K single ones (docs/performance.md, "Why the batched Jacobian is not faster
+# on this CPU"), so the plan takes the chunk of the smallest peak, down to one task per pass.
 MAX_PASSES = 8
 
 
@@ -170,13 +176,14 @@ def _phase_cost(
     rules: dict[int, LayerRule] | None = None,
 ) -> int:
     """The cost model's peak of a vmapped pass over ``k`` tasks: ``ACTIVATION_COPIES``
-    cotangents of its largest activation, plus ``BLOCK_COPIES`` of its gradient blocks (all rows
-    when they are kept, else the largest block while its Gramian is taken, or a rule layer's
-    own peak, :meth:`~mtlbench.gramian_rules.LayerRule.cost`, where that is larger)."""
+    cotangents of its largest activation (``BELOW_ACTIVATION_COPIES`` below the cut, where the
+    rows are kept), plus ``BLOCK_COPIES`` of its gradient blocks (all rows when they are kept,
+    else the largest block while its Gramian is taken, or a rule layer's own peak,
+    :meth:`~mtlbench.gramian_rules.LayerRule.cost`, where that is larger)."""
     rules = rules or {}
     sizes = [p.numel() for p in params if id(p) not in rules] or [0]
     if keep_rows:
-        return k * (ACTIVATION_COPIES * activation + BLOCK_COPIES * sum(sizes))
+        return k * (BELOW_ACTIVATION_COPIES * activation + BLOCK_COPIES * sum(sizes))
     layers = max((r.cost(k) for r in rules.values()), default=0)
     return k * ACTIVATION_COPIES * activation + max(k * BLOCK_COPIES * max(sizes), layers)
 
@@ -186,12 +193,13 @@ def plan(losses: Tensor, params: Sequence[Tensor], chunk_size: int | None = None
 
         max(phase above, K |h| + K P_below + phase below),
 
-    phase above = K (3 A_above + 2 max_p P_p), phase below = c (3 A_below + 2 P_below), with
+    phase above = K (3 A_above + 2 max_p P_p), phase below = c (6 A_below + 2 P_below), with
     ``A`` the largest activation on each side; above the cut, the layers that take the per-layer
     rule (:func:`~mtlbench.gramian_rules.layer_rules`) count their rule's peak instead of
     ``2 K P_p``. ``c`` is ``chunk_size`` when given, else the largest number of tasks whose
-    phase below stays within the phase above's peak, but at least ``ceil(K / MAX_PASSES)``. The
-    alternative without a cut is one pass: K (3 A + 2 max_p P_p), rules likewise."""
+    phase below stays within the phase above's peak, at least 1 and, off the CPU, at least
+    ``ceil(K / MAX_PASSES)``. The alternative without a cut is one pass: K (3 A + 2 max_p P_p),
+    rules likewise."""
     k = losses.shape[0]
     params = [p for p in params if p.requires_grad]
     try:
@@ -203,6 +211,7 @@ def plan(losses: Tensor, params: Sequence[Tensor], chunk_size: int | None = None
     except (AttributeError, TypeError):  # no shape metadata in this torch: one pass
         return Plan(None, k, 0)
     best = Plan(None, k, _phase_cost(k, everything, params, keep_rows=False, rules=rules))
+    fewest = 1 if losses.device.type == "cpu" else math.ceil(k / MAX_PASSES)
     for cut in cuts:
         rules = layer_rules(losses, cut.above, cut.edge.node, k)
         above = _phase_cost(k, cut.above_activation, cut.above, keep_rows=False, rules=rules)
@@ -212,7 +221,7 @@ def plan(losses: Tensor, params: Sequence[Tensor], chunk_size: int | None = None
             chunk = min(chunk_size, k)
         else:
             fits = (above - held) // max(per_task, 1)
-            chunk = min(k, max(fits, math.ceil(k / MAX_PASSES)))
+            chunk = min(k, max(fits, fewest))
         cost = max(above, held + chunk * per_task)
         if cost < best.cost:
             best = Plan(cut, chunk, cost)
