@@ -156,7 +156,7 @@ def _candidate(
             node,
             weight,
             rows=out[0] * math.prod(out[2:]),
-            features=weight[0].numel(),
+            features=weight.numel() // weight.shape[0],
             outputs=weight.shape[0],
             kernel=tuple(weight.shape[2:]),
             stride=tuple(node._saved_stride),  # type: ignore[attr-defined]
