@@ -351,3 +351,26 @@ def test_engine_with_layer_rules_equals_batched(every_rule: dict[int, int]) -> N
         grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))  # type: ignore[union-attr]
     assert every_rule
     assert float((grads[1] - grads[0]).norm() / grads[0].norm()) <= 1e-6
+
+
+def test_layer_rules_skip_shared_weights_and_free_the_graph(every_rule: dict[int, int]) -> None:
+    """A convolution applied twice (its weight has two uses) keeps the block, the other layers
+    take the rule; and the rule's saved inputs are read before a graph that is not retained is
+    freed."""
+    torch.manual_seed(0)
+    first, shared = nn.Conv2d(2, 4, 3, padding=1).double(), nn.Conv2d(4, 4, 3, padding=1).double()
+    last = nn.Linear(4 * 4 * 4, 6).double()
+    x = torch.randn(3, 2, 4, 4, dtype=torch.float64)
+    params = [*first.parameters(), *shared.parameters(), *last.parameters()]
+
+    def losses_() -> torch.Tensor:
+        z = torch.tanh(shared(torch.tanh(shared(torch.tanh(first(x))))))
+        return torch.tanh(last(z.flatten(1)))[:, :K].pow(2).mean(0)
+
+    losses = losses_()
+    jac = jacobian(losses, params, retain_graph=True)
+    taken = layer_rules(losses, params, None, K)
+    assert id(shared.weight) not in taken and {id(first.weight), id(last.weight)} <= set(taken)
+    got = gramian(losses_(), params, cut=None)  # retain_graph=False
+    torch.testing.assert_close(got, jac @ jac.T, rtol=1e-10, atol=1e-12)
+    assert set(every_rule) == set(taken)
