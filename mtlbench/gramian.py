@@ -11,8 +11,10 @@ at one tensor ``h`` that every path from the lower parameters to the losses goes
 * **above** ``h``: one vmapped pass of the K unit cotangents, stopped at ``h``; a hook on every
   parameter reduces its K x P_p block ``J_p`` to ``J_p J_p^T`` as soon as autograd produces it
   and drops it (the Gramian accumulation of TorchJD's ``autogram`` engine: Quinton & Rey,
-  "Jacobian Descent for Multi-Objective Optimization", 2024, section 6); the pass returns the K
-  cotangents ``dL_k / dh``;
+  "Jacobian Descent for Multi-Objective Optimization", 2024, section 6); 2-d convolutions and
+  linear layers take that paper's per-layer rule instead where it is cheaper, their Gramian
+  ``<delta_a, (U U^T) delta_b>`` from their inputs and output cotangents, without the block
+  (:mod:`mtlbench.gramian_rules`); the pass returns the K cotangents ``dL_k / dh``;
 * **below** ``h``: those cotangents are back-propagated ``c`` tasks per vmapped pass, and the
   rows of the lower parameters' Jacobian ``J_below`` (K x P_below, small: the early layers have
   few parameters) are kept, so that the cross terms between tasks of different passes are in
