@@ -11,8 +11,10 @@ at one tensor ``h`` that every path from the lower parameters to the losses goes
 * **above** ``h``: one vmapped pass of the K unit cotangents, stopped at ``h``; a hook on every
   parameter reduces its K x P_p block ``J_p`` to ``J_p J_p^T`` as soon as autograd produces it
   and drops it (the Gramian accumulation of TorchJD's ``autogram`` engine: Quinton & Rey,
-  "Jacobian Descent for Multi-Objective Optimization", 2024, section 6); the pass returns the K
-  cotangents ``dL_k / dh``;
+  "Jacobian Descent for Multi-Objective Optimization", 2024, section 6); 2-d convolutions and
+  linear layers take that paper's per-layer rule instead where it is cheaper, their Gramian
+  ``<delta_a, (U U^T) delta_b>`` from their inputs and output cotangents, without the block
+  (:mod:`mtlbench.gramian_rules`); the pass returns the K cotangents ``dL_k / dh``;
 * **below** ``h``: those cotangents are back-propagated ``c`` tasks per vmapped pass, and the
   rows of the lower parameters' Jacobian ``J_below`` (K x P_below, small: the early layers have
   few parameters) are kept, so that the cross terms between tasks of different passes are in
@@ -35,15 +37,21 @@ import torch
 from torch import Tensor
 from torch.autograd.graph import GradientEdge, Node, get_gradient_edge
 
+from mtlbench.gramian_rules import BLOCK_COPIES, LayerRule, layer_rules
+
 # The cost model's copies of what a vmapped backward holds at once, from the CelebA trunk's
 # profile (docs/performance.md, "Memory"): a few K-batched tensors of a layer's activation size
 # (the incoming cotangent, the op's result, a batching rule's temporaries), and each parameter's
-# K x P_p block twice (the legacy vmap's fallback for the convolution's backward computes the
-# tasks one by one and stacks them: K results, then their stack).
+# K x P_p block ``BLOCK_COPIES`` times (:mod:`mtlbench.gramian_rules`).
 ACTIVATION_COPIES = 3
-BLOCK_COPIES = 2
-# Without ``chunk_size``, at most this many vmapped passes below the cut: one pass per task would
-# cost little on a saturated CPU but forfeit the batched pass's parallelism on a GPU.
+# Below the cut, per task: the early blocks' backward (convolution, batch norm, ReLU, max pool at
+# full resolution) held about 100 MB per task on the CelebA trunk at batch 16, six times its
+# largest activation (16.8 MB; docs/performance.md, "Memory: the Gramian-only path").
+BELOW_ACTIVATION_COPIES = 6
+# Without ``chunk_size``, at most this many vmapped passes below the cut on an accelerator: one
+# pass per task would forfeit the batched pass's parallelism there. On the CPU the batched pass
+# is no faster than K single ones (docs/performance.md, "Why the batched Jacobian is not faster
+# on this CPU"), so the plan takes the chunk of the smallest peak, down to one task per pass.
 MAX_PASSES = 8
 
 
@@ -162,13 +170,24 @@ def separators(losses: Tensor, params: Sequence[Tensor]) -> list[Cut]:
     return cuts
 
 
-def _phase_cost(k: int, activation: int, params: Sequence[Tensor], keep_rows: bool) -> int:
+def _phase_cost(
+    k: int,
+    activation: int,
+    params: Sequence[Tensor],
+    keep_rows: bool,
+    rules: dict[int, LayerRule] | None = None,
+) -> int:
     """The cost model's peak of a vmapped pass over ``k`` tasks: ``ACTIVATION_COPIES``
-    cotangents of its largest activation, plus ``BLOCK_COPIES`` of its gradient blocks (all rows
-    when they are kept, else the largest block while its Gramian is taken)."""
-    sizes = [p.numel() for p in params] or [0]
-    blocks = sum(sizes) if keep_rows else max(sizes)
-    return k * (ACTIVATION_COPIES * activation + BLOCK_COPIES * blocks)
+    cotangents of its largest activation (``BELOW_ACTIVATION_COPIES`` below the cut, where the
+    rows are kept), plus ``BLOCK_COPIES`` of its gradient blocks (all rows when they are kept,
+    else the largest block while its Gramian is taken, or a rule layer's own peak,
+    :meth:`~mtlbench.gramian_rules.LayerRule.cost`, where that is larger)."""
+    rules = rules or {}
+    sizes = [p.numel() for p in params if id(p) not in rules] or [0]
+    if keep_rows:
+        return k * (BELOW_ACTIVATION_COPIES * activation + BLOCK_COPIES * sum(sizes))
+    layers = max((r.cost(k) for r in rules.values()), default=0)
+    return k * ACTIVATION_COPIES * activation + max(k * BLOCK_COPIES * max(sizes), layers)
 
 
 def plan(losses: Tensor, params: Sequence[Tensor], chunk_size: int | None = None) -> Plan:
@@ -176,10 +195,13 @@ def plan(losses: Tensor, params: Sequence[Tensor], chunk_size: int | None = None
 
         max(phase above, K |h| + K P_below + phase below),
 
-    phase above = K (3 A_above + 2 max_p P_p), phase below = c (3 A_below + 2 P_below), with
-    ``A`` the largest activation on each side. ``c`` is ``chunk_size`` when given, else the
-    largest number of tasks whose phase below stays within the phase above's peak, but at least
-    ``ceil(K / MAX_PASSES)``. The alternative without a cut is one pass: K (3 A + 2 max_p P_p)."""
+    phase above = K (3 A_above + 2 max_p P_p), phase below = c (6 A_below + 2 P_below), with
+    ``A`` the largest activation on each side; above the cut, the layers that take the per-layer
+    rule (:func:`~mtlbench.gramian_rules.layer_rules`) count their rule's peak instead of
+    ``2 K P_p``. ``c`` is ``chunk_size`` when given, else the largest number of tasks whose
+    phase below stays within the phase above's peak, at least 1 and, off the CPU, at least
+    ``ceil(K / MAX_PASSES)``. The alternative without a cut is one pass: K (3 A + 2 max_p P_p),
+    rules likewise."""
     k = losses.shape[0]
     params = [p for p in params if p.requires_grad]
     try:
@@ -187,18 +209,21 @@ def plan(losses: Tensor, params: Sequence[Tensor], chunk_size: int | None = None
         leaves = {get_gradient_edge(p).node for p in params}
         nodes = _topological(losses.grad_fn, leaves)
         everything = max((_numel(n) for n in nodes if n not in leaves), default=0)
+        rules = layer_rules(losses, params, None, k)
     except (AttributeError, TypeError):  # no shape metadata in this torch: one pass
         return Plan(None, k, 0)
-    best = Plan(None, k, _phase_cost(k, everything, params, keep_rows=False))
+    best = Plan(None, k, _phase_cost(k, everything, params, keep_rows=False, rules=rules))
+    fewest = 1 if losses.device.type == "cpu" else math.ceil(k / MAX_PASSES)
     for cut in cuts:
-        above = _phase_cost(k, cut.above_activation, cut.above, keep_rows=False)
+        rules = layer_rules(losses, cut.above, cut.edge.node, k)
+        above = _phase_cost(k, cut.above_activation, cut.above, keep_rows=False, rules=rules)
         held = k * (cut.size + sum(p.numel() for p in cut.below))
         per_task = _phase_cost(1, cut.below_activation, cut.below, keep_rows=True)
         if chunk_size is not None:
             chunk = min(chunk_size, k)
         else:
             fits = (above - held) // max(per_task, 1)
-            chunk = min(k, max(fits, math.ceil(k / MAX_PASSES)))
+            chunk = min(k, max(fits, fewest))
         cost = max(above, held + chunk * per_task)
         if cost < best.cost:
             best = Plan(cut, chunk, cost)
@@ -221,6 +246,21 @@ def _reduce_hooks(params: Sequence[Tensor], k: int, total: Tensor) -> list:
         return grad.reshape(-1)[:1].mul(0).expand(grad.shape)
 
     return [p.register_hook(reduce) for p in params]
+
+
+def _rule_hooks(rules: Sequence[LayerRule], k: int, total: Tensor) -> list:
+    """Pre-hooks on the rule layers' nodes that add ``<delta_a, M delta_b>`` into ``total``
+    from the K output cotangents (:mod:`mtlbench.gramian_rules`); the cotangents pass on
+    unchanged."""
+
+    def hook(rule: LayerRule):
+        def accumulate(grads: tuple[Tensor | None, ...]) -> None:
+            if grads[0] is not None:
+                rule.accumulate(torch._remove_batch_dim(grads[0], _vmap_level(), k, 0), total)
+
+        return accumulate
+
+    return [r.node.register_prehook(hook(r)) for r in rules]
 
 
 def gramian(
@@ -249,10 +289,15 @@ def gramian(
         chunk = k if chunk_size is None else min(chunk_size, k)
     total = torch.zeros(k, k, dtype=losses.dtype, device=losses.device)
     above = params if cut is None else list(cut.above)
-    eye = torch.eye(k, device=losses.device, dtype=losses.dtype)
-    handles = _reduce_hooks(above, k, total)
     try:
-        inputs: list[Tensor | GradientEdge] = [*above, *([] if cut is None else [cut.edge])]
+        rules = layer_rules(losses, above, None if cut is None else cut.edge.node, k)
+    except (AttributeError, TypeError):  # no shape metadata in this torch: blocks only
+        rules = {}
+    blocks = [p for p in above if id(p) not in rules]
+    eye = torch.eye(k, device=losses.device, dtype=losses.dtype)
+    handles = _reduce_hooks(blocks, k, total) + _rule_hooks(list(rules.values()), k, total)
+    try:
+        inputs: list[Tensor | GradientEdge] = [*blocks, *([] if cut is None else [cut.edge])]
         grads = torch.autograd.grad(
             losses,
             inputs,  # type: ignore[arg-type]

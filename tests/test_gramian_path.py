@@ -6,12 +6,16 @@ and every chunk size must give ``J J^T``."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 
+from mtlbench import gramian as gramian_module
 from mtlbench.gradients import GradientEngine, gramian, gramian_root, jacobian
 from mtlbench.gramian import MAX_PASSES, plan, separators
+from mtlbench.gramian_rules import LayerRule, layer_rules
 from mtlbench.method import METHODS, GramianWeighting, StepContext, create, names
 
 K = 4
@@ -160,7 +164,9 @@ def test_plan_cuts_below_the_large_activations() -> None:
     auto = plan(losses, params)
     assert auto.cut is not None and len(auto.cut.below) >= 1
     assert -(-K // auto.chunk) <= MAX_PASSES
-    assert plan(losses, params, chunk_size=3).chunk == 3
+    assert plan(losses, params, chunk_size=1).chunk == 1
+    three = plan(losses, params, chunk_size=3)  # a chunk given is kept where a cut is taken
+    assert three.cut is None or three.chunk == 3
     assert plan(losses, params, chunk_size=100).chunk == K
     with pytest.raises(ValueError, match="chunk_size"):
         gramian(losses, params, chunk_size=0)
@@ -192,3 +198,179 @@ def test_auto_policy() -> None:
     got, expected = run("db_mtl", "gramian", "weighted"), run("db_mtl", "batched", "weighted")
     for a, b in zip(got, expected, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def rule_cnn() -> tuple[nn.Module, torch.Tensor]:
+    """A float64 CNN whose layers cover the per-layer rule's cases: a convolution fed by the
+    data (with a bias, so that its node runs without the weight), stride 2 with padding,
+    dilation, no bias, groups = 2 (falls back to the block), and two linear layers."""
+    torch.manual_seed(0)
+    encoder = nn.Sequential(
+        nn.Conv2d(2, 6, 3, padding=1),
+        nn.Tanh(),
+        nn.Conv2d(6, 8, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.Tanh(),
+        nn.Conv2d(8, 8, 3, padding=2, dilation=2),
+        nn.Tanh(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=2),
+        nn.Tanh(),
+        nn.Conv2d(8, 10, (3, 2), stride=(2, 1), padding=(1, 0), bias=False),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(10 * 2 * 3, 12),
+        nn.Tanh(),
+        nn.Linear(12, 6, bias=False),
+        nn.Tanh(),
+    ).double()
+    x = torch.randn(3, 2, 8, 8, dtype=torch.float64)
+    return encoder, x
+
+
+def rule_losses(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    z = encoder(x)
+    w = torch.randn(z.shape[1], K, generator=torch.Generator().manual_seed(3), dtype=z.dtype)
+    return ((z @ w - 0.5) ** 2).mean(0)
+
+
+@pytest.fixture
+def every_rule(monkeypatch: pytest.MonkeyPatch) -> dict[int, int]:
+    """The rule taken wherever it is sound (its cost model set to nothing); returns the number
+    of pre-hook calls per weight, counted."""
+    calls: dict[int, int] = {}
+    accumulate = LayerRule.accumulate
+
+    def counted(rule: LayerRule, delta: torch.Tensor, total: torch.Tensor) -> None:
+        calls[id(rule.weight)] = calls.get(id(rule.weight), 0) + 1
+        accumulate(rule, delta, total)
+
+    monkeypatch.setattr(LayerRule, "cost", lambda rule, k: 0)
+    monkeypatch.setattr(LayerRule, "accumulate", counted)
+    return calls
+
+
+def test_layer_rule_cases(every_rule: dict[int, int]) -> None:
+    """Without a cut: every convolution with groups 1 and both linear layers take the rule,
+    the first convolution too (its bias keeps its node running); groups = 2 does not, and
+    without its bias the first convolution would not run: it keeps the block."""
+    encoder, x = rule_cnn()
+    losses = rule_losses(encoder, x)
+    params = list(encoder.parameters())
+    taken = layer_rules(losses, params, None, K)
+    weights = [m.weight for m in encoder if isinstance(m, nn.Conv2d | nn.Linear)]
+    grouped = encoder[7].weight
+    assert {id(w) for w in weights if w is not grouped} == set(taken)
+    assert {type(r.node).__name__ for r in taken.values()} == {
+        "ConvolutionBackward0",
+        "AddmmBackward0",
+        "MmBackward0",
+    }
+    without_bias = list(encoder[1:])
+    assert id(encoder[0].weight) not in layer_rules(
+        rule_losses(
+            nn.Sequential(nn.Conv2d(2, 6, 3, padding=1, bias=False).double(), *without_bias), x
+        ),
+        params,
+        None,
+        K,
+    )
+
+
+@pytest.mark.parametrize("chunk", [1, K])
+def test_layer_rules_give_j_jt(every_rule: dict[int, int], chunk: int) -> None:
+    """The rule against the explicit ``J J^T`` (float64, 1e-6 relative) without a cut, at every
+    cut and with the automatic plan; the rule layers' weights are left out of the vmapped pass
+    (no block reduced for them) and their pre-hooks ran once per pass."""
+    encoder, x = rule_cnn()
+    losses = rule_losses(encoder, x)
+    params = list(encoder.parameters())
+    jac = jacobian(losses, params, retain_graph=True)
+    expected = jac @ jac.T
+    reduced: list[set[int]] = []
+    reduce_hooks = gramian_module._reduce_hooks
+
+    def recorded(ps, k, total):  # type: ignore[no-untyped-def]
+        reduced.append({id(p) for p in ps})
+        return reduce_hooks(ps, k, total)
+
+    cuts = separators(losses, params)
+    assert len(cuts) >= 3
+    engaged = 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gramian_module, "_reduce_hooks", recorded)
+        for cut in [None, plan(losses, params, chunk).cut, *cuts]:
+            above = params if cut is None else cut.above
+            rules = layer_rules(losses, above, None if cut is None else cut.edge.node, K)
+            every_rule.clear()
+            got = gramian(losses, params, retain_graph=True, chunk_size=chunk, cut=cut)
+            assert float((got - expected).norm() / expected.norm()) <= 1e-6
+            assert set(every_rule) == set(rules) and set(every_rule.values()) <= {1}
+            assert not set(rules) & reduced[-1]  # no block reduced for a rule layer
+            engaged += bool(rules)
+    assert engaged >= 3
+    assert all(p.grad is None for p in params)  # nothing accumulated, hooks removed
+
+
+def test_layer_rule_engages_on_its_own() -> None:
+    """With the real cost model: the wide late convolution at a small batch takes the rule, the
+    first (few weights, many rows) does not; the Gramian is ``J J^T``."""
+    torch.manual_seed(0)
+    encoder = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(4),
+        nn.Conv2d(8, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 3, padding=1, bias=False),
+        nn.Flatten(),
+    ).double()
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    z = encoder(x)
+    w = torch.randn(z.shape[1], 16, generator=torch.Generator().manual_seed(1), dtype=z.dtype)
+    losses = (z @ w).pow(2).mean(0)
+    params = list(encoder.parameters())
+    taken = layer_rules(losses, params, None, 16)
+    assert id(encoder[5].weight) in taken and id(encoder[0].weight) not in taken
+    jac = jacobian(losses, params, retain_graph=True)
+    for cut in (None, "auto"):
+        got = gramian(losses, params, retain_graph=True, cut=cut)  # type: ignore[arg-type]
+        torch.testing.assert_close(got, jac @ jac.T, rtol=1e-10, atol=1e-12)
+
+
+def test_engine_with_layer_rules_equals_batched(every_rule: dict[int, int]) -> None:
+    """The engine's Gramian path on the rule CNN gives the batched path's MGDA update."""
+    encoder, x = rule_cnn()
+    grads = []
+    for mode in ("batched", "gramian"):
+        model = copy.deepcopy(encoder)
+        heads = list(model[-2].parameters())
+        shared = [p for p in model.parameters() if all(p is not h for h in heads)]
+        method = create("mgda", K).double()
+        engine = GradientEngine(shared, heads, mode=mode)  # type: ignore[arg-type]
+        engine.backward(method, rule_losses(model, x), StepContext(step=0))
+        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))  # type: ignore[union-attr]
+    assert every_rule
+    assert float((grads[1] - grads[0]).norm() / grads[0].norm()) <= 1e-6
+
+
+def test_layer_rules_skip_shared_weights_and_free_the_graph(every_rule: dict[int, int]) -> None:
+    """A convolution applied twice (its weight has two uses) keeps the block, the other layers
+    take the rule; and the rule's saved inputs are read before a graph that is not retained is
+    freed."""
+    torch.manual_seed(0)
+    first, shared = nn.Conv2d(2, 4, 3, padding=1).double(), nn.Conv2d(4, 4, 3, padding=1).double()
+    last = nn.Linear(4 * 4 * 4, 6).double()
+    x = torch.randn(3, 2, 4, 4, dtype=torch.float64)
+    params = [*first.parameters(), *shared.parameters(), *last.parameters()]
+
+    def losses_() -> torch.Tensor:
+        z = torch.tanh(shared(torch.tanh(shared(torch.tanh(first(x))))))
+        return torch.tanh(last(z.flatten(1)))[:, :K].pow(2).mean(0)
+
+    losses = losses_()
+    jac = jacobian(losses, params, retain_graph=True)
+    taken = layer_rules(losses, params, None, K)
+    assert id(shared.weight) not in taken and {id(first.weight), id(last.weight)} <= set(taken)
+    got = gramian(losses_(), params, cut=None)  # retain_graph=False
+    torch.testing.assert_close(got, jac @ jac.T, rtol=1e-10, atol=1e-12)
+    assert set(every_rule) == set(taken)
