@@ -215,8 +215,13 @@ def plan(losses: Tensor, params: Sequence[Tensor], chunk_size: int | None = None
     best = Plan(None, k, _phase_cost(k, everything, params, keep_rows=False, rules=rules))
     fewest = 1 if losses.device.type == "cpu" else math.ceil(k / MAX_PASSES)
     for cut in cuts:
-        rules = layer_rules(losses, cut.above, cut.edge.node, k)
-        above = _phase_cost(k, cut.above_activation, cut.above, keep_rows=False, rules=rules)
+        # The rules found on the whole graph, restricted to the layers above this cut: one walk
+        # of the graph, not one per cut (quadratic in depth). A layer that qualifies on the whole
+        # graph also qualifies above any cut (its other input reaches the cut), so this never
+        # counts a rule that :func:`gramian` would not take.
+        ids = {id(p) for p in cut.above}
+        above_rules = {i: r for i, r in rules.items() if i in ids}
+        above = _phase_cost(k, cut.above_activation, cut.above, keep_rows=False, rules=above_rules)
         held = k * (cut.size + sum(p.numel() for p in cut.below))
         per_task = _phase_cost(1, cut.below_activation, cut.below, keep_rows=True)
         if chunk_size is not None:
