@@ -311,6 +311,21 @@ def test_layer_rules_give_j_jt(every_rule: dict[int, int], chunk: int) -> None:
     assert all(p.grad is None for p in params)  # nothing accumulated, hooks removed
 
 
+def test_whole_graph_rules_hold_above_every_cut(every_rule: dict[int, int]) -> None:
+    """``plan`` finds the rules once on the whole graph and restricts them to each cut's upper
+    part (one walk of the graph, not one per cut); that is sound only if every layer that
+    qualifies on the whole graph also qualifies above each cut where it lies, as
+    :func:`gramian` decides with the cut: checked on every separator of the rule CNN."""
+    encoder, x = rule_cnn()
+    losses = rule_losses(encoder, x)
+    params = list(encoder.parameters())
+    whole = layer_rules(losses, params, None, K)
+    for cut in separators(losses, params):
+        above = {id(p) for p in cut.above}
+        restricted = {i for i in whole if i in above}
+        assert restricted <= set(layer_rules(losses, cut.above, cut.edge.node, K))
+
+
 def test_layer_rule_engages_on_its_own() -> None:
     """With the real cost model: the wide late convolution at a small batch takes the rule, the
     first (few weights, many rows) does not; the Gramian is ``J J^T``."""
