@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 from torch.autograd.graph import GradientEdge, Node, get_gradient_edge
 
+from mtlbench.autograd_graph import children, numel, post_order
 from mtlbench.gramian_rules import BLOCK_COPIES, LayerRule, layer_rules
 
 # The cost model's copies of what a vmapped backward holds at once, from the CelebA trunk's
@@ -86,31 +87,14 @@ def _vmap_level() -> int:
     return level - 1
 
 
-def _numel(node: Node) -> int:
-    """Elements of the cotangents ``node`` receives (its forward outputs)."""
-    return sum(math.prod(m.shape) for m in node._input_metadata)  # type: ignore[attr-defined]
-
-
-def _children(node: Node) -> list[Node]:
-    return [c for c, _ in node.next_functions if c is not None]
-
-
 def _depths(root: Node, leaves: set[Node]) -> dict[Node, int]:
     """For every node from ``root`` that reaches one of ``leaves``: the length of its longest
-    path to one (post-order, iterative); nodes that reach none are left out."""
+    path to one; nodes that reach none are left out."""
     depth: dict[Node, int] = {}
-    seen: set[Node] = set()
-    stack: list[tuple[Node, bool]] = [(root, False)]
-    while stack:
-        node, done = stack.pop()
-        if done:
-            below = [depth[c] for c in _children(node) if c in depth]
-            if node in leaves or below:
-                depth[node] = 1 + max(below, default=-1)
-        elif node not in seen:
-            seen.add(node)
-            stack.append((node, True))
-            stack.extend((c, False) for c in _children(node) if c not in seen)
+    for node in post_order(root):
+        below = [depth[c] for c in children(node) if c in depth]
+        if node in leaves or below:
+            depth[node] = 1 + max(below, default=-1)
     return depth
 
 
@@ -122,21 +106,11 @@ def _topological(root: Node, leaves: set[Node]) -> list[Node]:
     depth = _depths(root, leaves)
     if root not in depth:
         return []
-    post: list[Node] = []
-    seen = {root}
-    stack: list[tuple[Node, bool]] = [(root, False)]
-    while stack:
-        node, done = stack.pop()
-        if done:
-            post.append(node)
-            continue
-        stack.append((node, True))
-        children = sorted((c for c in _children(node) if c in depth), key=depth.__getitem__)
-        for child in children:  # the deepest is pushed last, so visited first
-            if child not in seen:
-                seen.add(child)
-                stack.append((child, False))
-    return post[::-1]
+
+    def deepest_last(node: Node) -> list[Node]:
+        return sorted((c for c in children(node) if c in depth), key=depth.__getitem__)
+
+    return post_order(root, deepest_last)[::-1]
 
 
 def separators(losses: Tensor, params: Sequence[Tensor]) -> list[Cut]:
@@ -147,9 +121,13 @@ def separators(losses: Tensor, params: Sequence[Tensor]) -> list[Cut]:
     if losses.grad_fn is None:
         return []
     leaves = {get_gradient_edge(p).node: p for p in params if p.requires_grad}
-    order = _topological(losses.grad_fn, set(leaves))
+    return _separators(_topological(losses.grad_fn, set(leaves)), leaves)
+
+
+def _separators(order: list[Node], leaves: dict[Node, Tensor]) -> list[Cut]:
+    """:func:`separators` on the topological ``order`` of the graph."""
     position = {n: i for i, n in enumerate(order)}
-    sizes = [0 if n in leaves else _numel(n) for n in order]
+    sizes = [0 if n in leaves else numel(n) for n in order]
     cuts = []
     reach = 0  # furthest position an edge from the nodes so far ends at
     for i, node in enumerate(order):
@@ -164,8 +142,8 @@ def separators(losses: Tensor, params: Sequence[Tensor]) -> list[Cut]:
                     max(sizes[i:]),
                 )
             )
-        for child, _ in node.next_functions:
-            if child is not None and child in position:
+        for child in children(node):
+            if child in position:
                 reach = max(reach, position[child])
     return cuts
 
@@ -205,10 +183,10 @@ def plan(losses: Tensor, params: Sequence[Tensor], chunk_size: int | None = None
     k = losses.shape[0]
     params = [p for p in params if p.requires_grad]
     try:
-        cuts = separators(losses, params)
-        leaves = {get_gradient_edge(p).node for p in params}
-        nodes = _topological(losses.grad_fn, leaves)
-        everything = max((_numel(n) for n in nodes if n not in leaves), default=0)
+        leaves = {get_gradient_edge(p).node: p for p in params}
+        order = _topological(losses.grad_fn, set(leaves))
+        cuts = _separators(order, leaves)
+        everything = max((numel(n) for n in order if n not in leaves), default=0)
         rules = layer_rules(losses, params, None, k)
     except (AttributeError, TypeError):  # no shape metadata in this torch: one pass
         return Plan(None, k, 0)
@@ -292,12 +270,12 @@ def gramian(
         raise ValueError(f"cut must be 'auto', None or a Cut, got {cut!r}")
     else:
         chunk = k if chunk_size is None else min(chunk_size, k)
-    total = torch.zeros(k, k, dtype=losses.dtype, device=losses.device)
     above = params if cut is None else list(cut.above)
     try:
         rules = layer_rules(losses, above, None if cut is None else cut.edge.node, k)
     except (AttributeError, TypeError):  # no shape metadata in this torch: blocks only
         rules = {}
+    total = torch.zeros(k, k, dtype=losses.dtype, device=losses.device)
     blocks = [p for p in above if id(p) not in rules]
     eye = torch.eye(k, device=losses.device, dtype=losses.dtype)
     handles = _reduce_hooks(blocks, k, total) + _rule_hooks(list(rules.values()), k, total)

@@ -30,6 +30,8 @@ import torch
 from torch import Tensor
 from torch.autograd.graph import Node, get_gradient_edge
 
+from mtlbench.autograd_graph import children, post_order
+
 # The rule's cotangents go through M this many chunks of tasks at a time: a chunk's cotangents
 # are copied twice (into rows x (tasks x C_out) for the product with M, and back).
 RULE_PASSES = 4
@@ -100,25 +102,12 @@ class LayerRule:
 def _graph(root: Node, stop: Node | None) -> tuple[list[Node], dict[Node, int]]:
     """The nodes from ``root`` in post-order (children first), not below ``stop``, and the
     number of edges into each."""
-    post: list[Node] = []
+    post = post_order(root, stop=stop)
     edges: dict[Node, int] = {}
-    seen = {root}
-    stack: list[tuple[Node, bool]] = [(root, False)]
-    while stack:
-        node, done = stack.pop()
-        if done:
-            post.append(node)
-            continue
-        stack.append((node, True))
-        if node is stop:
-            continue
-        for child, _ in node.next_functions:
-            if child is None:
-                continue
-            edges[child] = edges.get(child, 0) + 1
-            if child not in seen:
-                seen.add(child)
-                stack.append((child, False))
+    for node in post:
+        if node is not stop:
+            for child in children(node):
+                edges[child] = edges.get(child, 0) + 1
     return post, edges
 
 

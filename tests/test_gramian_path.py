@@ -157,6 +157,45 @@ def test_a_weight_used_twice_is_never_split() -> None:
         torch.testing.assert_close(got, jac @ jac.T)
 
 
+def test_residual_blocks_are_ordered_and_cut_at_their_inputs() -> None:
+    """A residual block ``tanh(x + f(x))`` reaches the node of ``x`` by two paths. The order
+    the separators are read on must be topological (every edge goes forward: a node visited by
+    the long path first still comes after everything below it), so that each block's input is
+    found as a separator; every cut gives ``J J^T``."""
+    from mtlbench.gramian import _topological
+
+    class Residual(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.f = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.tanh(x + self.f(x))
+
+    torch.manual_seed(0)
+    blocks = [Residual(), Residual()]
+    encoder = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), *blocks, nn.Linear(8, 6)).double()
+    inputs = {}
+    for i, block in enumerate(blocks):
+        block.register_forward_hook(lambda m, a, out, i=i: inputs.__setitem__(i, a[0]))
+    x = torch.randn(5, 4, dtype=torch.float64)
+    w = torch.randn(6, K, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    losses = ((encoder(x) @ w) ** 2).mean(0)
+    params = list(encoder.parameters())
+    leaves = {torch.autograd.graph.get_gradient_edge(p).node for p in params}
+    order = _topological(losses.grad_fn, leaves)
+    position = {n: i for i, n in enumerate(order)}
+    for node in order:
+        for child, _ in node.next_functions:
+            assert child is None or child not in position or position[child] > position[node]
+    cut_nodes = {c.edge.node for c in separators(losses, params)}
+    assert all(inputs[i].grad_fn in cut_nodes for i in range(len(blocks)))
+    jac = jacobian(losses, params, retain_graph=True)
+    for cut in separators(losses, params):
+        got = gramian(losses, params, retain_graph=True, chunk_size=3, cut=cut)
+        torch.testing.assert_close(got, jac @ jac.T)
+
+
 def test_plan_cuts_below_the_large_activations() -> None:
     encoder, heads = tiny_model("cnn")
     losses = task_losses(encoder, heads, 0)
