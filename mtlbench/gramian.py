@@ -72,12 +72,14 @@ class Cut:
 
 @dataclass(frozen=True)
 class Plan:
-    """How :func:`gramian` computes ``G``: the cut (None: one reduced pass over all K tasks) and
-    the tasks per vmapped pass below it; ``cost`` is the cost model's extra peak, in elements."""
+    """How :func:`gramian` computes ``G``: the cut (None: one reduced pass over all K tasks),
+    the tasks per vmapped pass below it and the layers above it that take the per-layer rule;
+    ``cost`` is the cost model's extra peak, in elements."""
 
     cut: Cut | None
     chunk: int
     cost: int
+    rules: tuple[LayerRule, ...] = ()
 
 
 def _vmap_level() -> int:
@@ -190,13 +192,18 @@ def plan(losses: Tensor, params: Sequence[Tensor], chunk_size: int | None = None
         rules = layer_rules(losses, params, None, k)
     except (AttributeError, TypeError):  # no shape metadata in this torch: one pass
         return Plan(None, k, 0)
-    best = Plan(None, k, _phase_cost(k, everything, params, keep_rows=False, rules=rules))
+    best = Plan(
+        None,
+        k,
+        _phase_cost(k, everything, params, keep_rows=False, rules=rules),
+        tuple(rules.values()),
+    )
     fewest = 1 if losses.device.type == "cpu" else math.ceil(k / MAX_PASSES)
     for cut in cuts:
         # The rules found on the whole graph, restricted to the layers above this cut: one walk
         # of the graph, not one per cut (quadratic in depth). A layer that qualifies on the whole
-        # graph also qualifies above any cut (its other input reaches the cut), so this never
-        # counts a rule that :func:`gramian` would not take.
+        # graph also qualifies above any cut (its other input reaches the cut), so the plan's
+        # rules are sound for the cut it chooses; :func:`gramian` takes them as they are.
         ids = {id(p) for p in cut.above}
         above_rules = {i: r for i, r in rules.items() if i in ids}
         above = _phase_cost(k, cut.above_activation, cut.above, keep_rows=False, rules=above_rules)
@@ -209,7 +216,7 @@ def plan(losses: Tensor, params: Sequence[Tensor], chunk_size: int | None = None
             chunk = min(k, max(fits, fewest))
         cost = max(above, held + chunk * per_task)
         if cost < best.cost:
-            best = Plan(cut, chunk, cost)
+            best = Plan(cut, chunk, cost, tuple(above_rules.values()))
     return best
 
 
@@ -263,18 +270,20 @@ def gramian(
     params = [p for p in params if p.requires_grad]
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive number of tasks, got {chunk_size}")
-    if cut == "auto":
+    if cut == "auto":  # the plan's cut, chunk and rules: one analysis of the graph
         chosen = plan(losses, params, chunk_size)
         cut, chunk = chosen.cut, chosen.chunk
+        rules = {id(r.weight): r for r in chosen.rules}
     elif isinstance(cut, str):
         raise ValueError(f"cut must be 'auto', None or a Cut, got {cut!r}")
     else:
         chunk = k if chunk_size is None else min(chunk_size, k)
+        try:
+            stop = None if cut is None else cut.edge.node
+            rules = layer_rules(losses, params if cut is None else cut.above, stop, k)
+        except (AttributeError, TypeError):  # no shape metadata in this torch: blocks only
+            rules = {}
     above = params if cut is None else list(cut.above)
-    try:
-        rules = layer_rules(losses, above, None if cut is None else cut.edge.node, k)
-    except (AttributeError, TypeError):  # no shape metadata in this torch: blocks only
-        rules = {}
     total = torch.zeros(k, k, dtype=losses.dtype, device=losses.device)
     blocks = [p for p in above if id(p) not in rules]
     eye = torch.eye(k, device=losses.device, dtype=losses.dtype)
