@@ -1,7 +1,8 @@
 """The committed leaderboards (issue 14): ``reports/`` is exactly what ``mtlbench report results
 --out reports`` renders from the committed records in ``results/``. The records are copied first
 (only the committed sweeps: a local ``results/quickstart`` would join the report), and the
-command runs where ``results`` names them, as the page quotes the folder it was given. Text
+command runs where ``results`` names them, as the page quotes the folder it was given. Only the
+paths ``.gitignore`` keeps are compared (a local ``reports/quickstart/`` is not). Text
 outputs are compared byte for byte; figures by name (PNG bytes depend on the matplotlib build)."""
 
 from __future__ import annotations
@@ -23,11 +24,16 @@ TEXT = {".md", ".csv", ".tex", ".html"}
 pytestmark = pytest.mark.slow
 
 
+# What .gitignore keeps of reports/: the page and its figures and tables. A sweep's own report
+# (the README's quickstart writes reports/quickstart/) is local and not compared.
+COMMITTED = ("index.md", "index.html", "figures", "tables")
+
+
 def _files(folder: Path) -> dict[str, Path]:
     return {
         str(p.relative_to(folder)): p
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != "README.md"
+        if p.is_file() and p.relative_to(folder).parts[0] in COMMITTED
     }
 
 
