@@ -239,7 +239,9 @@ def test_cluster_example_spec_is_valid_and_plans():
 
 @pytest.fixture
 def fake_squeue(tmp_path, monkeypatch):
-    """A ``squeue`` on PATH that prints the lines given to it."""
+    """A ``squeue`` on PATH that prints the lines given to it, and an ``sacct`` that knows no
+    job: the test's job ids (31, 40, ...) must not meet the accounting of a real Slurm on the
+    machine, whose own job 40 may have completed."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     listing = tmp_path / "squeue.txt"
@@ -247,6 +249,9 @@ def fake_squeue(tmp_path, monkeypatch):
     script = bin_dir / "squeue"
     script.write_text(f"#!/bin/sh\ncat {listing}\n")
     script.chmod(0o755)
+    sacct = bin_dir / "sacct"
+    sacct.write_text("#!/bin/sh\nexit 0\n")
+    sacct.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     return listing
 
