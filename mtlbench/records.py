@@ -60,11 +60,18 @@ class Config(TypedDict):
 
 
 class Selection(TypedDict):
+    """The reported evaluation and how it was chosen. ``best_val_epoch`` and
+    ``selected_at_end`` (records written from 2026-12-03 on; :func:`convergence` derives them
+    for older ones) say whether training had converged: the epoch of the best validation score,
+    whatever the rule, and whether it falls in the last :data:`AT_END_FRACTION` of training."""
+
     rule: str
     description: str
     epoch: int
     score: float
     reference_source: str | None
+    best_val_epoch: int
+    selected_at_end: bool
 
 
 class StoredReference(TypedDict):
@@ -327,6 +334,31 @@ def first_line(text: Any, limit: int = 120) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+# A run whose best validation score falls in the last fifth of its epochs was still improving
+# when it stopped: the leaderboard's convergence check (docs/reports.md) counts such runs.
+AT_END_FRACTION = 0.2
+
+
+def convergence(
+    curves: dict[str, Any] | None, epochs: int | None
+) -> tuple[int | None, bool | None]:
+    """``(best_val_epoch, selected_at_end)`` from a record's curves and its protocol's epoch
+    count: the (0-based) epoch of the lowest ``val_score``, and whether it lies in the last
+    :data:`AT_END_FRACTION` of training, ``epoch + 1 > (1 - AT_END_FRACTION) * epochs``.
+    ``(None, None)`` without evaluations, a finite score or an epoch count."""
+    curves = curves or {}
+    scores, evaluated = curves.get("val_score") or [], curves.get("epoch") or []
+    finite = [
+        (score, epoch)
+        for score, epoch in zip(scores, evaluated, strict=False)
+        if isinstance(score, (int, float)) and math.isfinite(score)
+    ]
+    if not finite or not epochs:
+        return None, None
+    best = min(finite, key=lambda pair: pair[0])[1]
+    return int(best), bool(best + 1 > (1 - AT_END_FRACTION) * epochs)
+
+
 def to_row(record: Record | dict[str, Any], path: str | None = None) -> dict[str, Any]:
     """One flat row of a record: its config (``hparams``, ``protocol``, ``policies`` as sorted
     JSON, so that equal settings group together; the replicate keys of the protocol, the toy's
@@ -342,6 +374,13 @@ def to_row(record: Record | dict[str, Any], path: str | None = None) -> dict[str
     error = record.get("error") or {}
     diverged = record.get("diverged") or {}
     train_loss = (record.get("curves") or {}).get("train_loss")
+    if "selected_at_end" in selection:
+        at_end = selection["selected_at_end"], selection.get("best_val_epoch")
+    elif selection:
+        best, end = convergence(record.get("curves"), protocol.get("epochs"))
+        at_end = end, best
+    else:
+        at_end = None, None
     row: dict[str, Any] = {
         "trial_id": record.get("trial_id") or path,
         "path": path,
@@ -359,6 +398,8 @@ def to_row(record: Record | dict[str, Any], path: str | None = None) -> dict[str
         **replicate,
         "selected_epoch": selection.get("epoch"),
         "selection_rule": selection.get("rule"),
+        "selected_at_end": at_end[0],
+        "best_val_epoch": at_end[1],
         "delta_m": dm.get("metric_avg"),
         "delta_m_task_avg": dm.get("task_avg"),
         "stored_reference": _dumps(reference["values"]) if reference.get("values") else None,

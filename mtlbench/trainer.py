@@ -38,6 +38,7 @@ from mtlbench.records import (
     DeltaM,
     Record,
     Timing,
+    convergence,
     metric_info,
     new_record,
     read_record,
@@ -303,6 +304,7 @@ def select_and_score(run: Run, state: TrainState) -> dict[str, Any]:
         state.curves, r.protocol.selection, has_reference=run.reference is not None
     )
     keep = set(names)
+    best_val_epoch, at_end = convergence(state.curves, r.protocol.epochs)
     out: dict[str, Any] = {
         "selection": {
             "rule": r.protocol.selection,
@@ -310,6 +312,8 @@ def select_and_score(run: Run, state: TrainState) -> dict[str, Any]:
             "epoch": state.curves["epoch"][chosen.index],
             "score": state.curves["val_score"][chosen.index],
             "reference_source": run.reference.source if run.reference is not None else None,
+            "best_val_epoch": best_val_epoch,
+            "selected_at_end": at_end,
         },
         "metrics": {
             split: {k: v for k, v in values.items() if k in keep or r.task is None}

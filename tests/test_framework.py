@@ -248,6 +248,11 @@ def test_selection_picks_best_validation_epoch(tmp_path):
     best = min(range(4), key=scores.__getitem__)
     assert record["selection"]["epoch"] == best
     assert record["metrics"]["test"]["mse_a"] == record["curves"]["test"]["mse_a"][best]
+    # Convergence: epoch 3 of 4 is the last fifth (3 + 1 > 0.8 * 4); epochs 0-2 are not.
+    assert record["selection"]["best_val_epoch"] == best
+    assert record["selection"]["selected_at_end"] == (best == 3)
+    row = load_results(tmp_path).iloc[0]
+    assert (row["best_val_epoch"], row["selected_at_end"]) == (best, best == 3)
 
 
 def test_nan_loss_is_recorded_as_diverged_with_its_step(tmp_path):

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from mtlbench.records import SCHEMA, SCHEMA_V1, load_results, new_record, read_record, scan, to_row
+from mtlbench.records import (
+    SCHEMA,
+    SCHEMA_V1,
+    convergence,
+    load_results,
+    new_record,
+    read_record,
+    scan,
+    to_row,
+)
 
 
 def _record(trial_id: str = "toy-ls-s0-abc", **changes):
@@ -84,3 +93,31 @@ def test_a_trial_in_two_folders_keeps_its_done_record(tmp_path: Path):
     (tmp_path / "x" / "t.json").write_text(json.dumps(_record("t", status="done")))
     (tmp_path / "y" / "t.json").write_text(json.dumps(_record("t", status="failed")))
     assert scan(tmp_path).by_trial()["t"]["status"] == "done"
+
+
+def test_convergence_marks_a_best_epoch_in_the_last_fifth_of_training():
+    """The best validation epoch (lowest ``val_score``) is "at the end" when epoch + 1 >
+    0.8 * epochs: of 10 epochs, 0-based epochs 8 and 9 are, 7 is not."""
+    def curves(best: int, n: int = 10) -> dict:
+        return {"epoch": list(range(n)), "val_score": [0.0 if e == best else 1.0 for e in range(n)]}
+
+    assert convergence(curves(9), 10) == (9, True)
+    assert convergence(curves(8), 10) == (8, True)
+    assert convergence(curves(7), 10) == (7, False)
+    # eval_every 5 over 20 epochs: evaluations after epochs 4, 9, 14, 19.
+    sparse = {"epoch": [4, 9, 14, 19], "val_score": [3.0, 2.0, 1.0, 1.5]}
+    assert convergence(sparse, 20) == (14, False)
+    assert convergence({"epoch": [0, 1], "val_score": [float("nan"), 2.0]}, 2) == (1, True)
+    assert convergence({}, 10) == (None, None)
+    assert convergence(curves(3), None) == (None, None)
+
+
+def test_to_row_derives_convergence_for_records_written_before_it_was_stored():
+    record = _record()
+    record["config"]["protocol"]["epochs"] = 5
+    record["curves"] = {"epoch": [0, 1, 2, 3, 4], "val_score": [5.0, 4.0, 3.0, 2.0, 1.0]}
+    record["selection"] = {"rule": "best_val_delta_m", "epoch": 4}
+    row = to_row(record)
+    assert (row["best_val_epoch"], row["selected_at_end"]) == (4, True)
+    record["selection"].update(best_val_epoch=1, selected_at_end=False)  # stored wins
+    assert (to_row(record)["best_val_epoch"], to_row(record)["selected_at_end"]) == (1, False)
