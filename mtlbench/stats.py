@@ -6,19 +6,20 @@ optional (absent: one benchmark). Seeds are treated as independent replicates; a
 baseline with the same seed share initialisation and data order, which is what the paired tests
 use.
 
-* :func:`cell_summary`: mean, sample std (ddof = 1) and a percentile-bootstrap CI over seeds.
+* :func:`cell_summary`: mean, sample std (ddof = 1) and a t interval over seeds.
 * :func:`probability_of_improvement`: rliable's P(X < Y) (Agarwal et al., NeurIPS 2021,
   "Deep RL at the Edge of the Statistical Precipice"), with a stratified-bootstrap CI.
-* :func:`paired_tests` and :func:`leaderboard`: paired t-test (Wilcoxon signed-rank from six
-  seeds on) against LS and against the best method, Holm-corrected per benchmark.
+* :func:`paired_tests` and :func:`leaderboard`: paired tests that can reach their threshold
+  (:mod:`mtlbench.inference`) against LS and the best method, Holm-corrected per benchmark;
+  :func:`minimal_detectable_difference`: the smallest difference they can detect.
 * :func:`mean_ranks`, :func:`friedman_nemenyi`: ranks across benchmarks with a stratified-bootstrap
   CI; Friedman's test and Nemenyi's post-hoc test (Demšar, JMLR 2006) for the CD diagram.
 * :func:`performance_profile`: rliable's score distribution, here P(score <= tau).
 
-The bootstrap is :func:`scipy.stats.bootstrap`; Nemenyi and the CD diagram are scikit-posthocs;
-Holm is statsmodels. rliable's own code is not used: its last release (1.2.0) pins ``arch<8``,
-arch 7 does not import with pandas 3 and arch 8 renamed ``random_state``, so its bootstrap
-cannot run here (docs/reports.md, "Statistics").
+The bootstrap (P(improvement), ranks) is :func:`scipy.stats.bootstrap`; Nemenyi and the CD
+diagram are scikit-posthocs; Holm is statsmodels. rliable's own code is not used: its last
+release (1.2.0) pins ``arch<8``, arch 7 does not import with pandas 3 and arch 8 renamed
+``random_state``, so its bootstrap cannot run here (docs/reports.md, "Statistics").
 """
 
 from __future__ import annotations
@@ -34,15 +35,21 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
+from mtlbench.inference import (
+    POWER,
+    detectable_difference,
+    paired_test,
+    seeds_to_detect,
+    smallest_p,
+    t_interval,
+)
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 #: The benchmark label used when the frame has no ``benchmark`` column.
 SINGLE = "-"
-#: From this many paired seeds on, the Wilcoxon signed-rank test replaces the paired t-test
-#: (with five or fewer, its smallest two-sided exact p-value is 2 / 2**5 = 0.0625 > 0.05).
-WILCOXON_MIN_SEEDS = 6
 
 
 def _require(module: str, package: str) -> ModuleType:
@@ -79,29 +86,16 @@ def _bootstrap(samples: Sequence[np.ndarray], statistic: Any, confidence: float,
 
 
 def cell_summary(
-    frame: pd.DataFrame,
-    score: str = "delta_m",
-    *,
-    confidence: float = 0.95,
-    reps: int = 2000,
-    seed: int = 0,
+    frame: pd.DataFrame, score: str = "delta_m", *, confidence: float = 0.95
 ) -> pd.DataFrame:
-    """Per benchmark x method: ``n``, ``mean``, ``std`` (ddof = 1) and a ``confidence`` CI of
-    the mean over seeds (``ci_low``, ``ci_high``).
-
-    Within one cell the stratified bootstrap has one stratum: seeds are resampled with
-    replacement, ``reps`` times, and the CI is the percentile interval of the resampled means.
-    Constant scores give a zero-width CI; a single seed gives NaN (nothing to resample).
-    """
+    """Per benchmark x method: ``n``, ``mean``, ``std`` (ddof = 1) and the ``confidence``
+    t interval of the mean over seeds (``ci_low``, ``ci_high``; :func:`t_interval`).
+    Constant scores give a zero-width CI; a single seed gives NaN."""
     data = _cells(frame, score)
-    rng = np.random.default_rng(seed)
     rows = []
     for (bench, method), cell in data.groupby(["benchmark", "method"], sort=True):
         x = cell[score].to_numpy(dtype=float)
-        low = high = math.nan
-        if len(x) > 1:
-            ci = _bootstrap([x], np.mean, confidence, reps, rng)
-            low, high = float(ci.low), float(ci.high)
+        low, high = t_interval(x, confidence)
         std = float(np.std(x, ddof=1)) if len(x) > 1 else math.nan
         rows.append((bench, method, len(x), float(x.mean()), std, low, high))
     cols = ["benchmark", "method", "n", "mean", "std", "ci_low", "ci_high"]
@@ -186,24 +180,6 @@ def probability_of_improvement(
     return pd.DataFrame(rows, columns=cols).set_index("method")
 
 
-def paired_test(x: np.ndarray, y: np.ndarray) -> tuple[str, float]:
-    """Two-sided paired test of x against y (same seeds, same order): the test's name and p.
-
-    Paired t-test (assumes normal differences) below :data:`WILCOXON_MIN_SEEDS` pairs, Wilcoxon
-    signed-rank (exact, no normality assumption) from there on. Identical samples give p = 1;
-    fewer than two pairs give NaN.
-    """
-    d = np.asarray(x, dtype=float) - np.asarray(y, dtype=float)
-    if len(d) < 2:
-        return "none", math.nan
-    if np.all(d == 0):
-        return "identical", 1.0
-    if len(d) >= WILCOXON_MIN_SEEDS:
-        return "wilcoxon", float(st.wilcoxon(x, y).pvalue)
-    p = float(st.ttest_rel(x, y).pvalue)
-    return "paired-t", 0.0 if math.isnan(p) else p  # constant nonzero difference: exact
-
-
 def holm(pvalues: Sequence[float]) -> np.ndarray:
     """Holm's step-down adjusted p-values (statsmodels); NaN stays NaN and is not counted."""
     multitest = _require("statsmodels.stats.multitest", "statsmodels")
@@ -216,13 +192,16 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
 
 
 def paired_tests(
-    frame: pd.DataFrame, reference: str = "ls", score: str = "delta_m"
+    frame: pd.DataFrame, reference: str = "ls", score: str = "delta_m", alpha: float = 0.05
 ) -> pd.DataFrame:
     """Per benchmark x method: the paired test against ``reference`` (a method name, or
     ``"best"`` for the method with the lowest mean on that benchmark) on the seeds both ran.
 
-    Columns: ``reference``, ``n_pairs``, ``test``, ``p``, ``p_holm`` (Holm over the methods of
-    that benchmark, the family of one table column) and ``diff`` (mean of x - reference).
+    The family is the methods of one benchmark (one table column, m comparisons); each test is
+    chosen so that it can reach Holm's first threshold ``alpha / m`` (:func:`paired_test`).
+    Columns: ``reference``, ``n_pairs``, ``test``, ``p``, ``p_holm``, ``diff`` (mean of
+    x - reference), ``min_p`` (the smallest p that test can give, :func:`smallest_p`) and
+    ``family`` (m).
     """
     data = _cells(frame, score)
     rows = []
@@ -231,26 +210,73 @@ def paired_tests(
         ref = str(wide.mean().idxmin()) if reference == "best" else reference
         if ref not in wide.columns:
             continue
+        others = wide.columns.drop(ref)
         part = []
-        for method in wide.columns.drop(ref):
+        for method in others:
             pair = wide[[method, ref]].dropna()
-            test, p = paired_test(pair[method].to_numpy(), pair[ref].to_numpy())
+            x, y = pair[method].to_numpy(), pair[ref].to_numpy()
+            test, p = paired_test(x, y, alpha / max(len(others), 1))
             diff = float((pair[method] - pair[ref]).mean()) if len(pair) else math.nan
-            part.append([bench, method, ref, len(pair), test, p, diff])
+            part.append([bench, method, ref, len(pair), test, p, diff, smallest_p(test, len(x))])
         adjusted = holm([r[5] for r in part])
-        rows += [r[:6] + [a, r[6]] for r, a in zip(part, adjusted, strict=True)]
-    cols = ["benchmark", "method", "reference", "n_pairs", "test", "p", "p_holm", "diff"]
+        rows += [r[:6] + [a, *r[6:], len(others)] for r, a in zip(part, adjusted, strict=True)]
+    cols = "benchmark method reference n_pairs test p p_holm diff min_p family".split()
     return pd.DataFrame(rows, columns=cols).set_index(["benchmark", "method"])
+
+
+def minimal_detectable_difference(
+    frame: pd.DataFrame,
+    baseline: str = "ls",
+    score: str = "delta_m",
+    *,
+    alpha: float = 0.05,
+    power: float = POWER,
+) -> pd.DataFrame:
+    """Per benchmark, the smallest difference from ``baseline`` the leaderboard's test can
+    detect: paired, at Holm's strictest level ``alpha / m`` (m comparisons with the baseline,
+    the level a lone true difference must pass), at ``power``, from the observed spread.
+
+    ``spread`` pools the variances of the paired differences method - baseline over the
+    methods (the root of their mean); ``n`` is the median number of pairs. Columns: ``n``,
+    ``family`` (m), ``level``, ``spread``, ``mdd`` and ``seeds_for_2`` (pairs needed to detect
+    2 points at that spread)."""
+    data = _cells(frame, score)
+    rows = []
+    for bench, block in data.groupby("benchmark", sort=True):
+        wide = block.pivot_table(index="seed", columns="method", values=score, aggfunc="mean")
+        if baseline not in wide.columns or len(wide.columns) < 2:
+            continue
+        diffs = [(wide[m] - wide[baseline]).dropna() for m in wide.columns.drop(baseline)]
+        variances = [float(d.var(ddof=1)) for d in diffs if len(d) > 1]
+        spread = math.sqrt(float(np.mean(variances))) if variances else math.nan
+        n = int(np.median([len(d) for d in diffs]))
+        level = alpha / len(diffs)
+        rows.append(
+            (
+                bench,
+                n,
+                len(diffs),
+                level,
+                spread,
+                detectable_difference(spread, n, level, power),
+                seeds_to_detect(2.0, spread, level, power) if math.isfinite(spread) else None,
+            )
+        )
+    cols = ["benchmark", "n", "family", "level", "spread", "mdd", "seeds_for_2"]
+    return pd.DataFrame(rows, columns=cols).set_index("benchmark")
 
 
 @dataclass(frozen=True)
 class Leaderboard:
     """A leaderboard with uncertainty: ``table`` per benchmark x method, ``note`` naming the
-    statistics, ``sentence`` saying which differences are significant."""
+    statistics, ``sentence`` saying which differences are significant, ``detectable`` the
+    smallest difference from the baseline its test can detect per benchmark
+    (:func:`minimal_detectable_difference`)."""
 
     table: pd.DataFrame
     note: str
     sentence: str
+    detectable: pd.DataFrame
 
 
 def _mark(row: pd.Series, alpha: float) -> str:
@@ -267,23 +293,21 @@ def leaderboard(
     *,
     alpha: float = 0.05,
     confidence: float = 0.95,
-    reps: int = 2000,
-    seed: int = 0,
 ) -> Leaderboard:
     """Everything per cell: :func:`cell_summary`, P(improvement) over ``baseline`` on that
     benchmark, Holm-adjusted paired p-values against the best method and against the baseline,
     ``vs_best`` (``best`` / ``tie`` / empty) and ``vs_baseline`` (``better`` / ``worse`` /
     ``tie``). Methods whose difference is not significant at ``alpha`` are ties."""
     data = _cells(frame, score)
-    table = cell_summary(data, score, confidence=confidence, reps=reps, seed=seed)
+    table = cell_summary(data, score, confidence=confidence)
     poi = [
         probability_of_improvement(g, baseline, score, reps=0)["p_improvement"].rename(b)
         for b, g in data.groupby("benchmark")
     ]
     if poi:
         table["p_improvement"] = pd.concat(poi, axis=1).stack().swaplevel()
-    best = paired_tests(data, "best", score)
-    base = paired_tests(data, baseline, score)
+    best = paired_tests(data, "best", score, alpha)
+    base = paired_tests(data, baseline, score, alpha)
     table["p_holm_best"] = best["p_holm"]
     table["p_holm_baseline"] = base["p_holm"]
     best_of = data.groupby(["benchmark", "method"])[score].mean().groupby(level=0).idxmin()
@@ -296,14 +320,19 @@ def leaderboard(
     table.loc[untested, "vs_baseline"] = ""
     table = table.drop(columns="rank_group")
     tests = sorted(set(best["test"]) | set(base["test"]) - {"none", "identical"})
-    note = (
-        f"mean ± std over seeds; {confidence:.0%} CI: percentile bootstrap over seeds "
-        f"({reps} resamples); P(improvement) over {baseline}: rliable's definition; "
-        f"significance: two-sided {' / '.join(tests) or 'paired'} test across seeds "
-        f"(paired t below {WILCOXON_MIN_SEEDS} seeds, Wilcoxon from there on), Holm-corrected "
-        f"per benchmark, alpha = {alpha}; 'tie': not significantly different."
+    floor = base["min_p"].dropna()
+    reachable = (
+        f"; the smallest p these tests can give here is {floor.max():.2g}" if len(floor) else ""
     )
-    return Leaderboard(table, note, significance_sentence(table, baseline, alpha))
+    note = (
+        f"mean ± std over seeds; {confidence:.0%} CI: Student's t interval over seeds; "
+        f"P(improvement) over {baseline}: rliable's definition; significance: two-sided "
+        f"{' / '.join(tests) or 'paired'} test across seeds (the exact Wilcoxon test only "
+        f"where it can reach Holm's first threshold alpha / m, else the paired t{reachable}), "
+        f"Holm-corrected per benchmark, alpha = {alpha}; 'tie': not significantly different."
+    )
+    detectable = minimal_detectable_difference(data, baseline, score, alpha=alpha)
+    return Leaderboard(table, note, significance_sentence(table, baseline, alpha), detectable)
 
 
 def significance_sentence(table: pd.DataFrame, baseline: str, alpha: float = 0.05) -> str:
