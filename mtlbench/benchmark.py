@@ -48,11 +48,17 @@ class Metric:
 
 @dataclass(frozen=True)
 class Reference:
-    """Single-task reference values with their provenance (a citation, a file, trial ids)."""
+    """Single-task reference values with their provenance (a citation, a file, trial ids).
+
+    ``values`` are the references' test metrics, the denominators of the reported Δm%.
+    ``validation`` are their validation metrics where the suite ran them (STL records), the
+    denominators of every selection score (epochs, tuning), so that no test metric enters a
+    choice (:func:`mtlbench.selection.selection_reference`); ``None`` for published values."""
 
     values: dict[str, float]
     source: str
     details: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, float] | None = None
 
 
 # The arguments of each ``scheduler`` form, with their types and ranges (the trainer's

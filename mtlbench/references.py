@@ -5,7 +5,9 @@ A benchmark's reference is, in this order of preference:
 1. **published**: the values the benchmark ships (``Benchmark.reference()``, with the citation);
 2. **stl**: the suite's own single-task runs, the mean over seeds of the done ``stl`` records of
    each task that share the trial's *data protocol* (the protocol less its schedule keys and its
-   replicate keys), with the trial ids as provenance.
+   replicate keys), with the trial ids as provenance. Their test means are the reported Δm%'s
+   reference (``values``); their validation means (``validation``) are the reference of every
+   selection score, so that tuning and epoch selection never read a test metric.
 
 The STL reference is computed from a records frame (:func:`mtlbench.records.load_results`), so
 the trainer at run time and the report afterwards compute the same values from the same records,
@@ -57,6 +59,7 @@ def stl_references(rows: pd.DataFrame, metrics: Sequence[Metric]) -> dict[str, R
     tasks = list(dict.fromkeys(m.task for m in metrics))
     for key, group in stl.groupby(stl["protocol"].map(data_key), sort=False):
         values: dict[str, float] = {}
+        validation: dict[str, float] = {}
         std: dict[str, float] = {}
         n: dict[str, int] = {}
         trials: dict[str, list[str]] = {}
@@ -70,10 +73,8 @@ def stl_references(rows: pd.DataFrame, metrics: Sequence[Metric]) -> dict[str, R
             trials[task] = sorted(runs["trial_id"])
             for m in metrics:
                 if m.task == task:
-                    column = runs.get(f"test/{m.name}")
-                    vals = column.dropna() if column is not None else pd.Series(dtype=float)
-                    values[m.name] = float(vals.mean()) if len(vals) else math.nan
-                    std[m.name] = float(vals.std()) if len(vals) > 1 else math.nan
+                    values[m.name], std[m.name] = _mean_std(runs, f"test/{m.name}")
+                    validation[m.name] = _mean_std(runs, f"val/{m.name}")[0]
         if lacking:
             out[str(key)] = f"no done STL record for task(s) {', '.join(lacking)}"
             continue
@@ -83,8 +84,18 @@ def stl_references(rows: pd.DataFrame, metrics: Sequence[Metric]) -> dict[str, R
             source=f"mtlbench stl mode: mean over seeds of {sum(n.values())} single-task (stl) "
             f"records in this results folder ({seeds} seed(s) per task)",
             details={"kind": "stl", "key": str(key), "trials": trials, "n": n, "std": std},
+            validation=validation,
         )
     return out
+
+
+def _mean_std(runs: pd.DataFrame, column: str) -> tuple[float, float]:
+    """Mean and sample standard deviation of a records frame's column over its non-missing
+    values (NaN for none; the deviation needs two)."""
+    found = runs.get(column)
+    vals = found.dropna() if found is not None else pd.Series(dtype=float)
+    mean = float(vals.mean()) if len(vals) else math.nan
+    return mean, float(vals.std()) if len(vals) > 1 else math.nan
 
 
 def stl_reference(

@@ -4,7 +4,9 @@ Selection never reads the test set unless the protocol asks for the published, l
 ``last10_test_mean`` (NYU-v2 / Cityscapes in the FAMO / Nash-MTL / LDC-MTL code), and the
 record says so. The default, ``best_val_delta_m``, picks the epoch with the best validation Δm%
 against the single-task reference (or, while no reference exists, the best signed mean of the
-validation metrics).
+validation metrics). The reference of that score is the references' *validation* metrics where
+the suite ran them (:func:`selection_reference`): no test metric enters a choice, not even as a
+denominator.
 """
 
 from __future__ import annotations
@@ -21,13 +23,21 @@ RULES = ("best_val_delta_m", "last", "last10_test_mean")
 LAST_N = 10  # evaluations averaged by ``last10_test_mean``
 
 
+def selection_reference(reference: Reference) -> dict[str, float]:
+    """The denominators of a validation score: the references' validation metrics when the
+    suite ran them (STL records), else the published values (constants from a paper, not this
+    experiment's test data; published references have no validation split)."""
+    return reference.validation if reference.validation is not None else reference.values
+
+
 def selection_score(
     values: Mapping[str, float], metrics: Sequence[Metric], reference: Reference | None
 ) -> float:
-    """Validation Δm% against the reference (lower is better). Without a reference, the mean
-    of the metrics signed so that lower is better (the same order for like-scaled metrics)."""
+    """Validation Δm% against the references' validation metrics (lower is better;
+    :func:`selection_reference`). Without a reference, the mean of the metrics signed so that
+    lower is better (the same order for like-scaled metrics)."""
     if reference is not None:
-        return delta_m_metric_avg(values, reference.values, metrics)
+        return delta_m_metric_avg(values, selection_reference(reference), metrics)
     return statistics.fmean(
         -values[m.name] if m.higher_is_better else values[m.name] for m in metrics
     )

@@ -341,6 +341,7 @@ class Scorer:
         """The record's validation score (lower is better); ``inf`` unless it is done."""
         from mtlbench import benchmark as benchmarks
         from mtlbench.metrics import delta_m_metric_avg
+        from mtlbench.selection import selection_reference
 
         if record.get("status") != "done":
             return math.inf
@@ -353,7 +354,7 @@ class Scorer:
                 "add stl: true to the benchmark (or tune on val_<metric>)"
             )
         metrics = benchmarks.get(record["config"]["benchmark"]).metrics
-        return delta_m_metric_avg(record["metrics"]["val"], reference.values, metrics)
+        return delta_m_metric_avg(record["metrics"]["val"], selection_reference(reference), metrics)
 
 
 def _statuses(results: Path, trials: Iterable[ResolvedTrial]) -> list[dict[str, Any] | None]:
