@@ -21,6 +21,8 @@ from typing import Any
 
 import pandas as pd
 
+from mtlbench.report.base import tie_round
+
 MISSING = "—"
 SIG = 4  # significant digits of a metric column's largest mean
 TEX_SYMBOLS = {
@@ -89,8 +91,6 @@ def _fixed(x: float, decimals: int | None) -> str:
 def marks(values: Sequence[float], lower_is_better: bool) -> list[str]:
     """``best`` for the best value(s), ``second`` for the next distinct value(s); values equal to
     10 significant digits tie."""
-    from mtlbench.report.leaderboard import tie_round
-
     v = tie_round(values)
     ranks = (v if lower_is_better else -v).rank(method="dense")
     return ["best" if r == 1 else "second" if r == 2 else "" for r in ranks]

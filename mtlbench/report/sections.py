@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import pandas as pd
 
+import mtlbench.report.uncertainty as uncertainty
 from mtlbench import notes
-from mtlbench.report.build import Report
-from mtlbench.report.leaderboard import Board, cross_benchmark
+from mtlbench.report.base import Board
+from mtlbench.report.leaderboard import cross_benchmark
+from mtlbench.report.page import Report
 from mtlbench.report.published import published_comparison
 from mtlbench.report.render import MISSING
 from mtlbench.report.tables import (
@@ -73,7 +75,7 @@ def intro(report: Report) -> None:
 
 def across(report: Report) -> None:
     """Mean MR and Δm% over benchmarks, and the heatmap of ranks."""
-    from mtlbench.report import figures, uncertainty
+    import mtlbench.report.figures as figures  # optional heavy dependency: matplotlib
 
     tables = {b: board.table for b, board in report.boards.items()}
     cross = cross_benchmark(tables)
@@ -197,7 +199,7 @@ def _published(report: Report, bench: str, pub: pd.DataFrame) -> None:
 
 
 def _distributions(report: Report, board: Board) -> None:
-    from mtlbench.report import figures
+    import mtlbench.report.figures as figures  # optional heavy dependency: matplotlib
 
     runs, bench = board.runs, board.benchmark
     cols = [
@@ -231,7 +233,7 @@ def _distributions(report: Report, board: Board) -> None:
 
 def _dynamics(report: Report, bench: str, *, band: bool) -> None:
     """Loss and weights per epoch; with ``band``, ± sd over seeds (not over starting points)."""
-    from mtlbench.report import dynamics
+    import mtlbench.report.dynamics as dynamics  # optional heavy dependency: matplotlib
 
     rows = report.df[report.df["benchmark"] == bench]
     done = rows[(rows["mode"] != "stl") & (rows["status"] == "done")]
@@ -260,7 +262,7 @@ def _dynamics(report: Report, bench: str, *, band: bool) -> None:
 
 
 def _toy(report: Report, bench: str) -> None:
-    from mtlbench.report import toy
+    import mtlbench.report.toy as toy  # optional heavy dependency: matplotlib
 
     rows = report.df[report.df["benchmark"] == bench]
     done = rows[(rows["mode"] != "stl") & (rows["status"] == "done")]
@@ -287,7 +289,7 @@ def _toy(report: Report, bench: str) -> None:
             runtime_label=label,
         )
     elif len(runtime):
-        from mtlbench.report import figures
+        import mtlbench.report.figures as figures  # optional heavy dependency: matplotlib
 
         notes.append("no trajectory in the toy records (curves.val L1/L2)")
         report.figure(
@@ -297,7 +299,7 @@ def _toy(report: Report, bench: str) -> None:
 
 
 def accuracy_and_cost(report: Report) -> None:
-    from mtlbench.report import figures
+    import mtlbench.report.figures as figures  # optional heavy dependency: matplotlib
 
     runs = report.runs("delta_m", "step_x_ls")
     if runs.empty:
@@ -317,7 +319,7 @@ def accuracy_and_cost(report: Report) -> None:
 
 
 def runtime(report: Report) -> None:
-    from mtlbench.report import figures
+    import mtlbench.report.figures as figures  # optional heavy dependency: matplotlib
 
     report.doc.h(2, "Runtime")
     rows = []
@@ -342,7 +344,7 @@ def runtime(report: Report) -> None:
 
 
 def scaling(report: Report) -> None:
-    from mtlbench.report import figures
+    import mtlbench.report.figures as figures  # optional heavy dependency: matplotlib
 
     report.doc.h(3, "Per-step time against the number of tasks")
     table = report.results.bench_table

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from mtlbench.report.benchmarks import Col
+from mtlbench.report.base import Col
 from mtlbench.report.render import (
     MISSING,
     Cell,

@@ -123,3 +123,10 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     if "variant" not in df:
         df["variant"] = label_variants(df)
     return df
+
+
+def best_variant(g: pd.DataFrame) -> pd.Series:
+    """The row of a method's variants (a leaderboard's rows of one base method) with most done
+    runs, the first of them on a tie: the variant a method enters comparisons across benchmarks
+    with."""
+    return g.sort_values("n", ascending=False, kind="stable").iloc[0]
