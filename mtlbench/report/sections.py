@@ -14,6 +14,7 @@ from mtlbench.report.leaderboard import cross_benchmark
 from mtlbench.report.page import Report
 from mtlbench.report.published import published_comparison
 from mtlbench.report.render import MISSING
+from mtlbench.report.selected import selected_configs
 from mtlbench.report.tables import (
     cross_table,
     leaderboard_tables,
@@ -21,6 +22,7 @@ from mtlbench.report.tables import (
     published_table,
     replicate_table,
     runtime_table,
+    selected_table,
 )
 
 MAX_LISTED = 50  # missing runs listed on the index page (all of them go to the CSV)
@@ -143,6 +145,7 @@ def benchmark(report: Report, bench: str, pub: pd.DataFrame | None) -> None:
         report.emit(replicate_table(board.runs, board.table, board.metrics))
     _significance(report, board, replicated)
     report.doc.ul(board.notes + _protocol_notes(report, bench, board))
+    _selected(report, bench, board)
     if pub is not None:
         _published(report, bench, pub)
     if not replicated:
@@ -165,6 +168,22 @@ def _protocol_notes(report: Report, bench: str, board: Board) -> list[str]:
     }
     lines = [notes.protocol_note(records), notes.tuning_note(records)]
     return [line for line in lines if line] + notes.outlier_notes(delta_m, records)
+
+
+def _selected(report: Report, bench: str, board: Board) -> None:
+    """The configurations the tuning stage selected for the tuned methods, with their ranges."""
+    rows = report.df[report.df["benchmark"] == bench]
+    configs = selected_configs(rows, [str(m) for m in board.table["method"]])
+    if configs.empty:
+        return
+    report.doc.h(3, f"{bench}: selected configurations")
+    report.doc.p(
+        "The settings each tuned method's tuning stage selected on validation data, which its "
+        "final runs (the leaderboard's) use; without tuning: the value the run would have had; "
+        "drawn from: the setting's declared search space (`mtlbench list methods --space`), a "
+        "relative one scaled by the value without tuning (docs/tuning.md)."
+    )
+    report.emit(selected_table(configs, bench))
 
 
 def _significance(report: Report, board: Board, replicated: bool) -> None:
