@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+from tabulate import tabulate
 
 from mtlbench.report.base import tie_round
 
@@ -150,8 +151,6 @@ def _latex(table: Table) -> str:
 
 def render(table: Table, fmt: str) -> str:
     """The table as Markdown (``md``), LaTeX booktabs (``tex``) or HTML (``html``)."""
-    from tabulate import tabulate
-
     if fmt == "tex":
         return _latex(table)
     if fmt == "md":

@@ -1,7 +1,8 @@
 """The sections of the report page, in order: introduction, across benchmarks, one section per
-benchmark (leaderboard, notes, published numbers, metric distributions, training dynamics, the
-toy's trajectories), accuracy against cost, runtime, per-step time against K, missing runs and
-the list of files. Each takes the :class:`~mtlbench.report.build.Report` being written."""
+benchmark (leaderboard, notes, the configurations tuning selected, published numbers, metric
+distributions, training dynamics, the toy's trajectories), accuracy against cost, runtime,
+per-step time against K, missing runs and the list of files. Each takes the
+:class:`~mtlbench.report.page.Report` being written."""
 
 from __future__ import annotations
 
