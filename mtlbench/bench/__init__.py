@@ -14,14 +14,16 @@ relative to mtlbench's and the relative difference of their first update from ou
 goes by default to ``results/bench/bench-<workload>.csv``, where ``mtlbench report results``
 finds it.
 
-Modules: :mod:`~mtlbench.bench.workloads` (the models and batches), :mod:`~.measure`
-(contenders, timing, memory), :mod:`~.run` (the interleaved run and its rows), :mod:`~.peers`
-(TorchJD), :mod:`~.command` (the command line). See docs/performance.md.
+Modules, lowest first: :mod:`~mtlbench.bench.spec` (what a contender runs),
+:mod:`~.workloads` (the models and batches), :mod:`~.peers` (TorchJD), :mod:`~.measure`
+(contenders, timing, memory), :mod:`~.run` (the interleaved run and its rows), :mod:`~.command`
+(the command line). See docs/performance.md.
 """
 
 from mtlbench.bench.command import add_command, default_out, format_table, write_csv
-from mtlbench.bench.measure import Spec, cpu_step_memory, solver_time, update_error
+from mtlbench.bench.measure import cpu_step_memory, solver_time, update_error
 from mtlbench.bench.run import run_bench
+from mtlbench.bench.spec import Spec
 from mtlbench.bench.workloads import (
     WORKLOADS,
     Workload,

@@ -13,32 +13,13 @@ from typing import Any
 
 import torch
 
+from mtlbench.bench.peers import peer_step
+from mtlbench.bench.spec import Spec
 from mtlbench.bench.workloads import WORKLOADS, Workload
 from mtlbench.environment import synchronize
 from mtlbench.gradients import GradientEngine, jacobian
 from mtlbench.method import GradientMethod, GramianWeighting, Method
 from mtlbench.step import TrainingStep
-
-
-@dataclass(frozen=True)
-class Spec:
-    """What one contender runs: mtlbench's own training step with the engine's ``mode``
-    (``batched``, ``sequential``, ``gramian``; ``next_step``: the batched engine and FAMO's
-    next-step losses) and ``chunk`` size, or, with ``peer`` set, that
-    library's step for the same method (``mode``: ``mtl_backward`` or ``autogram`` for TorchJD).
-    Picklable, so that a fresh process can rebuild the contender for its memory."""
-
-    method: str
-    mode: str = "batched"
-    chunk: int | None = None
-    peer: str | None = None
-
-    @property
-    def label(self) -> str:
-        if self.peer is not None:
-            suffix = "" if self.mode == "mtl_backward" else f"-{self.mode}"
-            return f"{self.method}@{self.peer}{suffix}"
-        return self.method if self.mode == "batched" else f"{self.method}@{self.mode}"
 
 
 @dataclass
@@ -69,8 +50,6 @@ def make_contender(workload: Workload, spec: Spec, device: torch.device) -> Cont
     model = copy.deepcopy(workload.model).to(device)
     method = workload.method(spec.method).to(device)
     if spec.peer is not None:
-        from mtlbench.bench.peers import peer_step
-
         return Contender(spec, peer_step(workload, model, spec), method)
     mode = "batched" if spec.mode == "next_step" else spec.mode
     engine = GradientEngine(

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mtlbench.bench.measure import Spec
+from mtlbench.bench.spec import Spec
 from mtlbench.bench.workloads import Workload
 from mtlbench.benchmark import MultiTaskModel
 from mtlbench.gradients import GradientEngine
@@ -48,7 +48,7 @@ class Shared:
 
 
 def _torchjd_methods() -> dict[str, Shared]:
-    from torchjd import aggregation as a
+    from torchjd import aggregation as a  # optional heavy dependency: torchjd
 
     return {
         "mgda": Shared(lambda k: a.MGDA(), lambda k: a.MGDAWeighting()),
@@ -110,7 +110,7 @@ class _PeerStep:
         if spec.mode == "mtl_backward":
             self.aggregator = shared.aggregator(k)
         elif spec.mode == "autogram" and shared.weighting is not None:
-            from torchjd.autogram import Engine
+            from torchjd.autogram import Engine  # optional heavy dependency: torchjd
 
             self.weighting = shared.weighting(k)
             self.engine = Engine(model.encoder, batch_dim=None)
@@ -122,12 +122,14 @@ class _PeerStep:
         rep, outputs = self.model(batch[0])
         losses = self.losses_of(outputs, batch)
         if self.mode == "mtl_backward":
-            from torchjd.autojac import jac_to_grad, mtl_backward
+            from torchjd import autojac  # optional heavy dependency: torchjd
 
             # The graph is kept: the MLP workload's K heads are one Linear(width, K), whose
             # graph every task's head backward crosses (freed with the losses at the step's end).
-            mtl_backward(list(losses), features=rep, shared_params=self.shared, retain_graph=True)
-            jac_to_grad(self.shared, self.aggregator)
+            autojac.mtl_backward(
+                list(losses), features=rep, shared_params=self.shared, retain_graph=True
+            )
+            autojac.jac_to_grad(self.shared, self.aggregator)
         else:
             gramian = self.engine.compute_gramian(losses)
             losses.backward(self.weighting(gramian))

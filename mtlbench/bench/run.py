@@ -11,13 +11,14 @@ import torch
 
 from mtlbench.bench.measure import (
     Contender,
-    Spec,
     cpu_step_memory,
     make_contender,
     solver_time,
     timed_step,
     update_error,
 )
+from mtlbench.bench.peers import peer_modes, require, update_difference
+from mtlbench.bench.spec import Spec
 from mtlbench.bench.workloads import WORKLOADS, Workload
 from mtlbench.environment import pick_device
 from mtlbench.method import METHODS, GramianWeighting, names
@@ -46,8 +47,6 @@ def contender_specs(
         if next_step and cls.post_step_losses:
             specs.append(Spec(name, "next_step"))
         for peer in peers:
-            from mtlbench.bench.peers import peer_modes
-
             specs += [Spec(name, mode, None, peer) for mode in peer_modes(peer, name)]
     return specs
 
@@ -122,8 +121,6 @@ def _compare(
             batched["speedup_vs_sequential"] = row["step_median_s"] / batched["step_median_s"]
             batched["update_rel_err"] = update_error(workload, c.method_name, device)
         if c.spec.peer is not None:
-            from mtlbench.bench.peers import update_difference
-
             row["peer_update_rel_diff"] = update_difference(workload, c.spec, device)
         peer = by_label.get(Spec(c.method_name, "mtl_backward", None, "torchjd").label)
         if peer is not None:
@@ -174,8 +171,6 @@ def run_bench(
     in-process."""
     _check(workload_name, methods, reps, warmup, jacobian_chunk)
     if peers:
-        from mtlbench.bench.peers import require
-
         for peer in peers:
             require(peer)
     sizes = {} if batch_size is None else {"batch_size": batch_size}

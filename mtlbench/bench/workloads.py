@@ -16,9 +16,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mtlbench import benchmark as benchmarks
 from mtlbench.benchmark import MultiTaskModel
 from mtlbench.method import Method, create
 from mtlbench.registry import ConfigError
+from mtlbench.trial import TrialConfig, resolve
 
 
 @dataclass
@@ -40,8 +42,6 @@ class Workload:
         ``benchmark`` would configure it."""
         hparams: dict[str, Any] = {}
         if self.benchmark is not None:
-            from mtlbench.trial import TrialConfig, resolve
-
             hparams = resolve(TrialConfig(self.benchmark, name, seed=0)).hparams
         return create(name, self.n_tasks, feature_dim=self.feature_dim, **hparams)
 
@@ -104,8 +104,6 @@ def celeba_workload(k: int, batch_size: int = 256) -> Workload:
 
 
 def multidigits_workload(k: int = 2, batch_size: int = 256) -> Workload:
-    from mtlbench import benchmark as benchmarks
-
     if k != 2:
         raise ConfigError(f"the multidigits workload has 2 tasks, not K={k}: use --tasks 2")
     cls = benchmarks.get("multidigits")
@@ -127,8 +125,6 @@ def toy_workload(k: int = 2, batch_size: int | None = None) -> Workload:
     batch is an empty placeholder, ``batch_size`` is ignored), a forward of a few dozen scalar
     operations, so that the step measures the fixed per-step cost of a method (its objective's
     operations, its optimizer parameter group) against LS's."""
-    from mtlbench import benchmark as benchmarks
-
     if k != 2:
         raise ConfigError(f"the toy workload has 2 tasks, not K={k}: use --tasks 2")
     cls = benchmarks.get("toy")

@@ -12,41 +12,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
+from mtlbench import benchmark as benchmarks
 from mtlbench.records import first_line
 from mtlbench.registry import ConfigError
-
-
-@dataclass(frozen=True)
-class Col:
-    """One metric as the report sees it (``higher_is_better`` None when it cannot be told)."""
-
-    name: str
-    task: str
-    higher_is_better: bool | None
-    unit: str = ""
-
-    @property
-    def arrow(self) -> str:
-        return {True: " ↑", False: " ↓"}.get(self.higher_is_better, " (?)")  # type: ignore[arg-type]
-
-
-@dataclass
-class BenchInfo:
-    name: str
-    metrics: list[Col]
-    known: bool
-    published: Any | None = None  # a mtlbench.benchmark.Reference
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ranked(self) -> list[Col]:
-        """The metrics with a known direction (those that enter Δm% and ranks)."""
-        return [m for m in self.metrics if m.higher_is_better is not None]
+from mtlbench.report.base import BenchInfo, Col
 
 
 def records_metric_info(name: str, frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -70,8 +43,6 @@ def bench_info(
     registered here, what the records say (``metric_info``, by default the frame's; for
     version-1 records the test metrics, directions unknown), with a note."""
     try:
-        from mtlbench import benchmark as benchmarks
-
         cls = benchmarks.get(name)
     except ConfigError:  # an unknown name
         return _from_records(name, frame, metric_info, "")

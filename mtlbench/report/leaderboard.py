@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from mtlbench.metrics import delta_m_frame, mean_rank
-from mtlbench.report.benchmarks import BenchInfo, Col, bench_info
+from mtlbench.report.base import BenchInfo, Board, Col, RefInfo, tie_round
+from mtlbench.report.benchmarks import bench_info
 from mtlbench.report.missing import missing_runs, status_notes
-from mtlbench.report.reference import Choice, RefInfo, choose
-from mtlbench.report.significance import Significance, board_significance
-from mtlbench.report.variants import prepare
+from mtlbench.report.reference import Choice, choose
+from mtlbench.report.significance import board_significance
+from mtlbench.report.variants import best_variant, prepare
 
 FRONT = ["benchmark", "method", "base_method", "role", "n", "runs"]
 # per-run column -> leaderboard column (mean, and "<name>_std")
@@ -36,23 +36,6 @@ PER_RUN = {
     "_step_x": "step_x_ls",
     "_total_x": "total_x_ls",
 }
-
-
-@dataclass
-class Board:
-    """One benchmark's leaderboard (``table``: one row per variant, a reference row first,
-    methods not run last) with its per-run values (``runs``: the done multi-task records with
-    ``_dm``, ``_dmt``, ``_step_x``, ``_total_x``), notes and missing runs."""
-
-    benchmark: str
-    table: pd.DataFrame
-    runs: pd.DataFrame
-    metrics: list[Col]
-    reference: RefInfo | None
-    missing: pd.DataFrame
-    notes: list[str] = field(default_factory=list)
-    ls: str | None = None
-    significance: Significance | None = None
 
 
 def _delta_m(done: pd.DataFrame, choice: Choice, ranked: list[Col], notes: list[str]) -> None:
@@ -139,18 +122,6 @@ def _aggregate(done: pd.DataFrame, mtl: pd.DataFrame, cols: list[Col], bench: st
         r["trials"] = trials.get(variant, "")
         out.append(r)
     return pd.DataFrame(out) if out else pd.DataFrame(columns=FRONT)
-
-
-def tie_round(values: Any) -> Any:
-    """Values rounded to 10 significant digits, so that means equal up to float noise
-    ((0.6 + 0.6 + 0.9) / 3 against 0.7) tie in ranks and marks."""
-
-    def one(x: float) -> float:
-        return float(f"{x:.10g}") if math.isfinite(x) else x
-
-    if isinstance(values, pd.DataFrame):
-        return values.astype(float).map(one)
-    return pd.Series(values, dtype=float).map(one)
 
 
 def _ranked_and_sorted(table: pd.DataFrame, ranked: list[Col]) -> pd.DataFrame:
@@ -279,10 +250,6 @@ def leaderboard(
         "significance": board.significance,
     }
     return table
-
-
-def best_variant(g: pd.DataFrame) -> pd.Series:
-    return g.sort_values("n", ascending=False, kind="stable").iloc[0]
 
 
 def cross_benchmark(boards: Mapping[str, pd.DataFrame]) -> pd.DataFrame:

@@ -8,6 +8,7 @@ curves, kept by row id ``rid``) and keeps one record per trial id.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,10 +68,19 @@ def _curves(rec: Record) -> dict[str, Any]:
     return out
 
 
+def _tuning(rec: Record) -> str | None:
+    """A final run's tuning tag (:mod:`mtlbench.tune`: the configuration its tuning stage
+    selected, ``selected``, with the budget, sampler and metric) as sorted JSON; None for a run
+    that was not tuned."""
+    tag = (rec.get("config") or {}).get("tuning")
+    return json.dumps(tag, sort_keys=True) if isinstance(tag, dict) and tag else None
+
+
 def _one_per_trial(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per trial id: the ``done`` one, then the most recently finished, then the last
-    path; rows end in path order."""
-    frame = frame.assign(
+    path; rows end in path order. (The copy consolidates the frame's columns first: one block per
+    column left by the numeric conversions made pandas warn of a fragmented frame.)"""
+    frame = frame.copy().assign(
         _done=frame["status"] == "done", _finished=frame["finished_at"].fillna("").astype(str)
     )
     frame = frame.sort_values(["trial_id", "_done", "_finished", "path"], kind="stable")
@@ -98,8 +108,9 @@ def read_results(results_dir: str | Path) -> Results:
             + ": run a sweep or `mtlbench run --out` there first"
         )
     rows = [to_row(rec, path.relative_to(root).as_posix()) for path, rec in found.records]
-    for rid, row in enumerate(rows):
+    for rid, (row, (_, rec)) in enumerate(zip(rows, found.records, strict=True)):
         row["rid"] = rid
+        row["tuning"] = _tuning(rec)
     curves = {rid: _curves(rec) for rid, (_, rec) in enumerate(found.records)}
     frame = _one_per_trial(rows_frame(rows))
     n = len(frame)

@@ -15,20 +15,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from mtlbench import references
-from mtlbench.report.benchmarks import BenchInfo
-
-
-@dataclass
-class RefInfo:
-    """The reference of a leaderboard: values per metric and where they come from."""
-
-    kind: str  # "published" | "stl" | "stored"
-    values: dict[str, float]
-    source: str
-    std: dict[str, float] = field(default_factory=dict)
-    n: dict[str, int] = field(default_factory=dict)  # seeds per task (STL)
-    trials: dict[str, list[str]] = field(default_factory=dict)
-    key: str = ""
+from mtlbench.report.base import BenchInfo, RefInfo
 
 
 @dataclass

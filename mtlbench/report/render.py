@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+from tabulate import tabulate
+
+from mtlbench.report.base import tie_round
 
 MISSING = "—"
 SIG = 4  # significant digits of a metric column's largest mean
@@ -89,8 +92,6 @@ def _fixed(x: float, decimals: int | None) -> str:
 def marks(values: Sequence[float], lower_is_better: bool) -> list[str]:
     """``best`` for the best value(s), ``second`` for the next distinct value(s); values equal to
     10 significant digits tie."""
-    from mtlbench.report.leaderboard import tie_round
-
     v = tie_round(values)
     ranks = (v if lower_is_better else -v).rank(method="dense")
     return ["best" if r == 1 else "second" if r == 2 else "" for r in ranks]
@@ -150,8 +151,6 @@ def _latex(table: Table) -> str:
 
 def render(table: Table, fmt: str) -> str:
     """The table as Markdown (``md``), LaTeX booktabs (``tex``) or HTML (``html``)."""
-    from tabulate import tabulate
-
     if fmt == "tex":
         return _latex(table)
     if fmt == "md":

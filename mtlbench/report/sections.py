@@ -1,17 +1,21 @@
 """The sections of the report page, in order: introduction, across benchmarks, one section per
-benchmark (leaderboard, notes, published numbers, metric distributions, training dynamics, the
-toy's trajectories), accuracy against cost, runtime, per-step time against K, missing runs and
-the list of files. Each takes the :class:`~mtlbench.report.build.Report` being written."""
+benchmark (leaderboard, notes, the configurations tuning selected, published numbers, metric
+distributions, training dynamics, the toy's trajectories), accuracy against cost, runtime,
+per-step time against K, missing runs and the list of files. Each takes the
+:class:`~mtlbench.report.page.Report` being written."""
 
 from __future__ import annotations
 
 import pandas as pd
 
+import mtlbench.report.uncertainty as uncertainty
 from mtlbench import notes
-from mtlbench.report.build import Report
-from mtlbench.report.leaderboard import Board, cross_benchmark
+from mtlbench.report.base import Board
+from mtlbench.report.leaderboard import cross_benchmark
+from mtlbench.report.page import Report
 from mtlbench.report.published import published_comparison
 from mtlbench.report.render import MISSING
+from mtlbench.report.selected import selected_configs
 from mtlbench.report.tables import (
     cross_table,
     leaderboard_tables,
@@ -19,6 +23,7 @@ from mtlbench.report.tables import (
     published_table,
     replicate_table,
     runtime_table,
+    selected_table,
 )
 
 MAX_LISTED = 50  # missing runs listed on the index page (all of them go to the CSV)
@@ -73,7 +78,7 @@ def intro(report: Report) -> None:
 
 def across(report: Report) -> None:
     """Mean MR and Δm% over benchmarks, and the heatmap of ranks."""
-    from mtlbench.report import figures, uncertainty
+    import mtlbench.report.figures as figures  # optional heavy dependency: matplotlib
 
     tables = {b: board.table for b, board in report.boards.items()}
     cross = cross_benchmark(tables)
@@ -141,6 +146,7 @@ def benchmark(report: Report, bench: str, pub: pd.DataFrame | None) -> None:
         report.emit(replicate_table(board.runs, board.table, board.metrics))
     _significance(report, board, replicated)
     report.doc.ul(board.notes + _protocol_notes(report, bench, board))
+    _selected(report, bench, board)
     if pub is not None:
         _published(report, bench, pub)
     if not replicated:
@@ -163,6 +169,22 @@ def _protocol_notes(report: Report, bench: str, board: Board) -> list[str]:
     }
     lines = [notes.protocol_note(records), notes.tuning_note(records)]
     return [line for line in lines if line] + notes.outlier_notes(delta_m, records)
+
+
+def _selected(report: Report, bench: str, board: Board) -> None:
+    """The configurations the tuning stage selected for the tuned methods, with their ranges."""
+    rows = report.df[report.df["benchmark"] == bench]
+    configs = selected_configs(rows, [str(m) for m in board.table["method"]])
+    if configs.empty:
+        return
+    report.doc.h(3, f"{bench}: selected configurations")
+    report.doc.p(
+        "The settings each tuned method's tuning stage selected on validation data, which its "
+        "final runs (the leaderboard's) use; without tuning: the value the run would have had; "
+        "drawn from: the setting's declared search space (`mtlbench list methods --space`), a "
+        "relative one scaled by the value without tuning (docs/tuning.md)."
+    )
+    report.emit(selected_table(configs, bench))
 
 
 def _significance(report: Report, board: Board, replicated: bool) -> None:
@@ -197,7 +219,7 @@ def _published(report: Report, bench: str, pub: pd.DataFrame) -> None:
 
 
 def _distributions(report: Report, board: Board) -> None:
-    from mtlbench.report import figures
+    import mtlbench.report.figures as figures  # optional heavy dependency: matplotlib
 
     runs, bench = board.runs, board.benchmark
     cols = [
@@ -231,7 +253,7 @@ def _distributions(report: Report, board: Board) -> None:
 
 def _dynamics(report: Report, bench: str, *, band: bool) -> None:
     """Loss and weights per epoch; with ``band``, ± sd over seeds (not over starting points)."""
-    from mtlbench.report import dynamics
+    import mtlbench.report.dynamics as dynamics  # optional heavy dependency: matplotlib
 
     rows = report.df[report.df["benchmark"] == bench]
     done = rows[(rows["mode"] != "stl") & (rows["status"] == "done")]
@@ -260,7 +282,7 @@ def _dynamics(report: Report, bench: str, *, band: bool) -> None:
 
 
 def _toy(report: Report, bench: str) -> None:
-    from mtlbench.report import toy
+    import mtlbench.report.toy as toy  # optional heavy dependency: matplotlib
 
     rows = report.df[report.df["benchmark"] == bench]
     done = rows[(rows["mode"] != "stl") & (rows["status"] == "done")]
@@ -287,7 +309,7 @@ def _toy(report: Report, bench: str) -> None:
             runtime_label=label,
         )
     elif len(runtime):
-        from mtlbench.report import figures
+        import mtlbench.report.figures as figures  # optional heavy dependency: matplotlib
 
         notes.append("no trajectory in the toy records (curves.val L1/L2)")
         report.figure(
@@ -297,7 +319,7 @@ def _toy(report: Report, bench: str) -> None:
 
 
 def accuracy_and_cost(report: Report) -> None:
-    from mtlbench.report import figures
+    import mtlbench.report.figures as figures  # optional heavy dependency: matplotlib
 
     runs = report.runs("delta_m", "step_x_ls")
     if runs.empty:
@@ -317,7 +339,7 @@ def accuracy_and_cost(report: Report) -> None:
 
 
 def runtime(report: Report) -> None:
-    from mtlbench.report import figures
+    import mtlbench.report.figures as figures  # optional heavy dependency: matplotlib
 
     report.doc.h(2, "Runtime")
     rows = []
@@ -342,7 +364,7 @@ def runtime(report: Report) -> None:
 
 
 def scaling(report: Report) -> None:
-    from mtlbench.report import figures
+    import mtlbench.report.figures as figures  # optional heavy dependency: matplotlib
 
     report.doc.h(3, "Per-step time against the number of tasks")
     table = report.results.bench_table

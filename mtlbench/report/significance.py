@@ -19,12 +19,13 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from mtlbench import stats
+from mtlbench.report.base import Across, Significance
+from mtlbench.report.variants import best_variant
 
 BASELINE = "ls"
 ALPHA = 0.05
@@ -38,20 +39,6 @@ COLUMNS = [
     "vs_best",
     "vs_ls",
 ]
-
-
-@dataclass
-class Significance:
-    """Per variant (index: its label) the :data:`COLUMNS`; ``note`` names the statistics,
-    ``sentence`` says which differences are significant; ``reason`` says why there is nothing
-    (then ``table`` is empty)."""
-
-    table: pd.DataFrame
-    note: str = ""
-    sentence: str = ""
-    reason: str = ""
-    single: list[str] = field(default_factory=list)
-    replicates: bool = False
 
 
 def _per_seed(runs: pd.DataFrame) -> pd.DataFrame:
@@ -121,24 +108,8 @@ def _for_sentence(table: pd.DataFrame) -> pd.DataFrame:
     return marks
 
 
-@dataclass
-class Across:
-    """Statistics over benchmarks: ``frame`` (benchmark, method, seed, delta_m of the methods
-    compared), ``ranks`` (:func:`mtlbench.stats.mean_ranks` joined with P(improvement)),
-    ``friedman`` (None with fewer than 3 methods), ``profile`` and the ``notes``."""
-
-    benchmarks: list[str]
-    frame: pd.DataFrame
-    ranks: pd.DataFrame
-    friedman: stats.FriedmanResult | None
-    profile: pd.DataFrame
-    notes: list[str]
-
-
 def _chosen_runs(bench: str, table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """Per base method the runs of its variant with most runs (as ``cross_benchmark``)."""
-    from mtlbench.report.leaderboard import best_variant
-
     methods = table[table["role"] == "method"]
     label = {str(b): str(best_variant(g)["method"]) for b, g in methods.groupby("base_method")}
     frame = _per_seed(runs)

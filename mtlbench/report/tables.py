@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from mtlbench.report.benchmarks import Col
+from mtlbench.report.base import Col
 from mtlbench.report.render import (
     MISSING,
     Cell,
@@ -263,3 +263,23 @@ def published_table(comp: pd.DataFrame, bench: str) -> Table:
             ]
         rows.append(cells)
     return Table(f"published_{bench}", headers, rows, comp)
+
+
+def selected_table(configs: pd.DataFrame, bench: str) -> Table:
+    """The configuration each tuned method's tuning stage selected (:mod:`.selected`): one row
+    per setting, the method named on its first row; the CSV repeats it on every row."""
+    rows, last = [], None
+    for _, r in configs.iterrows():
+        method = str(r["method"])
+        rows.append(
+            [
+                Cell(method if method != last else ""),
+                Cell(str(r["setting"])),
+                Cell(str(r["selected"])),
+                Cell(MISSING if pd.isna(r["untuned"]) else str(r["untuned"])),
+                Cell(str(r["range"])),
+            ]
+        )
+        last = method
+    headers = ["method", "setting", "selected", "without tuning", "drawn from"]
+    return Table(f"selected_{bench}", headers, rows, configs)

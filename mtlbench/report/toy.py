@@ -12,9 +12,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
+import torch
 from matplotlib.lines import Line2D
 
 from mtlbench.records import first_line
+from mtlbench.report.figures import colors, grid, panels, save, theme
 
 MAX_TOY_RUNS = 3  # trajectories per (method, initial point) drawn on the toy figure
 
@@ -24,8 +27,6 @@ def _start_losses(extra: Mapping[str, Any], toy_losses: Any) -> tuple[float, flo
     point = extra.get("start_point")
     if toy_losses is None or point is None:
         return math.nan, math.nan
-    import torch
-
     s1, s2 = toy_losses(torch.tensor(point, dtype=torch.float64), extra.get("scale", 0.1)).tolist()
     return s1, s2
 
@@ -57,9 +58,9 @@ def toy_data(
     done = rows[(rows["status"] == "done") & (rows["mode"] != "stl")]
     done = done.sort_values(["variant", "start", "seed"], kind="stable", na_position="last")
     done = done.groupby(["variant", "start"], dropna=False, sort=False).head(MAX_TOY_RUNS)
-    try:
+    try:  # deferred so that a missing or broken toy module costs the figure its front only
         from mtlbench.datasets.toy import pareto_front, toy_losses
-    except Exception as error:  # the toy module is missing or broken
+    except Exception as error:
         pareto_front = toy_losses = None  # type: ignore[assignment]
         notes.append(
             "Pareto front and initial points not drawn: mtlbench.datasets.toy unavailable "
@@ -116,8 +117,6 @@ def _draw_runs(ax: Any, sub: pd.DataFrame, colours: Mapping[Any, Any]) -> None:
 def _runtime_panel(ax: Any, runs: pd.DataFrame, label: str) -> None:
     """Mean training time per method over its runs, error bars the sd (grey bars: the
     figure's colours are starting points)."""
-    import seaborn as sns
-
     order = list(dict.fromkeys(runs["method"]))
     sns.barplot(
         runs,
@@ -153,8 +152,6 @@ def toy_trajectories(
     point, named in the legend) to where it ended (star), over the Pareto front (grey); a last
     panel of training time per method. ``trajectories``: :func:`toy_data`'s frame;
     ``runtime``: one row per run with ``method, train_s``."""
-    from mtlbench.report.figures import colors, grid, panels, save, theme
-
     methods = list(dict.fromkeys(trajectories["method"]))
     has_runtime = runtime is not None and len(runtime) > 0
     n = len(methods) + int(has_runtime)

@@ -12,9 +12,10 @@ from typing import Any
 import pandas as pd
 
 from mtlbench import stats
-from mtlbench.report.build import Report
+from mtlbench.report.base import Across
+from mtlbench.report.page import Report
 from mtlbench.report.render import MISSING, Cell, Table, fmt_pm
-from mtlbench.report.significance import Across, across_significance
+from mtlbench.report.significance import across_significance
 
 
 def across(report: Report) -> None:
@@ -88,9 +89,9 @@ def _ranks_table(ranks: pd.DataFrame) -> Table:
 
 def draw_cd(result: stats.FriedmanResult, path: Path) -> Path:
     """The critical-difference diagram on a figure of the report's theme."""
-    import matplotlib as mpl
+    import matplotlib as mpl  # optional heavy dependency: matplotlib
 
-    from mtlbench.report import figures
+    import mtlbench.report.figures as figures  # optional heavy dependency: matplotlib
 
     with figures.theme(), mpl.rc_context(figures.LIFTED_TITLES):  # the rank axis is on top
         room = figures.label_room(result.mean_ranks.index, 0.08, 0.6)  # labels beside the axis
@@ -103,9 +104,9 @@ def draw_cd(result: stats.FriedmanResult, path: Path) -> Path:
 def draw_profile(result: Across, palette: dict[str, Any], path: Path) -> Path:
     """The performance profile, each method in its report colour (the palette's colour of the
     variant it enters with is its base method's where the labels agree)."""
-    import seaborn as sns
+    import seaborn as sns  # optional heavy dependency: seaborn
 
-    from mtlbench.report import figures
+    import mtlbench.report.figures as figures  # optional heavy dependency: matplotlib
 
     methods = list(result.profile.columns)
     colours = figures.palette_for(methods, palette)

@@ -3,15 +3,19 @@
 Records of one benchmark are grouped by method, hyper-parameters, protocol and trainer policies.
 A variant is labelled with the keys that set it apart (``ldc_mtl [lr=0.0003]``): protocol and
 policy keys that differ from the benchmark's usual setting (its STL runs', else the most
-common one), hyper-parameters that differ
-between the variants of the method. Protocol keys that index replicates (the toy's initial point
-``start``) are not variants: such runs are replicates like seeds.
+common one), hyper-parameters that differ between the variants of the method. The values a
+tuning stage selected are left out: with tuning every method differs from the usual setting, so
+a tuned method is named plainly and its selected configuration has a table of its own
+(:mod:`.selected`); brackets stay for hand-made variants of one method. Protocol keys that index
+replicates (the toy's initial point ``start``) are not variants: such runs are replicates like
+seeds.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from typing import Any
 
 import pandas as pd
@@ -40,28 +44,52 @@ def fmt_setting(v: Any) -> str:
     return str(v)
 
 
-def _differing(d: dict[str, Any], modal: dict[str, Any]) -> list[str]:
+def _differing(d: dict[str, Any], modal: dict[str, Any], scope: str) -> list[tuple[str, str]]:
+    """``(scope.key, "key=value")`` of the keys whose value differs from ``modal``'s."""
     return [
-        f"{k}={fmt_setting(d.get(k))}"
+        (f"{scope}.{k}", f"{k}={fmt_setting(d.get(k))}")
         for k in sorted(set(d) | set(modal))
         if fmt_setting(d.get(k)) != fmt_setting(modal.get(k))
     ]
 
 
+def selected_keys(tuning: Any, cache: dict[str, dict[str, Any]]) -> set[str]:
+    """The settings a run's tuning stage selected (``protocol.lr``, ``method.beta``: the keys of
+    its tuning tag's ``selected``), from the ``tuning`` column's JSON; empty for an untuned run."""
+    if not isinstance(tuning, str):
+        return set()
+    selected = parse(tuning, cache).get("selected")
+    return set(selected) if isinstance(selected, dict) else set()
+
+
 def _method_labels(
-    method: str, variants: list[Settings], modal: dict[str, dict[str, Any]], cache: dict
+    method: str,
+    variants: list[Settings],
+    modal: dict[str, dict[str, Any]],
+    cache: dict,
+    tuned: dict[Settings, set[str]],
 ) -> dict[Settings, str]:
-    """Labels of one method's variants on one benchmark."""
+    """Labels of one method's variants on one benchmark. The settings a variant's tuning stage
+    selected are left out of its label (the page's table of selected configurations gives
+    them), unless two variants of the method would then read alike."""
     hps = [parse(v[0], cache) for v in variants]
     hp_keys = sorted({k for d in hps for k in d})
     varying = [k for k in hp_keys if len({fmt_setting(d.get(k)) for d in hps}) > 1]
-    out = {}
-    for (hp, proto, pol), hpd in zip(variants, hps, strict=True):
-        parts = _differing(parse(proto, cache), modal["protocol"])
-        parts += _differing(parse(pol, cache), modal["policies"])
-        parts += [f"{k}={fmt_setting(hpd.get(k))}" for k in varying]
-        out[(hp, proto, pol)] = f"{method} [{', '.join(parts)}]" if parts else str(method)
-    return out
+    full, plain = {}, {}
+    for variant, hpd in zip(variants, hps, strict=True):
+        hp, proto, pol = variant
+        parts = _differing(parse(proto, cache), modal["protocol"], "protocol")
+        parts += _differing(parse(pol, cache), modal["policies"], "policies")
+        parts += [(f"method.{k}", f"{k}={fmt_setting(hpd.get(k))}") for k in varying]
+        own = tuned.get(variant, set())
+        full[variant] = _label(method, [text for _, text in parts])
+        plain[variant] = _label(method, [text for key, text in parts if key not in own])
+    counts = Counter(plain.values())
+    return {v: plain[v] if counts[plain[v]] == 1 else full[v] for v in variants}
+
+
+def _label(method: str, parts: list[str]) -> str:
+    return f"{method} [{', '.join(parts)}]" if parts else str(method)
 
 
 def label_variants(df: pd.DataFrame) -> pd.Series:
@@ -70,7 +98,9 @@ def label_variants(df: pd.DataFrame) -> pd.Series:
     Within a benchmark, protocol and policy keys are shown where they differ from the
     single-task runs' (the benchmark's protocol as the sweep gave it), or, without STL runs,
     from the most common value (by number of records); hyper-parameters where they differ
-    between the variants of the same method. STL rows are labelled ``stl:<task>``.
+    between the variants of the same method. Settings that a tuning stage selected (the
+    ``tuning`` column) are not shown: a tuned method is named plainly, unless that would give two
+    of its variants one label. STL rows are labelled ``stl:<task>``.
     """
     labels = pd.Series(df["method"].astype(str), index=df.index, dtype=object)
     stl = df["mode"] == "stl"
@@ -85,13 +115,20 @@ def label_variants(df: pd.DataFrame) -> pd.Series:
         modal = {
             col: parse(base[col].value_counts().idxmax(), cache) for col in ("protocol", "policies")
         }
-        combos = g.groupby(["method", "hparams", "protocol", "policies"], sort=False).size()
         by_method: dict[str, list[Settings]] = {}
-        for method, hp, proto, pol in combos.index:
-            by_method.setdefault(method, []).append((hp, proto, pol))
+        tuned: dict[str, dict[Settings, set[str]]] = {}
+        tuning = g["tuning"] if "tuning" in g else pd.Series(None, index=g.index, dtype=object)
+        keys = zip(g["method"], g["hparams"], g["protocol"], g["policies"], tuning, strict=True)
+        for method, hp, proto, pol, tag in keys:
+            variants = by_method.setdefault(method, [])
+            if (hp, proto, pol) not in variants:
+                variants.append((hp, proto, pol))
+            own = tuned.setdefault(method, {}).setdefault((hp, proto, pol), set())
+            own |= selected_keys(tag, cache)
         names: dict[tuple[str, str, str, str], str] = {}
         for method, variants in by_method.items():
-            for key, label in _method_labels(method, variants, modal, cache).items():
+            named = _method_labels(method, variants, modal, cache, tuned[method])
+            for key, label in named.items():
                 names[(method, *key)] = label
         key = zip(g["method"], g["hparams"], g["protocol"], g["policies"], strict=True)
         labels[g.index] = [names[k] for k in key]
@@ -112,6 +149,7 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
             )
         )
     for col, default in (
+        ("tuning", None),
         ("stored_reference", None),
         ("error", None),
         ("train_tasks", ""),
@@ -123,3 +161,10 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     if "variant" not in df:
         df["variant"] = label_variants(df)
     return df
+
+
+def best_variant(g: pd.DataFrame) -> pd.Series:
+    """The row of a method's variants (a leaderboard's rows of one base method) with most done
+    runs, the first of them on a tie: the variant a method enters comparisons across benchmarks
+    with."""
+    return g.sort_values("n", ascending=False, kind="stable").iloc[0]
