@@ -4,6 +4,8 @@ Each function takes the run records of one benchmark (dicts in the ``mtlbench.re
 as :func:`mtlbench.records.iter_records` yields them) and returns text; the report places it:
 
 * :func:`protocol_note`: the protocol length (epochs, optimisation steps) of the runs;
+* :func:`convergence_note`: how many runs were still improving when training stopped, and the
+  "not converged" flag (issue 21);
 * :func:`tuning_status` / :func:`tuning_note`: which methods were tuned (with their tuning
   trials counted: equal budgets are visible) and which ran at untuned defaults;
 * :func:`outlier_notes`: a method far behind LS gets a line pointing at its known cause where
@@ -21,7 +23,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mtlbench.records import AT_END_FRACTION, convergence
+
 Record = Mapping[str, Any]
+#: A leaderboard is flagged "not converged" when more than this share of its runs selected
+#: their best validation epoch in the last AT_END_FRACTION of training.
+NOT_CONVERGED_SHARE = 0.2
 
 _OPS = {
     "<": operator.lt,
@@ -58,6 +65,51 @@ def protocol_note(records: Iterable[Record]) -> str:
     if any(steps):
         text += f", {_span([s for s in steps if s])} optimisation steps per run"
     return text + "."
+
+
+def _at_end(record: Record) -> bool | None:
+    """Whether the run's best validation epoch lies at the end of training (stored, or derived
+    from the curves for records older than the field)."""
+    selection = record.get("selection") or {}
+    if "selected_at_end" in selection:
+        return selection["selected_at_end"]
+    epochs = ((record.get("config") or {}).get("protocol") or {}).get("epochs")
+    return convergence(record.get("curves"), epochs)[1]
+
+
+def convergence_note(records: Iterable[Record]) -> str:
+    """``"Converged: ..."`` or ``"**Not converged**: ..."``: of the done runs that the table
+    and the references use (tuning trials excluded), how many had their best validation epoch
+    in the last fifth of training, per method; flagged when more than
+    :data:`NOT_CONVERGED_SHARE` of them did."""
+    runs = [r for r in records if r.get("status") == "done" and stage_of(r) != "tune"]
+    counts: dict[str, list[int]] = {}
+    for record in runs:
+        at_end = _at_end(record)
+        if at_end is None:
+            continue
+        cfg = record.get("config") or {}
+        name = "stl" if cfg.get("mode") == "stl" else str(cfg.get("method"))
+        tally = counts.setdefault(name, [0, 0])
+        tally[0] += int(at_end)
+        tally[1] += 1
+    total = sum(n for _, n in counts.values())
+    if not total:
+        return ""
+    ended = sum(k for k, _ in counts.values())
+    share = ended / total
+    per = ", ".join(f"{m} {k}/{n}" for m, (k, n) in counts.items())
+    what = (
+        f"{ended} of {total} runs ({share:.0%}) had their best validation epoch in the last "
+        f"{AT_END_FRACTION:.0%} of training ({per})"
+    )
+    if share > NOT_CONVERGED_SHARE:
+        return (
+            f"**Not converged**: {what}. Over {NOT_CONVERGED_SHARE:.0%} of the runs were still "
+            "improving when the protocol stopped them: this table ranks progress within the "
+            "budget, not what the methods converge to."
+        )
+    return f"Converged: {what}."
 
 
 NO_FINAL = "no final runs: "  # a tuning_status for a method whose tuning selected nothing

@@ -321,9 +321,13 @@ def leaderboard(
     table = table.drop(columns="rank_group")
     tests = sorted(set(best["test"]) | set(base["test"]) - {"none", "identical"})
     floor = base["min_p"].dropna()
-    reachable = (
-        f"; the smallest p these tests can give here is {floor.max():.2g}" if len(floor) else ""
-    )
+    reachable = ""
+    if len(floor):
+        reachable = (
+            ", which can give any p"
+            if floor.max() == 0
+            else f"; the smallest p these tests can give here is {floor.max():.2g}"
+        )
     note = (
         f"mean ± std over seeds; {confidence:.0%} CI: Student's t interval over seeds; "
         f"P(improvement) over {baseline}: rliable's definition; significance: two-sided "

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from report_records import record, write_all
 
+from mtlbench import notes
 from mtlbench.report import build_report
 from mtlbench.report.load import read_results
 
@@ -36,3 +37,39 @@ def test_tuning_trials_are_counted_not_tabled(tmp_path: Path):
     assert "Tuned on validation data: famo 2 tuning trials (grid, budget 2 x 1 seed(s)" in index
     assert "Run at untuned defaults: ls." in index
     assert "Protocol: " in index
+
+
+def _epochs_record(method: str, seed: int, best: int, epochs: int = 10, **cfg) -> dict:
+    """A done run of ``epochs`` epochs whose best validation score is at epoch ``best``."""
+    out = record("_tiny", method, seed, {"mse_a": 0.5, "mse_b": 0.5})
+    out["config"]["protocol"]["epochs"] = epochs
+    out["config"].update(cfg)
+    out["curves"]["epoch"] = list(range(epochs))
+    out["curves"]["val_score"] = [0.0 if e == best else 1.0 for e in range(epochs)]
+    out["selection"].pop("selected_at_end", None)  # derived from the curves, as for old records
+    return out
+
+
+def test_convergence_note_flags_a_table_whose_runs_were_still_improving():
+    """Of 10 epochs, a best epoch of 8 or 9 is "at the end" (epoch + 1 > 0.8 * 10)."""
+    converged = [_epochs_record("ls", s, best=5) for s in range(4)] + [
+        _epochs_record("famo", 0, best=9)
+    ]
+    assert notes.convergence_note(converged) == (
+        "Converged: 1 of 5 runs (20%) had their best validation epoch in the last 20% of "
+        "training (ls 0/4, famo 1/1)."
+    )
+    late = converged + [_epochs_record("famo", 1, best=8)]
+    text = notes.convergence_note(late)
+    assert text.startswith("**Not converged**: 2 of 6 runs (33%)") and "famo 2/2" in text
+    tuning = _epochs_record("famo", 9, best=9, stage="tune")  # tuning trials are not counted
+    assert notes.convergence_note([*converged, tuning]) == notes.convergence_note(converged)
+    stl = _epochs_record("stl", 0, best=9, mode="stl", task="a")
+    assert "stl 1/1" in notes.convergence_note([*converged, stl])
+    assert notes.convergence_note([]) == ""
+
+
+def test_the_report_carries_the_convergence_note(tmp_path: Path):
+    runs = [_epochs_record("ls", s, best=9) for s in range(2)]
+    index = build_report(write_all(tmp_path / "r", runs), tmp_path / "out", ["md"]).read_text()
+    assert "**Not converged**: 2 of 2 runs (100%)" in index

@@ -89,6 +89,20 @@ def test_tables_show_the_marks_the_note_and_the_sentence(tiny_report: Path):
     assert r"$\approx$" in tex and "better*" in tex
 
 
+def test_the_sentence_states_the_smallest_detectable_difference(tiny_report: Path):
+    """good - ls: Δm% differences -10, -11, -10 (sd 0.577); same - ls: 0, 0, 0 (sd 0). Pooled
+    spread sqrt((1/3 + 0) / 2) = 0.408, two comparisons: paired t at level 0.05 / 2, n = 3."""
+    md = " ".join((tiny_report / "index.md").read_text().split())
+    spread = (1 / 6) ** 0.5
+    mdd = stats.detectable_difference(spread, 3, 0.025)
+    seeds = stats.seeds_to_detect(2.0, spread, 0.025)
+    assert (
+        f"Differences from ls below {mdd:.2g} Δm% points are undetectable here (paired t at "
+        f"level 0.05 / 2, power 0.8, n = 3, spread {spread:.2g} of the paired differences; "
+        f"2 points would take {seeds} seeds)." in md
+    )
+
+
 def test_single_seed_and_no_reference_say_so(tmp_path: Path):
     single = tiny_records({"ls": [0.4], "good": [0.3]})
     md = build_report(write_all(tmp_path / "a", single), tmp_path / "ra").read_text()

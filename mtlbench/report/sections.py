@@ -145,7 +145,7 @@ def benchmark(report: Report, bench: str, pub: pd.DataFrame | None) -> None:
         )
         report.emit(replicate_table(board.runs, board.table, board.metrics))
     _significance(report, board, replicated)
-    report.doc.ul(board.notes + _protocol_notes(report, bench, board))
+    report.doc.ul(board.notes + _protocol_notes(report, bench, board, replicated))
     _selected(report, bench, board)
     if pub is not None:
         _published(report, bench, pub)
@@ -156,9 +156,10 @@ def benchmark(report: Report, bench: str, pub: pd.DataFrame | None) -> None:
         _toy(report, bench)
 
 
-def _protocol_notes(report: Report, bench: str, board: Board) -> list[str]:
-    """The protocol length, how each method was tuned (or that it ran at untuned defaults),
-    and the known cause of a result far behind LS (mtlbench.notes)."""
+def _protocol_notes(report: Report, bench: str, board: Board, replicated: bool) -> list[str]:
+    """The protocol length, whether the runs converged (not for starting points: a trajectory
+    has no validation optimum to reach), how each method was tuned (or that it ran at untuned
+    defaults), and the known cause of a result far behind LS (mtlbench.notes)."""
     records = report.results.records.get(bench, [])
     table = board.table
     rows = table[table["role"] == "method"] if "role" in table else table.iloc[0:0]
@@ -167,7 +168,11 @@ def _protocol_notes(report: Report, bench: str, board: Board) -> list[str]:
         for _, r in rows.drop_duplicates("base_method").iterrows()
         if "delta_m" in rows and pd.notna(r["delta_m"])
     }
-    lines = [notes.protocol_note(records), notes.tuning_note(records)]
+    lines = [
+        notes.protocol_note(records),
+        "" if replicated else notes.convergence_note(records),
+        notes.tuning_note(records),
+    ]
     return [line for line in lines if line] + notes.outlier_notes(delta_m, records)
 
 

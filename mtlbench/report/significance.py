@@ -1,12 +1,14 @@
 """Uncertainty of the leaderboards (issue 14, item 3), through :mod:`mtlbench.stats`.
 
 * **Per benchmark** (:func:`board_significance`): each variant's per-seed Δm% goes to
-  :func:`mtlbench.stats.leaderboard`: a 95% percentile-bootstrap CI of the mean over seeds,
-  rliable's P(improvement) over LS, and two-sided paired tests across seeds (paired t below six
-  seeds, Wilcoxon from six on) against the best variant and against LS, Holm-corrected over the
-  variants of the benchmark. Variants with a single seed are left out of the tests (nothing to
-  resample, nothing to pair) and said so; a benchmark whose runs are replicates other than seeds
-  (the toy's starting points) gets none of it.
+  :func:`mtlbench.stats.leaderboard`: a 95% t interval of the mean over seeds, rliable's
+  P(improvement) over LS, and two-sided paired tests across seeds (the exact Wilcoxon test only
+  where it can reach Holm's first threshold, else the paired t) against the best variant and
+  against LS, Holm-corrected over the variants of the benchmark, and the smallest difference
+  from LS those tests can detect (:func:`mtlbench.stats.minimal_detectable_difference`).
+  Variants with a single seed are left out of the tests (nothing to resample, nothing to pair)
+  and said so; a benchmark whose runs are replicates other than seeds (the toy's starting
+  points) gets none of it.
 * **Across benchmarks** (:func:`across_significance`): per method (the variant with most runs,
   as :func:`~mtlbench.report.leaderboard.cross_benchmark` picks it), the mean rank of its Δm%
   with a stratified-bootstrap CI (:func:`mtlbench.stats.mean_ranks`), P(improvement) over LS
@@ -77,7 +79,25 @@ def board_significance(runs: pd.DataFrame, ls_label: str | None) -> Significance
         sentence = sentence.replace(f"{baseline} not run", f"{baseline} has a single seed")
     if single:
         sentence = sentence[:-1] + f"; not tested (a single seed): {', '.join(single)}."
-    return Significance(table, board.note, sentence, single=single)
+    return Significance(table, board.note, sentence + _detectable(board.detectable), single=single)
+
+
+def _detectable(detectable: pd.DataFrame) -> str:
+    """`` Differences from LS below X points are undetectable ...`` (empty without a spread),
+    so that a tie reads as what it is: a difference this table cannot see."""
+    if detectable.empty or not math.isfinite(float(detectable["mdd"].iloc[0])):
+        return ""
+    row = detectable.iloc[0]
+    more = (
+        f"; 2 points would take {int(row['seeds_for_2'])} seeds"
+        if pd.notna(row["seeds_for_2"])
+        else "; 2 points would take over 1,000 seeds"
+    )
+    return (
+        f" Differences from {BASELINE} below {row['mdd']:.2g} Δm% points are undetectable here "
+        f"(paired t at level {ALPHA} / {int(row['family'])}, power {stats.POWER}, "
+        f"n = {int(row['n'])}, spread {row['spread']:.2g} of the paired differences{more})."
+    )
 
 
 def _columns(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
