@@ -12,7 +12,7 @@ from report_records import record, write_all
 
 from mtlbench.report import build_report
 from mtlbench.report.load import read_results
-from mtlbench.report.selected import describe_range, selected_configs
+from mtlbench.report.selected import describe_range, edge_note, selected_configs
 from mtlbench.report.variants import prepare
 from mtlbench.space import Choice, IntRange, LogUniform
 
@@ -133,3 +133,34 @@ def test_an_untuned_sweep_has_no_selected_configurations(tmp_path):
 )  # fmt: skip
 def test_ranges_are_written_in_the_numbers_of_the_run(space, default, sampler, text):
     assert describe_range(space, default, sampler) == text
+
+
+def test_edge_marks_the_extremes_of_the_trials_and_of_the_range():
+    """The lr space is 0.1 to 10 x the untuned value (log-uniform): with 0.001 untuned it is
+    [1e-4, 1e-2], whose top tenth in log scale starts at 1e-4 * 100 ** 0.9 = 6.31e-3."""
+    lr = LogUniform(0.1, 10.0, relative=True)
+    tried = [2e-4, 9e-4, 3e-3]
+    assert edge_note(lr, 3e-3, 0.001, tried) == "the largest of 3 values tried"
+    assert edge_note(lr, 9e-4, 0.001, tried) == ""
+    assert edge_note(lr, 2e-4, 0.001, tried) == "the smallest of 3 values tried"
+    top = edge_note(lr, 7e-3, 0.001, [*tried, 7e-3])
+    assert top == "the largest of 4 values tried; in the top tenth of its range"
+    assert edge_note(lr, 1.2e-4, 0.001, []) == "in the bottom tenth of its range"
+    assert edge_note(lr, 6.0e-3, 0.001, []) == ""  # just below the top tenth
+    assert edge_note(Choice(0.01, 0.05, 0.1), 0.1, None, [0.1]) == "the highest choice"
+    assert edge_note(IntRange(1, 4), 1, None, [1, 1]) == "the range's low end"
+
+
+def test_the_selected_table_marks_a_value_at_an_edge(tmp_path: Path):
+    records = _sweep()
+    for i, lr in enumerate((0.003, 0.03)):  # LS tried 0.003 and 0.03 and selected 0.03
+        trial = record("_tiny", "ls", 9, {"mse_a": 0.6, "mse_b": 0.6}, protocol={"lr": lr})
+        trial["trial_id"] += f"-tune{i}"
+        trial["config"]["stage"] = "tune"
+        records.append(trial)
+    folder = write_all(tmp_path / "results", records)
+    build_report(folder, tmp_path / "report", ["md", "csv"])
+    rows = _csv(tmp_path / "report" / "tables" / "selected__tiny.csv")
+    edges = {(r["method"], r["setting"]): r["edge"] for r in rows}
+    assert edges[("ls", "lr (protocol)")] == "the largest of 2 values tried"
+    assert edges[("famo", "lr (protocol)")] == ""  # no tuning trials of famo in this folder

@@ -15,7 +15,7 @@ from mtlbench.report.leaderboard import cross_benchmark
 from mtlbench.report.page import Report
 from mtlbench.report.published import published_comparison
 from mtlbench.report.render import MISSING
-from mtlbench.report.selected import selected_configs
+from mtlbench.report.selected import selected_configs, tried_values
 from mtlbench.report.tables import (
     cross_table,
     leaderboard_tables,
@@ -179,7 +179,8 @@ def _protocol_notes(report: Report, bench: str, board: Board, replicated: bool) 
 def _selected(report: Report, bench: str, board: Board) -> None:
     """The configurations the tuning stage selected for the tuned methods, with their ranges."""
     rows = report.df[report.df["benchmark"] == bench]
-    configs = selected_configs(rows, [str(m) for m in board.table["method"]])
+    tried = tried_values(report.results.records.get(bench, []))
+    configs = selected_configs(rows, [str(m) for m in board.table["method"]], tried)
     if configs.empty:
         return
     report.doc.h(3, f"{bench}: selected configurations")
@@ -187,7 +188,9 @@ def _selected(report: Report, bench: str, board: Board) -> None:
         "The settings each tuned method's tuning stage selected on validation data, which its "
         "final runs (the leaderboard's) use; without tuning: the value the run would have had; "
         "drawn from: the setting's declared search space (`mtlbench list methods --space`), a "
-        "relative one scaled by the value without tuning (docs/tuning.md)."
+        "relative one scaled by the value without tuning (docs/tuning.md); at an edge: the "
+        "value is the largest or smallest its tuning trials ran, or lies at the end of its "
+        "range, so the best value may lie outside what was searched."
     )
     report.emit(selected_table(configs, bench))
 

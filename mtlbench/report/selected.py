@@ -11,12 +11,17 @@ with the value it scales (the run's setting without tuning, resolved as the tuni
 resolves it, :func:`mtlbench.trial.resolve`). The spaces are this installation's: records do not
 store them, so a value outside the range as declared now is flagged (the space changed since the
 sweep ran). Tuning follows equal budgets over declared spaces (AlgoPerf, Dahl et al. 2023).
+
+A selection at an edge says that the optimum may lie outside what was searched (issue 21):
+``edge`` marks a value that is the largest or smallest of the method's tuning trials, or that
+sits at the end of its declared range (a choice's first or last value, an integer range's
+bound, the outer tenth of a log-uniform range in log scale).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -26,7 +31,9 @@ from mtlbench.report.variants import fmt_setting, parse, selected_keys
 from mtlbench.space import PROTOCOL_SPACE, Choice, IntRange, LogUniform, Space
 from mtlbench.trial import TrialConfig, resolve
 
-COLUMNS = ["benchmark", "method", "base_method", "setting", "selected", "untuned", "range"]
+COLUMNS = ["benchmark", "method", "base_method", "setting", "selected", "untuned", "range", "edge"]
+#: A log-uniform value within this share of its range's ends (in log scale) is at an edge.
+EDGE_SHARE = 0.1
 SCOPES = ("protocol", "method", "policies")  # the prefixes of a trial's override keys
 
 
@@ -94,9 +101,7 @@ def describe_range(space: Space | None, default: Any, sampler: str | None) -> st
     if scale is None or scale <= 0:
         return f"log-uniform [{space.low:g}, {space.high:g}] × the untuned value{grid}"
     low, high = space.grid(scale)[0], space.grid(scale)[-1]
-    return (
-        f"log-uniform [{low:g}, {high:g}] ({space.low:g} to {space.high:g} × {scale:g}{grid})"
-    )
+    return f"log-uniform [{low:g}, {high:g}] ({space.low:g} to {space.high:g} × {scale:g}{grid})"
 
 
 def outside(space: Space | None, value: Any, default: Any) -> bool:
@@ -117,16 +122,73 @@ def outside(space: Space | None, value: Any, default: Any) -> bool:
     return False
 
 
+def tried_values(records: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], list[Any]]:
+    """Per (method, setting key), the values its tuning trials ran (``protocol.lr`` from the
+    trial's protocol, ``method.<name>`` from its hyper-parameters)."""
+    out: dict[tuple[str, str], list[Any]] = {}
+    for record in records:
+        cfg = record.get("config") or {}
+        if cfg.get("stage") != "tune":
+            continue
+        scopes = {"protocol": cfg.get("protocol") or {}, "method": cfg.get("hparams") or {}}
+        for scope, values in scopes.items():
+            for name, value in values.items():
+                out.setdefault((str(cfg.get("method")), f"{scope}.{name}"), []).append(value)
+    return out
+
+
+def edge_note(space: Space | None, value: Any, default: Any, tried: Sequence[Any]) -> str:
+    """Why ``value`` sits at an edge of what was searched, or ``""``: the largest or smallest
+    of the (numeric, distinct) values ``tried``, and its place in the declared ``space``."""
+    x = _number(value)
+    notes = []
+    numbers = sorted({n for n in map(_number, tried) if n is not None})
+    if x is not None and len(numbers) > 1:
+        if math.isclose(x, numbers[-1], rel_tol=1e-3):
+            notes.append(f"the largest of {len(numbers)} values tried")
+        elif math.isclose(x, numbers[0], rel_tol=1e-3):
+            notes.append(f"the smallest of {len(numbers)} values tried")
+    bound = _range_edge(space, x, default) if x is not None else ""
+    return "; ".join(notes + ([bound] if bound else []))
+
+
+def _range_edge(space: Space | None, x: float, default: Any) -> str:
+    if isinstance(space, Choice):
+        values = sorted(v for v in map(_number, space.values) if v is not None)
+        ends = {values[0]: "lowest", values[-1]: "highest"} if len(values) > 1 else {}
+        end = next((e for v, e in ends.items() if math.isclose(x, v, rel_tol=1e-3)), "")
+        return f"the {end} choice" if end else ""
+    if isinstance(space, IntRange):
+        ends = {space.low: "the range's low end", space.high: "the range's high end"}
+        return ends.get(int(x), "")
+    if isinstance(space, LogUniform):
+        scale = _number(default) if space.relative else 1.0
+        if scale is None or scale <= 0 or x <= 0:
+            return ""
+        where = math.log(x / (space.low * scale)) / math.log(space.high / space.low)
+        if where >= 1 - EDGE_SHARE:
+            return "in the top tenth of its range"
+        if where <= EDGE_SHARE:
+            return "in the bottom tenth of its range"
+    return ""
+
+
 def _key_order(key: str) -> tuple[int, str]:
     """The protocol's settings first (the learning rate), then the method's, by name."""
     return (0 if key.startswith("protocol.") else 1, key)
 
 
-def selected_configs(rows: pd.DataFrame, order: Sequence[str] = ()) -> pd.DataFrame:
+def selected_configs(
+    rows: pd.DataFrame,
+    order: Sequence[str] = (),
+    tried: Mapping[tuple[str, str], Sequence[Any]] | None = None,
+) -> pd.DataFrame:
     """One row per tuned variant and setting (:data:`COLUMNS`): the value selected, the value
-    without tuning and the range it came from. ``rows``: one benchmark's prepared records (a
-    ``tuning`` column, :func:`mtlbench.report.load.read_results`); ``order``: the variant
-    labels in the leaderboard's order (others follow by name). Empty without tuned runs."""
+    without tuning, the range it came from and whether it sits at an edge (:func:`edge_note`).
+    ``rows``: one benchmark's prepared records (a ``tuning`` column,
+    :func:`mtlbench.report.load.read_results`); ``order``: the variant labels in the
+    leaderboard's order (others follow by name); ``tried``: :func:`tried_values` of the
+    benchmark's records. Empty without tuned runs."""
     if "tuning" not in rows or not rows["tuning"].notna().any():
         return pd.DataFrame(columns=COLUMNS)
     tuned = rows[rows["tuning"].notna() & (rows["mode"] != "stl")]
@@ -156,6 +218,12 @@ def selected_configs(rows: pd.DataFrame, order: Sequence[str] = ()) -> pd.DataFr
                     "selected": fmt_setting(chosen[key]),
                     "untuned": fmt_setting(default) if key in defaults else None,
                     "range": text,
+                    "edge": edge_note(
+                        space,
+                        chosen[key],
+                        default,
+                        (tried or {}).get((str(row["method"]), key), ()),
+                    ),
                 }
             )
     return pd.DataFrame(out, columns=COLUMNS)

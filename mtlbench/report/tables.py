@@ -278,8 +278,9 @@ def selected_table(configs: pd.DataFrame, bench: str) -> Table:
                 Cell(str(r["selected"])),
                 Cell(MISSING if pd.isna(r["untuned"]) else str(r["untuned"])),
                 Cell(str(r["range"])),
+                Cell(str(r["edge"] or "")),
             ]
         )
         last = method
-    headers = ["method", "setting", "selected", "without tuning", "drawn from"]
+    headers = ["method", "setting", "selected", "without tuning", "drawn from", "at an edge"]
     return Table(f"selected_{bench}", headers, rows, configs)
