@@ -25,6 +25,7 @@ from mtlbench.registry import (
     PositiveFloat,
     PositiveInt,
     Range,
+    check_fields,
     closest,
     coerce,
     raise_all,
@@ -78,16 +79,12 @@ class Policies:
         """A copy with ``changes`` applied, each checked against its type and range; every bad
         policy is reported, not the first."""
         hints = typing.get_type_hints(Policies, include_extras=True)
-        valid = {f.name for f in dataclasses.fields(self)}
-        checked = {}
-        errors: list[ConfigError] = []
-        for key, value in changes.items():
-            try:
-                if key not in valid:
-                    raise unknown("policy", key, valid, key)
-                checked[key] = coerce(value, hints[key], f"policies.{key}")
-            except ConfigError as error:
-                errors.append(error)
+        checked, errors = check_fields(
+            changes,
+            {f.name: hints[f.name] for f in dataclasses.fields(self)},
+            "policy",
+            lambda key: f"policies.{key}",
+        )
         raise_all(errors)
         return dataclasses.replace(self, **checked)
 
