@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from mtlbench.run.lease import ELSEWHERE, Lease, LeaseLost
 from mtlbench.run.options import ExecutorOptions, executor_options
 from mtlbench.run.progress import EpochReporter
 from mtlbench.run.slurm.resources import Resources
 from mtlbench.run.state import FINISHED, JobStates, trial_status
+from mtlbench.trainer import run_trial
 from mtlbench.trial import ResolvedTrial, Stage, split_stages
 
 if TYPE_CHECKING:
@@ -54,10 +57,6 @@ def run_one(
     sweep's); a lease lost to another process stops it before the next epoch, without a record.
     A trial that ends ``done`` loses its checkpoint; the trainer removes it for the others.
     """
-    import torch
-
-    from mtlbench.trainer import run_trial
-
     results = Path(results)
     tid = resolved.trial_id
     claim = Lease.claim(results, tid, JobStates().active)
