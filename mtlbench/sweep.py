@@ -107,9 +107,7 @@ class Sweep:
         stages = self.stages() if stages is None else stages
         labels = trial_labels({t.trial_id: t.to_dict() for t in self.trials}, self.grid_keys)
         todo = sum(len(stage) for stage in stages)
-        lines = [
-            f"sweep {self.name}: {todo} of {len(self.trials)} trials to run -> {self.results}"
-        ]
+        lines = [f"sweep {self.name}: {todo} of {len(self.trials)} trials to run -> {self.results}"]
         for number, stage in enumerate(stages, 1):
             lines.append(f"stage {number} of {len(stages)}: {len(stage)} {stage.what}")
             width = max(len(t.trial_id) for t in stage)

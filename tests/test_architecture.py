@@ -144,9 +144,10 @@ def import_graph(roots: dict[str, Path]) -> dict[str, dict[str, int]]:
 
 
 def describe(graph: dict[str, dict[str, int]], cycle: list[str]) -> str:
-    return " -> ".join(
-        f"{a} (line {graph[a][b]})" for a, b in zip(cycle, cycle[1:], strict=False)
-    ) + f" -> {cycle[-1]}"
+    return (
+        " -> ".join(f"{a} (line {graph[a][b]})" for a, b in zip(cycle, cycle[1:], strict=False))
+        + f" -> {cycle[-1]}"
+    )
 
 
 def test_no_import_cycle_in_the_package():
