@@ -96,6 +96,8 @@ class SlurmExecutor(Executor):
     ) -> None:
         """``options``: the checked ``executor:`` section; ``raw`` keywords instead are checked
         here (:func:`~mtlbench.run.options.executor_options`)."""
+        if options is not None and raw:
+            raise TypeError("SlurmExecutor: give checked options or raw keywords, not both")
         if options is None:
             options = executor_options({"kind": "slurm", **raw})
         self.options: SlurmOptions = options.slurm
