@@ -28,9 +28,9 @@ from mtlbench.registry import (
     PositiveInt,
     Range,
     Registry,
+    check_fields,
     coerce,
     raise_all,
-    unknown,
 )
 
 Split = Literal["train", "val", "test"]
@@ -72,6 +72,12 @@ SCHEDULERS: dict[str, tuple[tuple[str, Any], ...]] = {
         ("MIN_LR", NonNegativeFloat),
     ),
 }
+
+
+def _check_option(key: str, value: Any) -> None:
+    """The format of a protocol option that its type cannot say (the scheduler's spelling)."""
+    if key == "scheduler":
+        check_scheduler(value)
 
 
 def check_scheduler(spec: str | None) -> str | None:
@@ -151,18 +157,13 @@ class Protocol:
         """A copy with ``changes`` applied, each checked against the field's type and range;
         every bad option is reported (:class:`~mtlbench.registry.ConfigErrors`), not the first."""
         hints = type(self).field_hints()
-        valid = {f.name for f in dataclasses.fields(self)}
-        checked = {}
-        errors: list[ConfigError] = []
-        for key, value in changes.items():
-            try:
-                if key not in valid:
-                    raise unknown(f"protocol option of {type(self).__name__}:", key, valid, key)
-                checked[key] = coerce(value, hints[key], f"protocol.{key}")
-                if key == "scheduler":
-                    check_scheduler(checked[key])
-            except ConfigError as error:
-                errors.append(error)
+        checked, errors = check_fields(
+            changes,
+            {f.name: hints[f.name] for f in dataclasses.fields(self)},
+            f"protocol option of {type(self).__name__}:",
+            lambda key: f"protocol.{key}",
+            _check_option,
+        )
         raise_all(errors)
         return dataclasses.replace(self, **checked)
 

@@ -205,54 +205,26 @@ def _no_delta_m_hint(benchmark: str, out: Path) -> str:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from mtlbench.run.base import ELSEWHERE, make_executor, tidy_checkpoints
-    from mtlbench.run.progress import summary
-    from mtlbench.run.state import pending
+    from mtlbench.run.base import make_executor
+    from mtlbench.run.driver import SweepRun, succeeded
     from mtlbench.sweep import load_spec
 
     sweep = load_spec(args.spec)
     if args.results:
         sweep.results = Path(args.results)
-    options = dict(sweep.executor)
-    if args.executor and args.executor != options.get("kind", "local"):
-        options = {"kind": args.executor}  # the spec's options belong to its own executor
-    if args.workers:
-        options["workers"] = args.workers
-    from mtlbench.tune import describe_budget, finalize, run_stages
-
-    finalize(sweep)  # the final runs of tuned methods whose tuning records are all there
-    todo = pending(sweep, retry_failed=args.retry_failed)
+    options = sweep.executor.override(kind=args.executor, workers=args.workers)
+    driver = SweepRun(sweep, make_executor(options, device=args.device), args.retry_failed)
     if args.dry_run:
-        print(sweep.describe(todo))
-        if sweep.tuning:
-            print(describe_budget(sweep))
-        executor = make_executor(options, device=args.device)
-        if hasattr(executor, "plan"):
-            print(executor.plan(sweep, todo))
+        print(driver.describe())
         return 0
     ensure_writable(sweep.results)
-    tidy_checkpoints(sweep.results, sweep.trials)
-    for bench in sorted({t.benchmark for t in todo}):
-        root = next(t.data_root for t in todo if t.benchmark == bench)
-        _check_data(bench, root)
-    executor = make_executor(options, device=args.device)
-    done = len(sweep.trials) - len(todo)
-    print(
-        f"sweep {sweep.name}: {len(sweep.trials)} trials, {done} already finished, "
-        f"{len(todo)} to run -> {sweep.results}",
-        flush=True,
-    )
-    statuses = run_stages(sweep, executor, retry_failed=args.retry_failed, progress=not args.quiet)
-    for trial in todo:  # finished by another process before this one reached it
-        statuses.setdefault(trial.trial_id, ELSEWHERE)
-    if statuses:
-        print(f"sweep {sweep.name}: {summary(statuses.values())}")
+    statuses = driver.run(progress=not args.quiet)
     if sweep.report is not None and not args.no_report:
         from mtlbench.report import build_report
 
         index = build_report(sweep.results, ensure_writable(sweep.report), sweep.report_formats)
         print(f"report: {index}")
-    return 0 if all(s in ("done", "diverged", ELSEWHERE) for s in statuses.values()) else 1
+    return 0 if succeeded(statuses) else 1
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -200,6 +200,33 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     raise expected
 
 
+def check_fields(
+    values: Mapping[str, Any],
+    hints: Mapping[str, Any],
+    kind: str,
+    label: Callable[[str], str],
+    check: Callable[[str, Any], None] | None = None,
+) -> tuple[dict[str, Any], list[ConfigError]]:
+    """The one "check every field, collect every error" loop (protocol options, policies, a
+    registry's hyper-parameters, executor options): each of ``values``, in the user's order, is
+    coerced to its type in ``hints`` (:func:`coerce`, its message prefixed ``label(key)``), then
+    passed to ``check`` (a range or format a type cannot say; it raises :class:`ConfigError`).
+    A key missing from ``hints`` is an unknown ``kind`` naming the valid keys. Returns the
+    checked values and every error; the caller adds its own and calls :func:`raise_all`."""
+    checked: dict[str, Any] = {}
+    errors: list[ConfigError] = []
+    for key, value in values.items():
+        try:
+            if key not in hints:
+                raise unknown(kind, key, hints, key)
+            checked[key] = coerce(value, hints[key], label(key))
+            if check is not None:
+                check(key, checked[key])
+        except ConfigError as error:
+            errors.append(error)
+    return checked, errors
+
+
 class Registry(Generic[T]):
     """Maps names to factories (classes or functions) of one kind of object.
 
@@ -254,15 +281,12 @@ class Registry(Generic[T]):
         """Checked and converted ``hparams``; raises :class:`ConfigError` (one problem) or
         :class:`ConfigErrors` (all of them)."""
         valid = self.hparams(name)
-        checked = {}
-        errors: list[ConfigError] = []
-        for key, value in hparams.items():
-            try:
-                if key not in valid:
-                    raise unknown(f"hyper-parameter of {self.kind} {name!r}:", key, valid, key)
-                checked[key] = coerce(value, valid[key].annotation, f"{name}.{key}")
-            except ConfigError as error:
-                errors.append(error)
+        checked, errors = check_fields(
+            hparams,
+            {k: p.annotation for k, p in valid.items()},
+            f"hyper-parameter of {self.kind} {name!r}:",
+            lambda key: f"{name}.{key}",
+        )
         missing = [k for k, p in valid.items() if p.default is p.empty and k not in hparams]
         if missing:
             errors.append(ConfigError(f"{self.kind} {name!r} needs {', '.join(missing)}"))

@@ -25,7 +25,6 @@ line of the spec it comes from.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,8 @@ import yaml
 
 from mtlbench import benchmark as benchmarks
 from mtlbench.registry import ConfigError, coerce
+from mtlbench.run.options import ExecutorOptions, benchmark_resources, parse_executor
+from mtlbench.run.slurm.resources import Resources
 from mtlbench.spec_yaml import (
     LineLoader,
     item_line,
@@ -41,7 +42,17 @@ from mtlbench.spec_yaml import (
     setting_line,
     strip_lines,
 )
-from mtlbench.trial import STL, ResolvedTrial, Seed, TrialConfig, resolve
+from mtlbench.trial import (
+    STL,
+    ResolvedTrial,
+    Seed,
+    Stage,
+    TrialConfig,
+    resolve,
+    split_stages,
+    trial_labels,
+)
+from mtlbench.tune import TunePlan, hook
 
 SPEC_KEYS = {
     "name",
@@ -70,102 +81,38 @@ class SpecError(ConfigError):
 
 @dataclass
 class Sweep:
+    """A checked sweep spec: its trials (the final runs of tuned methods join them once their
+    tuning is selected: :func:`mtlbench.run.tuning.finalize`), its typed executor options and
+    per-benchmark Slurm resources, and its tuning plans."""
+
     name: str
     path: Path | None
     results: Path
     report: Path | None
     trials: list[ResolvedTrial]
-    executor: dict[str, Any] = field(default_factory=dict)
-    resources: dict[str, dict[str, Any]] = field(default_factory=dict)  # per benchmark
+    executor: ExecutorOptions = field(default_factory=ExecutorOptions)
+    resources: dict[str, Resources] = field(default_factory=dict)  # per benchmark
     report_formats: list[str] = field(default_factory=lambda: ["md"])
     grid_keys: set[str] = field(default_factory=set)  # settings the spec gives as lists
-    tuning: list[Any] = field(default_factory=list)  # mtlbench.tune.TunePlan, one per method
+    tuning: list[TunePlan] = field(default_factory=list)  # one per tuned benchmark and method
 
-    def stages(self) -> list[list[ResolvedTrial]]:
-        """Single-task runs first (MTL trials need their reference), then the tuning trials,
-        then the rest (the final runs of tuned methods join once their tuning has finished:
-        :func:`mtlbench.tune.run_stages`)."""
-        stl = [t for t in self.trials if t.mode == "stl"]
-        tune = [t for t in self.trials if t.mode != "stl" and getattr(t, "stage", None) == "tune"]
-        rest = [t for t in self.trials if t.mode != "stl" and getattr(t, "stage", None) != "tune"]
-        return [s for s in (stl, tune, rest) if s]
+    def stages(self) -> list[Stage]:
+        """The trials in the stages they run in (:func:`mtlbench.trial.split_stages`)."""
+        return split_stages(self.trials)
 
-    def describe(self, trials: list[ResolvedTrial] | None = None) -> str:
-        """The plan of ``trials`` (default: all), in the order they run, stage by stage: each
-        trial's id, benchmark, method (and task), seed and the settings that tell it apart from
-        the other trials of its benchmark and method (the toy's ``start``, any grid key)."""
-        todo = self.trials if trials is None else trials
-        ids = {t.trial_id for t in todo}
+    def describe(self, stages: list[Stage] | None = None) -> str:
+        """The plan of ``stages`` (default: every trial), in the order they run, stage by stage:
+        each trial's id, benchmark, method (and task), seed and the settings that tell it apart
+        from the other trials of its benchmark and method (the toy's ``start``, any grid key)."""
+        stages = self.stages() if stages is None else stages
         labels = trial_labels({t.trial_id: t.to_dict() for t in self.trials}, self.grid_keys)
-        lines = [
-            f"sweep {self.name}: {len(todo)} of {len(self.trials)} trials to run -> {self.results}"
-        ]
-        stages = [[t for t in stage if t.trial_id in ids] for stage in self.stages()]
-        stages = [stage for stage in stages if stage]
+        todo = sum(len(stage) for stage in stages)
+        lines = [f"sweep {self.name}: {todo} of {len(self.trials)} trials to run -> {self.results}"]
         for number, stage in enumerate(stages, 1):
-            what = (
-                "single-task references"
-                if stage[0].mode == "stl"
-                else "tuning trials"
-                if getattr(stage[0], "stage", None) == "tune"
-                else "multi-task trials"
-            )
-            lines.append(f"stage {number} of {len(stages)}: {len(stage)} {what}")
+            lines.append(f"stage {number} of {len(stages)}: {len(stage)} {stage.what}")
             width = max(len(t.trial_id) for t in stage)
             lines.extend(f"  {t.trial_id:<{width}}  {labels[t.trial_id]}" for t in stage)
         return "\n".join(lines)
-
-
-def _setting(config: dict[str, Any], key: str) -> Any:
-    """A setting of a trial config (``ResolvedTrial.to_dict()``), looked up as the spec names it
-    (``lr`` or ``protocol.lr``): a method hyper-parameter, a protocol option or a policy."""
-    prefix, _, name = key.rpartition(".")
-    sections = {"method": "hparams", "protocol": "protocol", "policies": "policies"}
-    for section in [sections[prefix]] if prefix in sections else sections.values():
-        if name in (config.get(section) or {}):
-            return config[section][name]
-    return None
-
-
-def trial_labels(configs: dict[str, dict[str, Any]], keys: Iterable[str] = ()) -> dict[str, str]:
-    """What tells each trial apart, by trial id: ``benchmark method [task] seed=S`` and the
-    settings named in ``keys`` (a spec's grid) or whose values differ among the trials of the
-    same benchmark, method and task, e.g. ``toy ls seed=0 start=3``.
-
-    ``configs`` maps trial ids to resolved configs (``ResolvedTrial.to_dict()``, or a record's
-    ``config``), so that a status view of records can label them the same way.
-    """
-    groups: dict[tuple[Any, ...], list[str]] = {}
-    for trial_id, config in configs.items():
-        group = (config.get("benchmark"), config.get("method"), config.get("task"))
-        groups.setdefault(group, []).append(trial_id)
-    labels = {}
-    for members in groups.values():
-        flat = [_flat(configs[m]) for m in members]
-        varying = {k for k in set().union(*flat) if len({repr(f.get(k)) for f in flat}) > 1}
-        for trial_id, values in zip(members, flat, strict=True):
-            config = configs[trial_id]
-            named = {k if k in values else k.rpartition(".")[2] for k in keys}
-            shown = sorted((varying | named) & set(values))
-            head = (config.get("benchmark"), config.get("method"), config.get("task"))
-            text = " ".join(str(h) for h in head if h) + f" seed={config.get('seed')}"
-            labels[trial_id] = " ".join([text, *(f"{k}={values[k]}" for k in shown)])
-    return labels
-
-
-def _flat(config: dict[str, Any]) -> dict[str, Any]:
-    """Hyper-parameters, protocol options and policies of a trial config in one mapping; a name
-    found in two sections (UW's ``lr``) is prefixed with its section (``method.lr``)."""
-    sections = {"method": "hparams", "protocol": "protocol", "policies": "policies"}
-    counts: dict[str, int] = {}
-    for section in sections.values():
-        for name in config.get(section) or {}:
-            counts[name] = counts.get(name, 0) + 1
-    flat: dict[str, Any] = {}
-    for prefix, section in sections.items():
-        for name, value in (config.get(section) or {}).items():
-            flat[name if counts[name] == 1 else f"{prefix}.{name}"] = value
-    return flat
 
 
 def _grid(settings: dict[str, Any]) -> list[dict[str, Any]]:
@@ -255,9 +202,9 @@ class _BenchContext:
         self.raw, self.benches, self.name = raw, benches, name
         self.spec = spec if spec is not None else {}
         self.seeds, self.problems = seeds, problems
-        self.resources: dict[str, Any] | None = None
+        self.resources: Resources | None = None
         self.grid_keys: set[str] = set()  # the settings given as lists (grid dimensions)
-        self.tuning: list[Any] = []  # mtlbench.tune.TunePlan of each tuned method
+        self.tuning: list[TunePlan] = []  # of each tuned method
 
     def problem(self, message: str, line: int | None) -> None:
         self.problems.add(f"benchmark {self.name!r}: {message}", line)
@@ -287,7 +234,10 @@ class _BenchContext:
         if "seeds" in spec:
             self.seeds = _seeds(spec["seeds"], spec, "seeds", problems)
         if spec.get("resources") is not None:
-            self.resources = strip_lines(spec["resources"])
+            self.resources, errors = benchmark_resources(strip_lines(spec["resources"]), self.name)
+            node, where = spec["resources"], line_of(spec, "resources")
+            for error in errors:
+                self.problems.add(str(error), line_of(node, error.key) or where)
         owner = spec if "methods" in spec else self.raw
         methods = owner.get("methods")
         trials: list[ResolvedTrial] = []
@@ -360,8 +310,6 @@ class _BenchContext:
     def tuned_trials(self, method: str, settings: dict[str, Any]) -> list[ResolvedTrial] | None:
         """A tuned method's tuning trials (:func:`mtlbench.tune.hook`; its final runs join
         once they are selected); None when the spec's tuning leaves this method out."""
-        from mtlbench.tune import hook
-
         owner = self.spec if "tune" in self.spec else self.raw
         data_root = self.spec.get("data_root", self.raw.get("data_root"))
         try:
@@ -432,8 +380,8 @@ def parse_spec(raw: Any, path: Path | None = None) -> Sweep:
         benches = {}
 
     trials: list[ResolvedTrial] = []
-    tuning: list[Any] = []
-    resources: dict[str, dict[str, Any]] = {}
+    tuning: list[TunePlan] = []
+    resources: dict[str, Resources] = {}
     grid_keys: set[str] = set()
     for bench_name, bench_spec in benches.items():
         if bench_name.startswith("__"):
@@ -446,6 +394,10 @@ def parse_spec(raw: Any, path: Path | None = None) -> Sweep:
             resources[bench_name] = context.resources
     if not trials and not problems.lines:
         problems.add("the spec expands to no trial", line_of(raw))
+    executor, errors = parse_executor(strip_lines(raw.get("executor")))
+    for error in errors:
+        node = raw.get("executor")
+        problems.add(str(error), line_of(node, error.key) or line_of(raw, "executor"))
     problems.raise_if_any()
     seen: set[str] = set()
     trials = [t for t in trials if not (t.trial_id in seen or seen.add(t.trial_id))]
@@ -457,7 +409,7 @@ def parse_spec(raw: Any, path: Path | None = None) -> Sweep:
         results=results,
         report=Path(report) if report else None,
         trials=trials,
-        executor=strip_lines(raw.get("executor") or {}),
+        executor=executor,
         resources=resources,
         report_formats=list(raw.get("report_formats") or ["md"]),
         grid_keys=grid_keys,

@@ -25,6 +25,7 @@ from mtlbench.registry import (
     PositiveFloat,
     PositiveInt,
     Range,
+    check_fields,
     closest,
     coerce,
     raise_all,
@@ -78,16 +79,12 @@ class Policies:
         """A copy with ``changes`` applied, each checked against its type and range; every bad
         policy is reported, not the first."""
         hints = typing.get_type_hints(Policies, include_extras=True)
-        valid = {f.name for f in dataclasses.fields(self)}
-        checked = {}
-        errors: list[ConfigError] = []
-        for key, value in changes.items():
-            try:
-                if key not in valid:
-                    raise unknown("policy", key, valid, key)
-                checked[key] = coerce(value, hints[key], f"policies.{key}")
-            except ConfigError as error:
-                errors.append(error)
+        checked, errors = check_fields(
+            changes,
+            {f.name: hints[f.name] for f in dataclasses.fields(self)},
+            "policy",
+            lambda key: f"policies.{key}",
+        )
         raise_all(errors)
         return dataclasses.replace(self, **checked)
 
@@ -282,3 +279,121 @@ def resolve(config: TrialConfig) -> ResolvedTrial:
         task=config.task,
         data_root=config.data_root,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages: the order trials run in, and what tells trials apart
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StagedTrial(ResolvedTrial):
+    """A trial of a tuned sweep: ``stage`` (``tune`` or ``final``) and, for a final run, its
+    tuning settings are part of its config, its record and its id (an untuned trial's id is
+    unchanged: it is a plain :class:`ResolvedTrial`)."""
+
+    stage: Literal["tune", "final"] = "tune"
+    tuning: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["stage"] = self.stage
+        if self.tuning is not None:
+            out["tuning"] = dict(self.tuning)
+        return out
+
+
+def staged(
+    trial: ResolvedTrial, stage: Literal["tune", "final"], tuning: dict[str, Any] | None = None
+) -> StagedTrial:
+    """``trial`` marked as a tuning trial or a final run (:class:`StagedTrial`)."""
+    fields = {f.name: getattr(trial, f.name) for f in dataclasses.fields(ResolvedTrial)}
+    return StagedTrial(**fields, stage=stage, tuning=tuning)
+
+
+StageKind = Literal["stl", "tune", "mtl"]
+STAGE_KINDS: tuple[StageKind, ...] = ("stl", "tune", "mtl")
+_STAGE_TEXT = {"stl": "single-task references", "tune": "tuning trials", "mtl": "multi-task trials"}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Trials that may run together, in the order they run. Stages run one after the other:
+    single-task references first (the multi-task trials of a benchmark read their reference
+    from them), then the tuning trials, then the multi-task trials (the final runs of tuned
+    methods among them, once selected). A stage reads as the sequence of its trials."""
+
+    kind: StageKind
+    trials: tuple[ResolvedTrial, ...]
+
+    @property
+    def what(self) -> str:
+        return _STAGE_TEXT[self.kind]
+
+    def __iter__(self) -> typing.Iterator[ResolvedTrial]:
+        return iter(self.trials)
+
+    def __len__(self) -> int:
+        return len(self.trials)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.trials[index]
+
+
+def stage_kind(trial: ResolvedTrial) -> StageKind:
+    """The stage ``trial`` runs in (:class:`Stage`)."""
+    if trial.mode == "stl":
+        return "stl"
+    return "tune" if isinstance(trial, StagedTrial) and trial.stage == "tune" else "mtl"
+
+
+def split_stages(trials: typing.Iterable[ResolvedTrial]) -> list[Stage]:
+    """``trials`` in stages (:class:`Stage`), in run order; each keeps the trials' order, and
+    an empty stage is left out. The one place that orders a sweep's trials."""
+    by_kind: dict[StageKind, list[ResolvedTrial]] = {k: [] for k in STAGE_KINDS}
+    for trial in trials:
+        by_kind[stage_kind(trial)].append(trial)
+    return [Stage(k, tuple(by_kind[k])) for k in STAGE_KINDS if by_kind[k]]
+
+
+def trial_labels(
+    configs: dict[str, dict[str, Any]], keys: typing.Iterable[str] = ()
+) -> dict[str, str]:
+    """What tells each trial apart, by trial id: ``benchmark method [task] seed=S`` and the
+    settings named in ``keys`` (a spec's grid) or whose values differ among the trials of the
+    same benchmark, method and task, e.g. ``toy ls seed=0 start=3``.
+
+    ``configs`` maps trial ids to resolved configs (``ResolvedTrial.to_dict()``, or a record's
+    ``config``), so that a status view of records can label them the same way.
+    """
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for trial_id, config in configs.items():
+        group = (config.get("benchmark"), config.get("method"), config.get("task"))
+        groups.setdefault(group, []).append(trial_id)
+    labels = {}
+    for members in groups.values():
+        flat = [_flat(configs[m]) for m in members]
+        varying = {k for k in set().union(*flat) if len({repr(f.get(k)) for f in flat}) > 1}
+        for trial_id, values in zip(members, flat, strict=True):
+            config = configs[trial_id]
+            named = {k if k in values else k.rpartition(".")[2] for k in keys}
+            shown = sorted((varying | named) & set(values))
+            head = (config.get("benchmark"), config.get("method"), config.get("task"))
+            text = " ".join(str(h) for h in head if h) + f" seed={config.get('seed')}"
+            labels[trial_id] = " ".join([text, *(f"{k}={values[k]}" for k in shown)])
+    return labels
+
+
+def _flat(config: dict[str, Any]) -> dict[str, Any]:
+    """Hyper-parameters, protocol options and policies of a trial config in one mapping; a name
+    found in two sections (UW's ``lr``) is prefixed with its section (``method.lr``)."""
+    sections = {"method": "hparams", "protocol": "protocol", "policies": "policies"}
+    counts: dict[str, int] = {}
+    for section in sections.values():
+        for name in config.get(section) or {}:
+            counts[name] = counts.get(name, 0) + 1
+    flat: dict[str, Any] = {}
+    for prefix, section in sections.items():
+        for name, value in (config.get(section) or {}).items():
+            flat[name if counts[name] == 1 else f"{prefix}.{name}"] = value
+    return flat

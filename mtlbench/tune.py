@@ -25,28 +25,22 @@ spec fixes for a method (``methods: {famo: {gamma: 0.001}}``) leave its space.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 import random
-import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from mtlbench import benchmark as benchmarks
+from mtlbench.method import METHODS
 from mtlbench.registry import ConfigError
 from mtlbench.space import PROTOCOL_SPACE, Space
-from mtlbench.trial import ResolvedTrial, TrialConfig, resolve
-
-if TYPE_CHECKING:
-    from mtlbench.run.base import Executor
-    from mtlbench.sweep import Sweep
+from mtlbench.trial import ResolvedTrial, StagedTrial, TrialConfig, resolve, staged
 
 Sampler = Literal["grid", "random"]
 SAMPLERS = ("grid", "random")
 TUNE_KEYS = {"budget", "sampler", "metric", "seeds", "seed", "methods"}
-TERMINAL = ("done", "diverged", "failed")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,8 +122,6 @@ def method_space(method: str) -> dict[str, Space]:
     """The space a tuning stage samples for ``method``: the protocol's learning rate and the
     method's declared ``search_space``, keyed as trial overrides (``protocol.lr``,
     ``method.<name>``)."""
-    from mtlbench.method import METHODS
-
     own = METHODS.get(method).search_space
     return {**PROTOCOL_SPACE, **{f"method.{k}": v for k, v in own.items()}}
 
@@ -187,30 +179,8 @@ def sample_configs(
 
 
 # ---------------------------------------------------------------------------------------------
-# Staged trials and the plan of a tuned method
+# The plan of a tuned method
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StagedTrial(ResolvedTrial):
-    """A trial of a tuned sweep: ``stage`` (``tune`` or ``final``) and, for a final run, its
-    tuning settings are part of its config, its record and its id (an untuned trial's id is
-    unchanged: it is a plain :class:`ResolvedTrial`)."""
-
-    stage: Literal["tune", "final"] = "tune"
-    tuning: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        out["stage"] = self.stage
-        if self.tuning is not None:
-            out["tuning"] = dict(self.tuning)
-        return out
-
-
-def staged(trial: ResolvedTrial, stage: str, tuning: dict[str, Any] | None = None) -> StagedTrial:
-    fields = {f.name: getattr(trial, f.name) for f in dataclasses.fields(ResolvedTrial)}
-    return StagedTrial(**fields, stage=stage, tuning=tuning)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -263,133 +233,6 @@ def plan_tuning(
     )
 
 
-def hook(
-    benchmark: str,
-    method: str,
-    settings: Mapping[str, Any],
-    tune_raw: Any,
-    final_seeds: Sequence[int],
-    data_root: str | None,
-    has_stl: bool,
-) -> TunePlan | None:
-    """The sweep parser's hook: the plan of ``method`` on ``benchmark`` under the ``tune`` block
-    ``tune_raw``, or None when the block does not tune this method. Raises ConfigError."""
-    from mtlbench import benchmark as benchmarks
-    from mtlbench.benchmark import Benchmark
-
-    tune = parse_tune(tune_raw)
-    if tune.methods is not None and method not in tune.methods:
-        return None
-    grids = sorted(k for k, v in settings.items() if isinstance(v, list))
-    if grids:
-        raise ConfigError(
-            f"a tuned method takes fixed settings (its space is its search_space), "
-            f"not grids: {', '.join(grids)}"
-        )
-    bench = benchmarks.get(benchmark)
-    if tune.metric == "val_delta_m":
-        if not has_stl and bench.reference is Benchmark.reference:
-            raise ConfigError(
-                "tune metric val_delta_m needs a reference: add stl: true to the benchmark"
-            )
-    elif tune.metric.removeprefix("val_") not in {m.name for m in bench.metrics}:
-        valid = ", ".join(f"val_{m.name}" for m in bench.metrics)
-        raise ConfigError(f"unknown tune metric {tune.metric!r}; valid: val_delta_m, {valid}")
-    return plan_tuning(benchmark, method, settings, tune, final_seeds, data_root)
-
-
-# ---------------------------------------------------------------------------------------------
-# Selection from the records
-# ---------------------------------------------------------------------------------------------
-
-
-def _signed_val(record: Mapping[str, Any], metric: str) -> float:
-    info = {m["name"]: m for m in record.get("metric_info") or []}
-    value = ((record.get("metrics") or {}).get("val") or {}).get(metric)
-    if value is None or metric not in info:
-        raise ConfigError(f"tuning metric val_{metric}: not in record {record.get('trial_id')}")
-    return -float(value) if info[metric]["higher_is_better"] else float(value)
-
-
-class Scorer:
-    """Validation scores of tuning records; references resolved once per results folder."""
-
-    def __init__(self, results: Path) -> None:
-        self.results = Path(results)
-        self._rows: Any = None
-
-    def reference(self, record: Mapping[str, Any]) -> Any:
-        from mtlbench import benchmark as benchmarks
-        from mtlbench import references
-        from mtlbench.records import load_results
-
-        cfg = record["config"]
-        bench = benchmarks.get(cfg["benchmark"])
-        protocol = bench.default_protocol().replace(**cfg["protocol"])
-        published = bench(protocol, cfg.get("data_root")).reference()
-        if published is not None:
-            return published
-        if self._rows is None:
-            self._rows = load_results(self.results)
-        rows = self._rows[self._rows["benchmark"] == bench.name]
-        found = references.stl_references(rows, bench.metrics).get(
-            references.data_key(cfg["protocol"])
-        )
-        return found if not isinstance(found, str) else None
-
-    def score(self, record: Mapping[str, Any], metric: str) -> float:
-        """The record's validation score (lower is better); ``inf`` unless it is done."""
-        from mtlbench import benchmark as benchmarks
-        from mtlbench.metrics import delta_m_metric_avg
-        from mtlbench.selection import selection_reference
-
-        if record.get("status") != "done":
-            return math.inf
-        if metric != "val_delta_m":
-            return _signed_val(record, metric.removeprefix("val_"))
-        reference = self.reference(record)
-        if reference is None:
-            raise ConfigError(
-                f"tuning on val_delta_m needs a reference for {record['config']['benchmark']}: "
-                "add stl: true to the benchmark (or tune on val_<metric>)"
-            )
-        metrics = benchmarks.get(record["config"]["benchmark"]).metrics
-        return delta_m_metric_avg(record["metrics"]["val"], selection_reference(reference), metrics)
-
-
-def _statuses(results: Path, trials: Iterable[ResolvedTrial]) -> list[dict[str, Any] | None]:
-    from mtlbench.records import read_record, record_path
-
-    out: list[dict[str, Any] | None] = []
-    for t in trials:
-        path = record_path(results, t.trial_id)
-        try:
-            out.append(dict(read_record(path)) if path.exists() else None)
-        except ValueError:
-            out.append(None)
-    return out
-
-
-def select(plan: TunePlan, results: Path, scorer: Scorer | None = None) -> int | None:
-    """The index of the best configuration once every tuning trial of ``plan`` has finished
-    (done, diverged or failed), else None. Fills ``plan.scores``; raises ConfigError when no
-    configuration finished ``done``."""
-    scorer = scorer or Scorer(results)
-    scores = []
-    for trials in plan.trials:
-        records = _statuses(results, trials)
-        if any(r is None or r.get("status") not in TERMINAL for r in records):
-            return None
-        per_seed = [scorer.score(r, plan.tune.metric) for r in records if r is not None]
-        scores.append(statistics.fmean(per_seed) if all(map(math.isfinite, per_seed)) else math.inf)
-    plan.scores = scores
-    if not any(math.isfinite(s) for s in scores):
-        raise ConfigError(
-            f"no tuning trial of {plan.method} on {plan.benchmark} finished: nothing to select"
-        )
-    return min(range(len(scores)), key=scores.__getitem__)
-
-
 def final_trials(plan: TunePlan, index: int) -> list[StagedTrial]:
     """The selected configuration with the sweep's seeds, marked ``stage: final``."""
     settings = {**plan.fixed, **plan.configs[index]}
@@ -406,48 +249,36 @@ def final_trials(plan: TunePlan, index: int) -> list[StagedTrial]:
     ]
 
 
-def finalize(sweep: Sweep) -> list[StagedTrial]:
-    """Add to ``sweep.trials`` the final runs of every plan whose tuning has finished, reading
-    the records in ``sweep.results``; returns the trials added."""
-    added: list[StagedTrial] = []
-    scorer = Scorer(sweep.results)
-    for plan in sweep.tuning:
-        if plan.selected is not None:
-            continue
-        try:
-            index = select(plan, sweep.results, scorer)
-        except ConfigError as error:
-            plan.problem = str(error)
-            continue
-        if index is None:
-            continue
-        plan.problem = None
-        plan.selected = index
-        plan.final = final_trials(plan, index)
-        known = {t.trial_id for t in sweep.trials}
-        added.extend(t for t in plan.final if t.trial_id not in known)
-    sweep.trials.extend(added)
-    return added
-
-
-def run_stages(
-    sweep: Sweep, executor: Executor, *, retry_failed: bool = False, progress: bool = True
-) -> dict[str, str]:
-    """Run ``sweep`` to the end: single-task and tuning trials, then the final runs that the
-    finished tuning selects. A trial goes to the executor at most once (a failed, cancelled or
-    still-queued one waits for the next ``mtlbench sweep``), so an untuned sweep is exactly one
-    ``executor.run`` call, and a tuned one a second call for the final runs."""
-    from mtlbench.run.state import pending
-
-    statuses: dict[str, str] = {}
-    attempted: set[str] = set()  # each trial is handed to the executor once per call
-    while True:
-        finalize(sweep)
-        todo = [t for t in pending(sweep, retry_failed) if t.trial_id not in attempted]
-        if not todo:
-            return statuses
-        attempted.update(t.trial_id for t in todo)
-        statuses.update(executor.run(sweep, todo, progress=progress))
+def hook(
+    benchmark: str,
+    method: str,
+    settings: Mapping[str, Any],
+    tune_raw: Any,
+    final_seeds: Sequence[int],
+    data_root: str | None,
+    has_stl: bool,
+) -> TunePlan | None:
+    """The sweep parser's hook: the plan of ``method`` on ``benchmark`` under the ``tune`` block
+    ``tune_raw``, or None when the block does not tune this method. Raises ConfigError."""
+    tune = parse_tune(tune_raw)
+    if tune.methods is not None and method not in tune.methods:
+        return None
+    grids = sorted(k for k, v in settings.items() if isinstance(v, list))
+    if grids:
+        raise ConfigError(
+            f"a tuned method takes fixed settings (its space is its search_space), "
+            f"not grids: {', '.join(grids)}"
+        )
+    bench = benchmarks.get(benchmark)
+    if tune.metric == "val_delta_m":
+        if not has_stl and bench.reference is benchmarks.Benchmark.reference:
+            raise ConfigError(
+                "tune metric val_delta_m needs a reference: add stl: true to the benchmark"
+            )
+    elif tune.metric.removeprefix("val_") not in {m.name for m in bench.metrics}:
+        valid = ", ".join(f"val_{m.name}" for m in bench.metrics)
+        raise ConfigError(f"unknown tune metric {tune.metric!r}; valid: val_delta_m, {valid}")
+    return plan_tuning(benchmark, method, settings, tune, final_seeds, data_root)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -466,12 +297,12 @@ def space_rows(methods: Sequence[str]) -> list[tuple[str, str, str]]:
     return rows
 
 
-def describe_budget(sweep: Sweep) -> str:
+def describe_budget(plans: Sequence[TunePlan]) -> str:
     """The tuning budget per benchmark and method (for ``mtlbench sweep --dry-run``)."""
-    if not sweep.tuning:
+    if not plans:
         return ""
     lines = ["tuning (equal budget per method; selection on validation only):"]
-    for plan in sweep.tuning:
+    for plan in plans:
         t = plan.tune
         state = "selection pending"
         if plan.selected is not None:

@@ -180,8 +180,9 @@ WARMUP, WARMUP_STEPS = 24_000, 50_000
 def test_router_warmup_frees_the_start_trapped_in_task_ones_valley():
     """From (-8.5, 7.5) the router, once on, gives all the weight to task 1 while x sits in its
     valley (losses of opposite signs: docs/methods.md, "Why the fifth start stays"). Held at
-    w = (1/2, 1/2) for 24,000 steps (toy_figure.yaml), x first leaves the valley under LS's pull, then the router
-    moves w to (10/11, 1/11) and x to the balanced point (-1.509, -15.092)."""
+    w = (1/2, 1/2) for 24,000 steps (toy_figure.yaml), x first leaves the valley under LS's
+    pull, then the router moves w to (10/11, 1/11) and x to the balanced point
+    (-1.509, -15.092)."""
     (l1, l2), w = _toy_run(TRAPPED_START, WARMUP_STEPS, router_warmup=WARMUP)
     assert math.hypot(l1 - BALANCED[0], l2 - BALANCED[1]) < 0.05, (l1, l2)
     np.testing.assert_allclose(w.numpy(), [10 / 11, 1 / 11], atol=0.02)

@@ -205,8 +205,8 @@ def test_a_trial_finished_elsewhere_after_the_plan_is_counted_as_left(
     """The closing line accounts for every trial the sweep planned: one that another process
     finished between this sweep's plan ("N to run") and its turn never reaches the executor,
     and is counted as left to another process (the race CI once caught in the test above)."""
-    import mtlbench.tune
     from mtlbench.cli import main
+    from mtlbench.run.local import LocalExecutor
 
     spec = tmp_path / "spec.yaml"
     spec.write_text(
@@ -215,7 +215,7 @@ def test_a_trial_finished_elsewhere_after_the_plan_is_counted_as_left(
     )
     ids = [t.trial_id for t in load_spec(spec).trials]
     # Another process takes the first trial: this sweep's executor only sees the second.
-    monkeypatch.setattr(mtlbench.tune, "run_stages", lambda *a, **k: {ids[1]: "done"})
+    monkeypatch.setattr(LocalExecutor, "run", lambda *a, **k: {ids[1]: "done"})
     assert main(["sweep", str(spec), "--no-report", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "2 to run" in out and "sweep race: done=1; 1 left to another process" in out

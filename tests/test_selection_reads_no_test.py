@@ -19,9 +19,9 @@ import torch
 import tiny_benchmark
 from mtlbench.benchmark import BENCHMARKS, tensor_batches
 from mtlbench.references import stl_reference
+from mtlbench.run.tuning import Scorer
 from mtlbench.trainer import run_trial
 from mtlbench.trial import TrialConfig, resolve
-from mtlbench.tune import Scorer
 
 
 class TinyWithoutPublished(tiny_benchmark.Tiny):

@@ -32,7 +32,7 @@ import tiny_benchmark  # noqa: F401  (registers the "_tiny" benchmark)
 from mtlbench import cli
 from mtlbench.records import read_record, record_path, write_record
 from mtlbench.registry import ConfigError
-from mtlbench.run.base import ELSEWHERE, checkpoint_path, make_executor
+from mtlbench.run.base import ELSEWHERE, Batch, checkpoint_path, make_executor
 from mtlbench.run.slurm.executor import SlurmExecutor, TrialRunner
 from mtlbench.run.slurm.ledger import iter_ledger, ledger_path, read_ledger, write_ledger
 from mtlbench.run.slurm.resources import merge_resources, parse_resources, slurm_parameters
@@ -141,16 +141,14 @@ def test_executor_options_are_checked(tmp_path):
         make_executor({"kind": "slurm", "poll_s": 0})
     with pytest.raises(ConfigError, match=r"wait: expected bool.*cluster: expected one of"):
         make_executor({"kind": "slurm", "wait": "yes", "cluster": "cloud"})
-    sweep = parse_spec(
-        {
-            "name": "s",
-            "methods": ["ls"],
-            "benchmarks": {"_tiny": {"resources": {"cpu": 2}}},
-        }
-    )
-    ex = make_executor({"kind": "slurm", "partition": "cpu"})
     with pytest.raises(ConfigError, match=r"benchmark '_tiny': unknown resource 'cpu'"):
-        ex.plan(sweep, sweep.trials)
+        parse_spec(  # a benchmark's resources are checked when the spec loads
+            {
+                "name": "s",
+                "methods": ["ls"],
+                "benchmarks": {"_tiny": {"resources": {"cpu": 2}}},
+            }
+        )
 
 
 def test_benchmark_resources_override_executor_defaults():
@@ -216,7 +214,7 @@ def test_one_array_per_stage_and_resource_group():
             },
         }
     )
-    groups = SlurmExecutor(partition="p").groups(sweep, sweep.trials)
+    groups = SlurmExecutor(partition="p").groups(Batch.of(sweep))
     shape = [(g.stage, g.benchmarks, len(g.trials), g.params.get("gpus_per_node")) for g in groups]
     assert shape == [
         ("stl", ["_tiny"], 2, None),
@@ -229,8 +227,8 @@ def test_one_array_per_stage_and_resource_group():
 
 def test_cluster_example_spec_is_valid_and_plans():
     sweep = load_spec(ROOT / "sweeps" / "cluster_example.yaml")
-    assert sweep.executor["kind"] == "slurm"
-    text = make_executor(sweep.executor).plan(sweep, sweep.trials)
+    assert sweep.executor.kind == "slurm"
+    text = make_executor(sweep.executor).plan(Batch.of(sweep))
     assert "#SBATCH --array=" in text and "#SBATCH --gpus-per-node=" in text
 
 
@@ -303,7 +301,7 @@ def test_ledger_refuses_a_trial_that_is_queued_or_running(tmp_path, fake_squeue,
     monkeypatch.setattr(SlurmExecutor, "_executor", lambda self, folder, params: FakeExecutor())
     messages: list[str] = []
     ex = SlurmExecutor(time=20)
-    submitted, skipped = ex.submit(sweep, sweep.trials, echo=messages.append)
+    submitted, skipped = ex.submit(Batch.of(sweep), echo=messages.append)
     assert submitted_batches == [[b.trial_id, c.trial_id]]
     assert [s["trial_id"] for s in skipped] == [a.trial_id]
     assert any(f"skipped {a.trial_id}: already running as job 12_0" in m for m in messages)
@@ -391,7 +389,7 @@ def test_local_cluster_runs_the_same_path_without_slurm(tmp_path):
         "  toy: {protocol: {epochs: 2, steps_per_epoch: 20}}\n",
     )
     sweep = load_spec(spec)
-    statuses = make_executor(sweep.executor, device="cpu").run(sweep, sweep.trials, progress=False)
+    statuses = make_executor(sweep.executor, device="cpu").run(Batch.of(sweep), progress=False)
     assert statuses == {t.trial_id: "done" for t in sweep.trials}
     for t in sweep.trials:
         assert read_record(record_path(sweep.results, t.trial_id))["status"] == "done"
@@ -567,7 +565,7 @@ def test_slurm_sweep_survives_cancel_requeue_and_preemption(tmp_path, slurm, cle
         time.sleep(0.2)
     jobs = {t: read_ledger(results, t)["job_id"] for t in ids}
     assert len({j.split("_")[0] for j in jobs.values()}) == 1  # one job array
-    again, skipped = SlurmExecutor(time=20).submit(sweep, sweep.trials, echo=lambda _: None)
+    again, skipped = SlurmExecutor(time=20).submit(Batch.of(sweep), echo=lambda _: None)
     assert again == [] and {s["trial_id"] for s in skipped} == set(ids)
 
     # 2. mid-run (a checkpoint written, the trial not done): cancel, requeue, preempt

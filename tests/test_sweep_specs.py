@@ -16,10 +16,12 @@ import pytest
 
 from mtlbench import benchmark as benchmarks
 from mtlbench import cli
+from mtlbench.registry import ConfigError
 from mtlbench.report import PUBLISHED_CSV
-from mtlbench.run.base import make_executor
+from mtlbench.run.base import Batch, make_executor
+from mtlbench.run.options import ExecutorOptions
 from mtlbench.run.slurm.executor import SlurmExecutor
-from mtlbench.sweep import Sweep, load_spec
+from mtlbench.sweep import SpecError, Sweep, load_spec
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 SPECS = sorted(SWEEPS.glob("*.yaml"))
@@ -52,9 +54,9 @@ def test_spec_loads_and_validates(path: Path):
     sweep = load_spec(path)  # raises SpecError listing every problem
     assert sweep.trials
     assert len({t.trial_id for t in sweep.trials}) == len(sweep.trials)
-    executor = make_executor(sweep.executor)  # unknown options and bad values raise here
+    executor = make_executor(sweep.executor)  # options and resources were checked at load
     if isinstance(executor, SlurmExecutor):
-        groups = executor.groups(sweep, sweep.trials)  # validates every benchmark's resources
+        groups = executor.groups(Batch.of(sweep))
         assert sum(len(g.trials) for g in groups) == len(sweep.trials)
 
 
@@ -89,11 +91,11 @@ def test_ldc_mtl_spec_runs_the_paper_grid(bench: str):
 @pytest.mark.parametrize("bench", PAPER_BENCHMARKS)
 def test_ldc_mtl_spec_asks_slurm_for_a_gpu(bench: str):
     sweep = ldc_spec(bench)
-    assert sweep.executor["kind"] == "slurm"
+    assert sweep.executor.kind == "slurm"
     own = sweep.resources[bench]
-    assert own["gpus"] >= 1 and {"cpus", "mem", "time"} <= set(own)
+    assert own.gpus >= 1 and {"cpus", "mem", "time"} <= set(own.as_dict())
     executor = make_executor(sweep.executor)
-    for group in executor.groups(sweep, sweep.trials):
+    for group in executor.groups(Batch.of(sweep)):
         assert group.params["gpus_per_node"] >= 1
         assert group.params["timeout_min"] > 60
         assert group.params["slurm_array_parallelism"] >= 1
@@ -105,7 +107,7 @@ def test_qm9_small_spec():
     methods = {"ls", "ldc_mtl", "famo", "mgda", "db_mtl"}
     assert set(mtl) == {(m, s) for m in methods for s in SEEDS}
     assert {t.benchmark for t in sweep.trials} == {"qm9-small"}
-    assert sweep.executor == {"kind": "local", "workers": "auto"}
+    assert sweep.executor == ExecutorOptions(kind="local", workers="auto")
 
 
 def test_dry_run_needs_no_data_and_no_slurm(tmp_path, monkeypatch, capsys):
@@ -123,3 +125,73 @@ def test_dry_run_needs_no_data_and_no_slurm(tmp_path, monkeypatch, capsys):
     for line in ("#SBATCH --array=0-41%14", "#SBATCH --gpus-per-node=1", "#SBATCH --time=1440"):
         assert line in out, line
     assert [p.name for p in tmp_path.iterdir()] == ["bin"]  # nothing submitted, nothing written
+
+
+# -- executor options and resources: typed when the spec loads, each problem at its line -------
+
+BAD_OPTIONS = """\
+name: bad
+methods: [ls]
+executor:
+  kind: slurm
+  poll_s: 0
+  wait: "yes"
+  gpu: 1
+  time: never
+benchmarks:
+  _tiny:
+    resources:
+      cpus: 0
+      partiton: gpu
+"""
+
+
+def test_executor_options_and_resources_are_checked_at_load_with_their_lines(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD_OPTIONS)
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    problems = caught.value.problems
+    # the lines of BAD_OPTIONS: 5 poll_s, 6 wait, 7 gpu, 8 time, 12 cpus, 13 partiton
+    expected = [
+        (5, "executor: poll_s must be a positive number of seconds"),
+        (6, "executor: wait: expected bool, got 'yes'"),
+        (7, "executor: unknown option 'gpu'. Did you mean 'gpus'?"),
+        (8, "executor: resource 'time' must be minutes"),
+        (12, "benchmark '_tiny': resource 'cpus' must be a positive integer, got 0"),
+        (13, "benchmark '_tiny': unknown resource 'partiton'. Did you mean 'partition'?"),
+    ]
+    assert len(problems) == len(expected), problems
+    for line, text in expected:
+        assert any(p.startswith(f"{path}: line {line}: {text}") for p in problems), (line, text)
+
+
+def test_local_executor_options_name_the_valid_ones(tmp_path):
+    path = tmp_path / "local.yaml"
+    path.write_text(
+        "methods: [ls]\nexecutor: {kind: local, workers: 0, partition: cpu}\n"
+        "benchmarks: {_tiny: {}}\n"
+    )
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    text = "\n".join(caught.value.problems)
+    assert "line 2: executor: workers: expected int >= 1 | 'auto', got 0" in text
+    assert "line 2: executor: unknown option 'partition'. Valid: kind, workers" in text
+
+
+def test_the_command_line_overrides_options_without_editing_them(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "methods: [ls]\nexecutor: {kind: slurm, partition: cpu, poll_s: 5}\n"
+        "benchmarks: {_tiny: {}}\n"
+    )
+    sweep = load_spec(path)
+    spec_options = sweep.executor
+    assert spec_options.slurm.poll_s == 5 and spec_options.resources.partition == "cpu"
+    same = spec_options.override(kind="slurm", workers=3)
+    assert same.slurm == spec_options.slurm and same.workers == 3
+    local = spec_options.override(kind="local", workers=2)
+    assert local == ExecutorOptions(kind="local", workers=2)  # Slurm options left behind
+    assert sweep.executor is spec_options and spec_options.workers == "auto"  # untouched
+    with pytest.raises(ConfigError, match="executor: kind: expected one of 'local', 'slurm'"):
+        spec_options.override(kind="cloud")

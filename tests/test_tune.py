@@ -26,11 +26,13 @@ from mtlbench.notes import (
 )
 from mtlbench.records import iter_records, read_record, record_path, write_record
 from mtlbench.registry import ConfigError
+from mtlbench.run.base import Batch
+from mtlbench.run.driver import SweepRun
 from mtlbench.run.local import LocalExecutor
 from mtlbench.run.state import pending
 from mtlbench.space import PROTOCOL_SPACE, Choice, IntRange, LogUniform
 from mtlbench.sweep import SpecError, load_spec, parse_spec
-from mtlbench.tune import TuneSpec, describe_budget, method_space, run_stages, sample_configs
+from mtlbench.tune import TuneSpec, describe_budget, method_space, sample_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,10 +167,27 @@ def test_stages_order_stl_tune_then_the_rest(tmp_path):
     assert {t.mode for t in stl} == {"stl"}
     assert {t.stage for t in tune} == {"tune"} and len(tune) == 6  # 3 configs x 1 seed x 2
     assert {t.method for t in rest} == {"mgda"}  # untuned; finals join after selection
-    assert "_tiny/famo: 3 configs x 1 seed(s) = 3 tuning trials" in describe_budget(sweep)
+    assert "_tiny/famo: 3 configs x 1 seed(s) = 3 tuning trials" in describe_budget(sweep.tuning)
 
 
 # -- end to end -----------------------------------------------------------------------------------
+class CountingExecutor(LocalExecutor):
+    """The local executor, keeping the batches the driver hands it."""
+
+    def __init__(self) -> None:
+        super().__init__(workers=1, device="cpu")
+        self.batches: list[Batch] = []
+
+    def run(self, batch: Batch, progress: bool = True) -> dict[str, str]:
+        self.batches.append(batch)
+        return super().run(batch, progress)
+
+
+def run_stages(sweep, executor) -> dict[str, str]:
+    """What ``mtlbench sweep`` runs: the driver, quiet."""
+    return SweepRun(sweep, executor).run(progress=False, echo=lambda _: None)
+
+
 def _score(record: dict) -> float:
     return delta_m_metric_avg(
         record["metrics"]["val"], {"mse_a": 0.5, "mse_b": 0.5}, tiny_benchmark.Tiny.metrics
@@ -177,13 +196,13 @@ def _score(record: dict) -> float:
 
 def test_tuned_sweep_runs_stl_tune_final_and_resumes_after_a_kill(tmp_path):
     results = tmp_path / "results"
-    executor = LocalExecutor(workers=1, device="cpu")
+    executor = CountingExecutor()
 
     # 1. a run killed in the tuning stage: STL and 2 tuning trials done, one left `running`
     # by a process that is gone (what kill -9 leaves), the rest never started
     sweep = parse_spec(_spec(results))
     stl, tune, _ = sweep.stages()
-    executor.run(sweep, [*stl, *tune[:3]], progress=False)
+    executor.run(Batch.of(sweep, [*stl, *tune[:3]]), progress=False)
     killed = read_record(record_path(results, tune[2].trial_id))
     killed["status"] = "running"
     killed["runner"] = {"host": socket.gethostname(), "pid": 2**22 + 1}  # no such process
@@ -193,9 +212,14 @@ def test_tuned_sweep_runs_stl_tune_final_and_resumes_after_a_kill(tmp_path):
     # 2. the same spec again: only what is missing runs, in order, then the final runs
     sweep = parse_spec(_spec(results))
     before = {t.trial_id for t in sweep.trials} - {t.trial_id for t in pending(sweep)}
-    statuses = run_stages(sweep, executor, progress=False)
+    statuses = run_stages(sweep, executor)
     assert set(statuses).isdisjoint(before) and set(statuses.values()) == {"done"}
     assert pending(sweep) == []
+    # the driver: two batches after the first (the rest, then the final runs), typed stages
+    first, rest, finals = executor.batches
+    assert [s.kind for s in rest.stages] == ["tune", "mtl"]  # STL all done: no STL stage
+    assert [s.kind for s in finals.stages] == ["mtl"]
+    assert {t.stage for t in finals.trials} == {"final"} and len(finals.trials) == 4
     records = list(iter_records(results))
     by_stage = {s: [r for r in records if stage_of(r) == s] for s in ("tune", "final", "untuned")}
     assert len(by_stage["tune"]) == 6 and len(by_stage["final"]) == 4
@@ -223,7 +247,8 @@ def test_tuned_sweep_runs_stl_tune_final_and_resumes_after_a_kill(tmp_path):
 
     # 4. nothing left: a third run selects the same and runs nothing
     again = parse_spec(_spec(results))
-    assert run_stages(again, executor, progress=False) == {}
+    assert run_stages(again, executor) == {}
+    assert len(executor.batches) == 3  # nothing handed to the executor
     assert [p.selected for p in again.tuning] == [p.selected for p in sweep.tuning]
 
     # 5. the notes count the budget per method
@@ -238,7 +263,7 @@ def test_selection_on_one_validation_metric(tmp_path):
     spec = _spec(tmp_path / "r", metric="val_mse_b", methods=["ls"])
     spec["benchmarks"]["_tiny"]["stl"] = False
     sweep = parse_spec(spec)
-    run_stages(sweep, LocalExecutor(workers=1, device="cpu"), progress=False)
+    run_stages(sweep, LocalExecutor(workers=1, device="cpu"))
     (plan,) = sweep.tuning
     vals = [
         read_record(record_path(sweep.results, ts[0].trial_id))["metrics"]["val"]["mse_b"]

@@ -1,25 +1,35 @@
-"""What every executor shares: the interface, :func:`run_one` (one trial, claimed, with its
-progress reported), the checkpoint paths, and the plan as the dry run prints it.
+"""What every executor shares: the interface, the :class:`Batch` it runs, :func:`run_one`
+(one trial, claimed, with its progress reported) and the checkpoint paths.
 
-An executor gets the trials that :func:`mtlbench.run.state.pending` left to run, in run order
-(single-task trials first), and returns ``{trial_id: status}`` for the trials it was given:
-``done``, ``diverged`` or ``failed`` for those it ran, :data:`ELSEWHERE` for those another
-process claimed first or had finished meanwhile.
+An executor gets a :class:`Batch`: the trials that the sweep driver
+(:mod:`mtlbench.run.driver`) left to run, in typed stages (single-task trials first), and
+returns ``{trial_id: status}`` for the trials it ran: ``done``, ``diverged`` or ``failed``,
+:data:`ELSEWHERE` for those another process claimed first or had finished meanwhile.
 """
 
 from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mtlbench.registry import ConfigError, unknown
+import torch
+
 from mtlbench.run.lease import ELSEWHERE, Lease, LeaseLost
+from mtlbench.run.options import ExecutorOptions, executor_options
 from mtlbench.run.progress import EpochReporter
+from mtlbench.run.slurm.resources import Resources
 from mtlbench.run.state import FINISHED, JobStates, trial_status
-from mtlbench.trial import ResolvedTrial
+from mtlbench.trainer import run_trial
+from mtlbench.trial import ResolvedTrial, Stage, split_stages
+
+if TYPE_CHECKING:
+    from mtlbench.sweep import Sweep
+
+__all__ = ["ELSEWHERE", "Batch", "Executor", "make_executor", "run_one", "tidy_checkpoints"]
 
 # kind -> "module:class"; imported on demand, so that `kind: local` never loads submitit
 EXECUTORS = {
@@ -47,10 +57,6 @@ def run_one(
     sweep's); a lease lost to another process stops it before the next epoch, without a record.
     A trial that ends ``done`` loses its checkpoint; the trainer removes it for the others.
     """
-    import torch
-
-    from mtlbench.trainer import run_trial
-
     results = Path(results)
     tid = resolved.trial_id
     claim = Lease.claim(results, tid, JobStates().active)
@@ -96,25 +102,56 @@ def tidy_checkpoints(results: Path, trials: Iterable[ResolvedTrial]) -> int:
     return removed
 
 
+@dataclass(frozen=True)
+class Batch:
+    """What an executor runs: the sweep's name and results folder, the trials to run in
+    :class:`~mtlbench.trial.Stage` s (in run order; each stage finishes before the next
+    starts), and each benchmark's checked Slurm resources."""
+
+    name: str
+    results: Path
+    stages: tuple[Stage, ...]
+    resources: Mapping[str, Resources] = field(default_factory=dict)
+
+    @property
+    def trials(self) -> list[ResolvedTrial]:
+        """Every trial, in run order."""
+        return [t for stage in self.stages for t in stage]
+
+    @classmethod
+    def of(cls, sweep: Sweep, trials: Iterable[ResolvedTrial] | None = None) -> Batch:
+        """``trials`` of ``sweep`` (default: all of them) in their stages."""
+        chosen = sweep.trials if trials is None else trials
+        stages = tuple(split_stages(chosen))
+        return cls(sweep.name, Path(sweep.results), stages, dict(sweep.resources))
+
+
 class Executor(ABC):
     """Runs trials; ``run`` returns ``{trial_id: status}`` (see the module docstring). An
-    executor that does more than run the trials in order says what in a ``plan(sweep, trials)``
+    executor that does more than run the trials in order says what in a ``plan(batch)``
     method, which the dry run prints (the Slurm executor: its job arrays)."""
 
+    @classmethod
     @abstractmethod
-    def run(self, sweep: Any, trials: list[ResolvedTrial], progress: bool = True) -> dict[str, str]:
-        """Run ``trials`` of ``sweep`` (already in run order) into ``sweep.results``."""
+    def from_options(cls, options: ExecutorOptions, device: str) -> Executor:
+        """The executor that ``options`` (of its kind) describe."""
+
+    @abstractmethod
+    def run(self, batch: Batch, progress: bool = True) -> dict[str, str]:
+        """Run the trials of ``batch``, stage after stage, into ``batch.results``."""
+
+    def plan(self, batch: Batch) -> str:
+        """What :meth:`run` would do beyond running the trials in order ('' for nothing)."""
+        return ""
 
 
-def make_executor(options: dict[str, Any], device: str = "auto") -> Executor:
-    """The executor a spec's ``executor:`` section asks for (``kind`` defaults to local)."""
-    options = dict(options)
-    kind = options.pop("kind", "local")
-    if kind not in EXECUTORS:
-        raise unknown("executor", kind, EXECUTORS)
-    module, _, name = EXECUTORS[kind].partition(":")
+def make_executor(
+    options: ExecutorOptions | Mapping[str, Any] | None = None, device: str = "auto"
+) -> Executor:
+    """The executor that checked ``options`` (a spec's ``executor:`` section, parsed when it
+    loaded) ask for; a plain mapping is checked first (:func:`executor_options`)."""
+    if not isinstance(options, ExecutorOptions):
+        options = executor_options(dict(options or {}))
+    module, _, name = EXECUTORS[options.kind].partition(":")
     cls = getattr(importlib.import_module(module), name)
-    try:
-        return cls(**options, device=device)
-    except TypeError as error:
-        raise ConfigError(f"executor {kind!r}: {error}") from None
+    return cls.from_options(options, device)

@@ -1,9 +1,10 @@
 """The local executor: trials in this process (``workers: 1``) or in a process pool sized to
 the machine, each worker with ``cores / workers`` torch threads.
 
-Stages run in order (single-task trials first, since the multi-task trials of a benchmark read
-their reference from them). Every trial goes through :func:`mtlbench.run.base.run_one`, which
-claims it first: two sweeps on one results folder split the trials between them.
+The batch's stages run in order (single-task trials first, since the multi-task trials of a
+benchmark read their reference from them). Every trial goes through
+:func:`mtlbench.run.base.run_one`, which claims it first: two sweeps on one results folder
+split the trials between them.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import os
 import uuid
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
-from typing import Any
 
 from mtlbench.registry import ConfigError
-from mtlbench.run.base import Executor, run_one
+from mtlbench.run.base import Batch, Executor, run_one
+from mtlbench.run.options import ExecutorOptions
 from mtlbench.run.progress import ProgressView
 from mtlbench.trial import ResolvedTrial
 
@@ -37,24 +38,26 @@ class LocalExecutor(Executor):
         self.workers = workers
         self.device = device
 
-    def run(self, sweep: Any, trials: list[ResolvedTrial], progress: bool = True) -> dict[str, str]:
+    @classmethod
+    def from_options(cls, options: ExecutorOptions, device: str) -> LocalExecutor:
+        return cls(options.workers, device)
+
+    def run(self, batch: Batch, progress: bool = True) -> dict[str, str]:
         statuses: dict[str, str] = {}
         run = uuid.uuid4().hex
-        wanted = {t.trial_id for t in trials}
-        stages = [[t for t in stage if t.trial_id in wanted] for stage in sweep.stages()]
-        slots = min(self.workers, max((len(s) for s in stages), default=1))
-        view = ProgressView(sweep.name, sweep.results, trials, slots=slots, run=run)
+        slots = min(self.workers, max((len(s) for s in batch.stages), default=1))
+        view = ProgressView(batch.name, batch.results, batch.trials, slots=slots, run=run)
         view.enabled = progress
         with view:
-            for stage in filter(None, stages):
+            for stage in batch.stages:
                 workers = min(self.workers, len(stage))
-                args = (str(sweep.results), sweep.name, self.device, threads_per_worker(workers))
+                args = (str(batch.results), batch.name, self.device, threads_per_worker(workers))
                 if workers == 1:
                     for trial in stage:
                         statuses[trial.trial_id] = run_one(trial, *args, run=run)
                         view.finish(trial.trial_id, statuses[trial.trial_id])
                 else:
-                    statuses.update(self._pool(stage, workers, args, run, view))
+                    statuses.update(self._pool(list(stage), workers, args, run, view))
         return statuses
 
     @staticmethod

@@ -22,7 +22,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mtlbench.records import Record, read_record, record_path, scan
 from mtlbench.registry import ConfigError
@@ -36,8 +36,10 @@ from mtlbench.run.slurm.ledger import (
     sacct_states,
     squeue_states,
 )
-from mtlbench.sweep import trial_labels
-from mtlbench.trial import ResolvedTrial
+from mtlbench.trial import ResolvedTrial, Stage, trial_labels
+
+if TYPE_CHECKING:
+    from mtlbench.sweep import Sweep
 
 FINISHED = ("done", "diverged")
 ORDER = ("failed", "interrupted", "diverged", "running", "pending", "done")
@@ -97,7 +99,7 @@ class TrialState:
     method: str = ""
     seed: Any = ""
     mode: str = "mtl"
-    label: str = ""  # what tells it apart: ``toy ls seed=0 start=3`` (mtlbench.sweep.trial_labels)
+    label: str = ""  # what tells it apart: ``toy ls seed=0 start=3`` (mtlbench.trial.trial_labels)
     config: dict[str, Any] = field(default_factory=dict)
     record: Record | None = None
     ledger: dict[str, Any] | None = None
@@ -229,16 +231,29 @@ def trial_status(results: Path, trial_id: str) -> str | None:
         return "corrupt"
 
 
-def pending(sweep: Any, retry_failed: bool = False) -> list[ResolvedTrial]:
-    """The trials of ``sweep`` that still need to run, in the order they run (single-task
-    trials first: :meth:`mtlbench.sweep.Sweep.stages`). Finished ones never run again, failed
-    ones only with ``retry_failed``; running ones (a live lease, or a started record whose job is
-    still queued) are left alone. A trial whose Slurm job waits in the queue is pending: the
-    Slurm submitter skips it (:func:`active_submissions`), and if a local sweep runs it first,
-    the job finds it claimed or done."""
-    ordered = [t for stage in sweep.stages() for t in stage]
-    states = trial_states(sweep.results, ordered)
-    return [t for t, s in zip(ordered, states, strict=True) if s.runnable(retry_failed)]
+def pending_stages(
+    results: Path, stages: Iterable[Stage], retry_failed: bool = False
+) -> list[Stage]:
+    """The trials of ``stages`` that still need to run, in their stages (an emptied stage is
+    left out). Finished ones never run again, failed ones only with ``retry_failed``; running
+    ones (a live lease, or a started record whose job is still queued) are left alone. A trial
+    whose Slurm job waits in the queue is pending: the Slurm submitter skips it
+    (:func:`active_submissions`), and if a local sweep runs it first, the job finds it claimed
+    or done."""
+    stages = list(stages)
+    ordered = [t for stage in stages for t in stage]
+    states = trial_states(results, ordered)
+    runnable = {
+        t.trial_id for t, s in zip(ordered, states, strict=True) if s.runnable(retry_failed)
+    }
+    left = [Stage(s.kind, tuple(t for t in s if t.trial_id in runnable)) for s in stages]
+    return [stage for stage in left if stage.trials]
+
+
+def pending(sweep: Sweep, retry_failed: bool = False) -> list[ResolvedTrial]:
+    """The trials of ``sweep`` that still need to run, in run order (:func:`pending_stages`
+    of :meth:`mtlbench.sweep.Sweep.stages`)."""
+    return [t for s in pending_stages(sweep.results, sweep.stages(), retry_failed) for t in s]
 
 
 def active_submissions(

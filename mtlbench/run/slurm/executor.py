@@ -26,20 +26,19 @@ from __future__ import annotations
 
 import json
 import socket
-import typing
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from submitit.helpers import Checkpointable, DelayedSubmission
 
-from mtlbench.registry import ConfigError, closest, coerce
-from mtlbench.run.base import Executor, run_one
+from mtlbench.registry import ConfigError
+from mtlbench.run.base import Batch, Executor, run_one
+from mtlbench.run.options import ExecutorOptions, SlurmOptions, executor_options
 from mtlbench.run.slurm.ledger import ledger_lock, read_ledger, write_ledger
 from mtlbench.run.slurm.resources import (
-    RESOURCE_KEYS,
     merge_resources,
     parse_resources,
     sbatch_script,
@@ -48,51 +47,6 @@ from mtlbench.run.slurm.resources import (
 from mtlbench.run.slurm.waiting import Submitted, wait_for
 from mtlbench.run.state import active_submissions
 from mtlbench.trial import ResolvedTrial
-
-
-@dataclass(frozen=True)
-class SlurmOptions:
-    """The executor's own options (the resource keys are :class:`Resources`)."""
-
-    folder: str | None = None  # root of the submitit folders (default <results>/.slurm)
-    poll_s: float = 30.0  # seconds between two sacct calls while waiting
-    wait: bool = True  # wait for the jobs and report; false: submit and return
-    max_num_timeout: int = 3  # time-outs / preemptions a trial may be requeued for
-    python: str | None = None  # command that runs python in a job (default: this interpreter)
-    cluster: Literal["slurm", "local"] = "slurm"  # local: submitit's local executor (tests)
-    lost_after_s: float = 180.0  # a job unknown to both sacct and squeue this long is lost
-    workers: int | str | None = None  # the local executor's option; ignored here
-
-
-_OPTION_TYPES = typing.get_type_hints(SlurmOptions)
-_POSITIVE = {
-    "poll_s": "a positive number of seconds",
-    "lost_after_s": "a positive number of seconds",
-}
-
-
-def parse_options(options: dict[str, Any]) -> tuple[SlurmOptions, dict[str, Any], list[str]]:
-    """The executor section -> (options, resource defaults, every problem)."""
-    valid = set(_OPTION_TYPES) | set(RESOURCE_KEYS)
-    problems = [
-        f"executor: unknown option {k!r}.{closest(k, valid)} Valid: {', '.join(sorted(valid))}"
-        for k in options
-        if k not in valid
-    ]
-    checked = {}
-    for key in (k for k in options if k in _OPTION_TYPES):  # the user's order: stable messages
-        try:
-            checked[key] = coerce(options[key], _OPTION_TYPES[key], f"executor: {key}")
-        except ConfigError as error:
-            problems.append(str(error))
-            continue
-        if key in _POSITIVE and not checked[key] > 0:
-            problems.append(f"executor: {key} must be {_POSITIVE[key]}")
-        if key == "max_num_timeout" and checked[key] < 0:
-            problems.append("executor: max_num_timeout must be an integer >= 0")
-    defaults = {k: v for k, v in options.items() if k in RESOURCE_KEYS}
-    problems += parse_resources(defaults, "executor")[1]
-    return SlurmOptions(**checked), defaults, problems
 
 
 class TrialRunner(Checkpointable):
@@ -137,45 +91,46 @@ class Group:
 class SlurmExecutor(Executor):
     """Runs a sweep as Slurm job arrays through submitit (see the module's docstring)."""
 
-    def __init__(self, device: str = "auto", **options: Any) -> None:
-        parsed, defaults, problems = parse_options(options)
-        if problems:
-            raise ConfigError("SLURM executor: " + "; ".join(problems))
-        self.options = parsed
-        self.cluster = parsed.cluster
-        self.poll_s, self.lost_after_s, self.wait = parsed.poll_s, parsed.lost_after_s, parsed.wait
-        self.folder = Path(parsed.folder) if parsed.folder else None
-        self.defaults = defaults
+    def __init__(
+        self, device: str = "auto", options: ExecutorOptions | None = None, **raw: Any
+    ) -> None:
+        """``options``: the checked ``executor:`` section; ``raw`` keywords instead are checked
+        here (:func:`~mtlbench.run.options.executor_options`)."""
+        if options is not None and raw:
+            raise TypeError("SlurmExecutor: give checked options or raw keywords, not both")
+        if options is None:
+            options = executor_options({"kind": "slurm", **raw})
+        self.options: SlurmOptions = options.slurm
+        self.cluster = self.options.cluster
+        self.poll_s, self.lost_after_s = self.options.poll_s, self.options.lost_after_s
+        self.wait = self.options.wait
+        self.folder = Path(self.options.folder) if self.options.folder else None
+        self.defaults = options.resources.as_dict()
         self.device = device
 
+    @classmethod
+    def from_options(cls, options: ExecutorOptions, device: str) -> SlurmExecutor:
+        return cls(device, options)
+
     # -- planning ---------------------------------------------------------------------------
-    def _merged(self, sweep: Any, trials: list[ResolvedTrial]) -> dict[str, dict[str, Any]]:
-        """Each benchmark's resources over the defaults; raises ConfigError listing problems."""
-        problems: list[str] = []
+    def _merged(self, batch: Batch) -> dict[str, dict[str, Any]]:
+        """Each benchmark's resources (checked when the spec loaded) over the defaults."""
         merged: dict[str, dict[str, Any]] = {}
-        for bench in dict.fromkeys(t.benchmark for t in trials):
-            own = sweep.resources.get(bench)
-            problems += parse_resources(own, f"benchmark {bench!r}")[1]
-            merged[bench] = merge_resources(self.defaults, own if isinstance(own, dict) else {})
-        if problems:
-            raise ConfigError(
-                f"{len(problems)} problem(s) in the SLURM resources:\n  " + "\n  ".join(problems)
-            )
+        for bench in dict.fromkeys(t.benchmark for t in batch.trials):
+            own = batch.resources.get(bench)
+            merged[bench] = merge_resources(self.defaults, own.as_dict() if own else {})
         return merged
 
-    def groups(self, sweep: Any, trials: list[ResolvedTrial]) -> list[Group]:
-        """Stages (STL first) split into groups of equal resources; raises ConfigError when a
-        benchmark's resources are invalid."""
-        merged = self._merged(sweep, trials)
-        wanted = {t.trial_id for t in trials}
-        with_stl = {t.benchmark for t in trials if t.mode == "stl"}
+    def groups(self, batch: Batch) -> list[Group]:
+        """The batch's stages (STL first) split into groups of equal resources."""
+        merged = self._merged(batch)
+        with_stl = {t.benchmark for t in batch.trials if t.mode == "stl"}
         groups: list[Group] = []
-        for stage in sweep.stages():
+        for stage in batch.stages:
             by_key: dict[tuple[str, bool], list[ResolvedTrial]] = {}
-            for t in stage:
-                if t.trial_id in wanted:  # MTL trials waiting for STL ones: their own array
-                    key = (json.dumps(merged[t.benchmark], sort_keys=True), t.benchmark in with_stl)
-                    by_key.setdefault(key, []).append(t)
+            for t in stage:  # MTL trials waiting for STL ones: their own array
+                key = (json.dumps(merged[t.benchmark], sort_keys=True), t.benchmark in with_stl)
+                by_key.setdefault(key, []).append(t)
             for (key, _), members in by_key.items():
                 resources = parse_resources(json.loads(key), "")[0]
                 groups.append(
@@ -183,22 +138,23 @@ class SlurmExecutor(Executor):
                         stage=members[0].mode,
                         benchmarks=list(dict.fromkeys(t.benchmark for t in members)),
                         trials=members,
-                        params=slurm_parameters(resources, f"mtlbench-{sweep.name}"),
+                        params=slurm_parameters(resources, f"mtlbench-{batch.name}"),
                         threads=resources.torch_threads,
                     )
                 )
         return groups
 
-    def plan(self, sweep: Any, trials: list[ResolvedTrial]) -> str:
+    def plan(self, batch: Batch) -> str:
         """What ``run`` would submit: the arrays, their trials and their sbatch headers."""
-        groups = self.groups(sweep, trials)
-        root = self._root(sweep)
+        groups = self.groups(batch)
+        trials = batch.trials
+        root = self._root(batch)
         stl_benches = {b for g in groups if g.stage == "stl" for b in g.benchmarks}
         lines = [
             f"SLURM plan ({self.cluster}): {len(trials)} trial(s) in {len(groups)} job "
-            f"array(s); submitit folders: {root}/<submission>/, records: {sweep.results}/"
+            f"array(s); submitit folders: {root}/<submission>/, records: {batch.results}/"
         ]
-        earlier = [t.trial_id for t in trials if read_ledger(sweep.results, t.trial_id)]
+        earlier = [t.trial_id for t in trials if read_ledger(batch.results, t.trial_id)]
         if earlier:
             lines.append(
                 f"  {len(earlier)} of them were submitted before: those still pending or "
@@ -224,12 +180,12 @@ class SlurmExecutor(Executor):
             lines += [f"  - {t.trial_id}" for t in g.trials]
         return "\n".join(lines)
 
-    def _root(self, sweep: Any) -> Path:
-        return (self.folder or Path(sweep.results) / ".slurm").absolute()
+    def _root(self, batch: Batch) -> Path:
+        return (self.folder or Path(batch.results) / ".slurm").absolute()
 
     # -- submission -------------------------------------------------------------------------
     def _executor(self, folder: Path, params: dict[str, Any]) -> Any:
-        import submitit
+        import submitit  # optional heavy dependency: submitit (loaded by a Slurm sweep only)
 
         kwargs: dict[str, Any] = {"slurm_max_num_timeout": self.options.max_num_timeout}
         if self.options.python:
@@ -239,11 +195,12 @@ class SlurmExecutor(Executor):
         return ex
 
     def submit(
-        self, sweep: Any, trials: list[ResolvedTrial], echo: Any = print, run: str = ""
+        self, batch: Batch, echo: Any = print, run: str = ""
     ) -> tuple[list[Submitted], list[dict[str, Any]]]:
         """Submit what is not already queued; returns (submitted, skipped ledger entries)."""
-        groups = self.groups(sweep, trials)  # validates before anything is submitted
-        results = Path(sweep.results).absolute()
+        groups = self.groups(batch)
+        trials = batch.trials
+        results = Path(batch.results).absolute()
         submitted: list[Submitted] = []
         with ledger_lock(results):
             active = active_submissions(results, [t.trial_id for t in trials])
@@ -260,9 +217,9 @@ class SlurmExecutor(Executor):
             for index, group in enumerate(groups, 1):
                 todo = [t for t in group.trials if t.trial_id not in active]
                 if todo:
-                    folder = self._root(sweep) / f"{stamp}-{index}-{group.stage}"
+                    folder = self._root(batch) / f"{stamp}-{index}-{group.stage}"
                     submitted += self._submit_group(
-                        sweep, group, todo, folder, stl_jobs, submitted, run
+                        batch, group, todo, folder, stl_jobs, submitted, run
                     )
                     echo(
                         f"submitted {len(todo)} trial(s) of {', '.join(group.benchmarks)} "
@@ -273,7 +230,7 @@ class SlurmExecutor(Executor):
 
     def _submit_group(
         self,
-        sweep: Any,
+        batch: Batch,
         group: Group,
         todo: list[ResolvedTrial],
         folder: Path,
@@ -283,16 +240,16 @@ class SlurmExecutor(Executor):
     ) -> list[Submitted]:
         """One ``map_array`` call; its ledger entries written; STL job ids noted for later
         arrays' dependencies."""
-        results = Path(sweep.results).absolute()
+        results = Path(batch.results).absolute()
         params = dict(group.params)
         after = sorted({j for b in group.benchmarks for j in stl_jobs.get(b, [])})
         if group.stage == "mtl" and after and self.cluster == "slurm":
             params["slurm_dependency"] = "afterany:" + ":".join(after)
         elif group.stage == "mtl" and after:  # no dependencies off Slurm: wait here
             first = [s for s in earlier if s.entry["mode"] == "stl"]
-            wait_for(self, first, sweep, lambda *_: None, progress=False)
+            wait_for(self, first, batch, lambda *_: None, progress=False)
         threads = {b: group.threads for b in group.benchmarks}
-        runner = TrialRunner(str(results), sweep.name, self.device, threads, run)
+        runner = TrialRunner(str(results), batch.name, self.device, threads, run)
         try:
             jobs = self._executor(folder, params).map_array(runner, todo)
         except Exception as error:  # noqa: BLE001 - sbatch's refusal, said plainly
@@ -306,7 +263,7 @@ class SlurmExecutor(Executor):
         for trial, job in zip(todo, jobs, strict=True):
             entry = {
                 "trial_id": trial.trial_id,
-                "sweep": sweep.name,
+                "sweep": batch.name,
                 "benchmark": trial.benchmark,
                 "mode": trial.mode,
                 "cluster": self.cluster,
@@ -324,20 +281,20 @@ class SlurmExecutor(Executor):
                 stl_jobs.setdefault(trial.benchmark, []).append(str(job.job_id).split("_")[0])
         return out
 
-    def run(self, sweep: Any, trials: list[ResolvedTrial], progress: bool = True) -> dict[str, str]:
+    def run(self, batch: Batch, progress: bool = True) -> dict[str, str]:
         run = uuid.uuid4().hex
 
         def echo(text: str) -> None:
             print(text, flush=True)
 
-        submitted, skipped = self.submit(sweep, trials, echo=echo, run=run)
+        submitted, skipped = self.submit(batch, echo=echo, run=run)
         if skipped:
             echo(
                 f"{len(skipped)} trial(s) already queued or running were not submitted again; "
-                f"`mtlbench status {sweep.results}` follows them"
+                f"`mtlbench status {batch.results}` follows them"
             )
         if not submitted or not self.wait:
             if submitted:
-                echo(f"not waiting (wait: false): `mtlbench status {sweep.results} --watch 60`")
+                echo(f"not waiting (wait: false): `mtlbench status {batch.results} --watch 60`")
             return {}
-        return wait_for(self, submitted, sweep, echo, progress=progress, run=run)
+        return wait_for(self, submitted, batch, echo, progress=progress, run=run)

@@ -220,7 +220,7 @@ def sbatch_script(params: dict[str, Any], folder: Path, n_tasks: int) -> str:
     ``tests/test_slurm.py::test_dry_run_prints_arrays_and_sbatch_options``) rather than keep
     a second renderer that could drift from submitit's.
     """
-    from submitit.slurm.slurm import _make_sbatch_string
+    from submitit.slurm.slurm import _make_sbatch_string  # optional heavy dependency: submitit
 
     raw = _raw_slurm(params)
     command = f"{shlex.quote(sys.executable)} -u -m submitit.core._submit {folder}"

@@ -1,0 +1,114 @@
+"""The one sweep driver: plan -> claim -> run -> summary.
+
+:class:`SweepRun` owns the sequence that ``mtlbench sweep`` (and any caller) runs:
+
+1. **plan**: the tuned methods whose tuning trials have all finished get their selected
+   configuration and its final runs (:func:`mtlbench.run.tuning.finalize`), then the trials
+   left to run, in their stages (:func:`mtlbench.run.state.pending_stages`);
+2. **claim and run**: the executor gets them as one typed :class:`~mtlbench.run.base.Batch`;
+   each trial is claimed before it runs (:func:`mtlbench.run.base.run_one`);
+3. **again** while the run made new work: final runs selected by the tuning that just
+   finished go to the executor in a second batch. A trial goes to the executor at most once
+   per sweep (a failed, cancelled or still-queued one waits for the next ``mtlbench sweep``),
+   so an untuned sweep is one ``executor.run`` call, a tuned one two;
+4. **summary**: one status per trial handed to the executor. A trial it returned no status
+   for (another process claimed or finished it first; a Slurm job already queued, or not
+   waited for) counts as :data:`~mtlbench.run.lease.ELSEWHERE`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from mtlbench import benchmark as benchmarks
+from mtlbench.run.base import Batch, Executor, tidy_checkpoints
+from mtlbench.run.lease import ELSEWHERE
+from mtlbench.run.progress import summary
+from mtlbench.run.state import pending_stages
+from mtlbench.run.tuning import finalize
+from mtlbench.sweep import Sweep
+from mtlbench.trial import Stage, split_stages
+from mtlbench.tune import describe_budget
+
+SUCCEEDED = ("done", "diverged", ELSEWHERE)
+
+
+def require_data(stages: list[Stage]) -> None:
+    """Raise :class:`~mtlbench.benchmark.DataUnavailable` when a benchmark of ``stages`` lacks
+    its data (before anything runs: one message per missing piece, with where to get it)."""
+    roots = {t.benchmark: t.data_root for stage in stages for t in stage}
+    for name in sorted(roots):
+        cls = benchmarks.get(name)
+        missing = cls(cls.default_protocol(), roots[name]).check_data()
+        if missing:
+            raise benchmarks.DataUnavailable(f"{name} data not ready: " + " | ".join(missing))
+
+
+class SweepRun:
+    """One ``mtlbench sweep`` of ``sweep`` on ``executor`` (see the module docstring)."""
+
+    def __init__(self, sweep: Sweep, executor: Executor, retry_failed: bool = False) -> None:
+        self.sweep = sweep
+        self.executor = executor
+        self.retry_failed = retry_failed
+        self._todo: list[Stage] | None = None
+
+    @property
+    def results(self) -> Path:
+        return Path(self.sweep.results)
+
+    def plan(self) -> list[Stage]:
+        """The stages left to run (read once; :meth:`run` plans again only for new trials)."""
+        if self._todo is None:
+            finalize(self.sweep)
+            self._todo = pending_stages(self.results, self.sweep.stages(), self.retry_failed)
+        return self._todo
+
+    def batch(self, stages: list[Stage]) -> Batch:
+        return Batch(self.sweep.name, self.results, tuple(stages), dict(self.sweep.resources))
+
+    def describe(self) -> str:
+        """The dry run: the trials left, stage by stage, the tuning budget, and what the
+        executor would do beyond running them (the Slurm job arrays)."""
+        todo = self.plan()
+        lines = [self.sweep.describe(todo), describe_budget(self.sweep.tuning)]
+        lines.append(self.executor.plan(self.batch(todo)) if todo else "")
+        return "\n".join(line for line in lines if line)
+
+    def run(
+        self, progress: bool = True, echo: Callable[[str], None] | None = None
+    ) -> dict[str, str]:
+        """Run the sweep to the end (see the module docstring); returns ``{trial_id: status}``
+        for every trial handed to the executor, and says the summary through ``echo``."""
+        echo = echo or _say
+        todo = self.plan()
+        tidy_checkpoints(self.results, self.sweep.trials)
+        require_data(todo)
+        left = sum(len(stage) for stage in todo)
+        total = len(self.sweep.trials)
+        echo(
+            f"sweep {self.sweep.name}: {total} trials, {total - left} already finished, "
+            f"{left} to run -> {self.results}"
+        )
+        statuses: dict[str, str] = {}
+        while todo:
+            batch = self.batch(todo)
+            statuses.update(self.executor.run(batch, progress=progress))
+            for trial in batch.trials:
+                statuses.setdefault(trial.trial_id, ELSEWHERE)
+            added = finalize(self.sweep)  # final runs of the tuning that just finished
+            todo = pending_stages(self.results, split_stages(added), self.retry_failed)
+        if statuses:
+            echo(f"sweep {self.sweep.name}: {summary(statuses.values())}")
+        return statuses
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def succeeded(statuses: dict[str, str]) -> bool:
+    """Whether every trial ended done or diverged (a diverged run is a result), or was left to
+    another process."""
+    return all(s in SUCCEEDED for s in statuses.values())
