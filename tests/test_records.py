@@ -98,6 +98,7 @@ def test_a_trial_in_two_folders_keeps_its_done_record(tmp_path: Path):
 def test_convergence_marks_a_best_epoch_in_the_last_fifth_of_training():
     """The best validation epoch (lowest ``val_score``) is "at the end" when epoch + 1 >
     0.8 * epochs: of 10 epochs, 0-based epochs 8 and 9 are, 7 is not."""
+
     def curves(best: int, n: int = 10) -> dict:
         return {"epoch": list(range(n)), "val_score": [0.0 if e == best else 1.0 for e in range(n)]}
 
