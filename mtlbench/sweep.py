@@ -100,6 +100,16 @@ class Sweep:
         """The trials in the stages they run in (:func:`mtlbench.trial.split_stages`)."""
         return split_stages(self.trials)
 
+    def waiting(self) -> set[str]:
+        """The benchmarks whose single-task references are still being tuned: the multi-task
+        trials there wait, since their validation scores need the references' final runs."""
+        return {p.benchmark for p in self.tuning if p.method == STL and p.selected is None}
+
+    def ready_stages(self) -> list[Stage]:
+        """:meth:`stages` less the trials that wait for tuned references (:meth:`waiting`)."""
+        held = self.waiting()
+        return split_stages(t for t in self.trials if t.mode == "stl" or t.benchmark not in held)
+
     def describe(self, stages: list[Stage] | None = None) -> str:
         """The plan of ``stages`` (default: every trial), in the order they run, stage by stage:
         each trial's id, benchmark, method (and task), seed and the settings that tell it apart
@@ -281,7 +291,7 @@ class _BenchContext:
             return []
         self.grid_keys.update(k for k, v in settings.items() if isinstance(v, list))
         tune = self.spec.get("tune", self.raw.get("tune"))
-        if method != STL and tune is not None:
+        if tune is not None:
             tuned = self.tuned_trials(
                 method, {**strip_lines(fixed), **strip_lines(grid), **strip_lines(settings)}
             )
@@ -309,7 +319,8 @@ class _BenchContext:
 
     def tuned_trials(self, method: str, settings: dict[str, Any]) -> list[ResolvedTrial] | None:
         """A tuned method's tuning trials (:func:`mtlbench.tune.hook`; its final runs join
-        once they are selected); None when the spec's tuning leaves this method out."""
+        once they are selected; the reference ``stl``: each task's); None when the spec's
+        tuning leaves this method out."""
         owner = self.spec if "tune" in self.spec else self.raw
         data_root = self.spec.get("data_root", self.raw.get("data_root"))
         try:
@@ -327,8 +338,8 @@ class _BenchContext:
             return []
         if tuned is None:
             return None
-        self.tuning.append(tuned)
-        return [t for ts in tuned.trials for t in ts]
+        self.tuning += tuned
+        return [t for plan in tuned for ts in plan.trials for t in ts]
 
     def report(
         self,

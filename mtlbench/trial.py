@@ -311,17 +311,23 @@ def staged(
     return StagedTrial(**fields, stage=stage, tuning=tuning)
 
 
-StageKind = Literal["stl", "tune", "mtl"]
-STAGE_KINDS: tuple[StageKind, ...] = ("stl", "tune", "mtl")
-_STAGE_TEXT = {"stl": "single-task references", "tune": "tuning trials", "mtl": "multi-task trials"}
+StageKind = Literal["stl-tune", "stl", "tune", "mtl"]
+STAGE_KINDS: tuple[StageKind, ...] = ("stl-tune", "stl", "tune", "mtl")
+_STAGE_TEXT = {
+    "stl-tune": "tuning trials of the single-task references",
+    "stl": "single-task references",
+    "tune": "tuning trials",
+    "mtl": "multi-task trials",
+}
 
 
 @dataclass(frozen=True)
 class Stage:
     """Trials that may run together, in the order they run. Stages run one after the other:
-    single-task references first (the multi-task trials of a benchmark read their reference
-    from them), then the tuning trials, then the multi-task trials (the final runs of tuned
-    methods among them, once selected). A stage reads as the sequence of its trials."""
+    the tuning trials of the single-task references (when tuned), the references (the
+    multi-task trials of a benchmark read them), then the tuning trials, then the multi-task
+    trials (the final runs of tuned methods among them, once selected). A stage reads as the
+    sequence of its trials."""
 
     kind: StageKind
     trials: tuple[ResolvedTrial, ...]
@@ -342,9 +348,10 @@ class Stage:
 
 def stage_kind(trial: ResolvedTrial) -> StageKind:
     """The stage ``trial`` runs in (:class:`Stage`)."""
+    tuning = isinstance(trial, StagedTrial) and trial.stage == "tune"
     if trial.mode == "stl":
-        return "stl"
-    return "tune" if isinstance(trial, StagedTrial) and trial.stage == "tune" else "mtl"
+        return "stl-tune" if tuning else "stl"
+    return "tune" if tuning else "mtl"
 
 
 def split_stages(trials: typing.Iterable[ResolvedTrial]) -> list[Stage]:

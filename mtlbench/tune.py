@@ -36,7 +36,7 @@ from mtlbench import benchmark as benchmarks
 from mtlbench.method import METHODS
 from mtlbench.registry import ConfigError
 from mtlbench.space import PROTOCOL_SPACE, Space
-from mtlbench.trial import ResolvedTrial, StagedTrial, TrialConfig, resolve, staged
+from mtlbench.trial import STL, ResolvedTrial, StagedTrial, TrialConfig, resolve, staged
 
 Sampler = Literal["grid", "random"]
 SAMPLERS = ("grid", "random")
@@ -121,7 +121,9 @@ def parse_tune(raw: Any) -> TuneSpec:
 def method_space(method: str) -> dict[str, Space]:
     """The space a tuning stage samples for ``method``: the protocol's learning rate and the
     method's declared ``search_space``, keyed as trial overrides (``protocol.lr``,
-    ``method.<name>``)."""
+    ``method.<name>``). The single-task reference (``stl``) has the learning rate alone."""
+    if method == STL:
+        return dict(PROTOCOL_SPACE)
     own = METHODS.get(method).search_space
     return {**PROTOCOL_SPACE, **{f"method.{k}": v for k, v in own.items()}}
 
@@ -185,7 +187,9 @@ def sample_configs(
 
 @dataclass
 class TunePlan:
-    """One tuned (benchmark, method): its configurations, their tuning trials, the final seeds."""
+    """One tuned (benchmark, method[, task]): its configurations, their tuning trials, the final
+    seeds. ``task`` is set for a single-task reference (``method == "stl"``): each task's
+    reference is tuned on its own."""
 
     benchmark: str
     method: str
@@ -199,10 +203,17 @@ class TunePlan:
     selected: int | None = None
     scores: list[float] = field(default_factory=list)
     problem: str | None = None  # why no configuration could be selected
+    task: str | None = None
 
     @property
     def n_trials(self) -> int:
         return sum(len(t) for t in self.trials)
+
+    @property
+    def label(self) -> str:
+        """``benchmark/method`` or, for a reference, ``benchmark/stl[task]``."""
+        task = f"[{self.task}]" if self.task else ""
+        return f"{self.benchmark}/{self.method}{task}"
 
 
 def plan_tuning(
@@ -212,24 +223,30 @@ def plan_tuning(
     tune: TuneSpec,
     final_seeds: Sequence[int],
     data_root: str | None = None,
+    task: str | None = None,
 ) -> TunePlan:
-    """The tuning trials of one method on one benchmark (``fixed``: the spec's settings)."""
-    base = resolve(TrialConfig(benchmark, method, tune.seeds[0], dict(fixed), data_root=data_root))
+    """The tuning trials of one method on one benchmark (``fixed``: the spec's settings; ``task``:
+    the task of a single-task reference)."""
+
+    def trial(seed: int, settings: Mapping[str, Any]) -> ResolvedTrial:
+        return resolve(TrialConfig(benchmark, method, seed, dict(settings), task, data_root))
+
+    base = trial(tune.seeds[0], fixed)
     fixed_keys = {_bare(k) for k in fixed}
     space = {k: v for k, v in method_space(method).items() if _bare(k) not in fixed_keys}
-    configs = sample_configs(space, tune, _defaults(base), f"{benchmark}/{method}")
-    trials = [
-        [
-            staged(
-                resolve(TrialConfig(benchmark, method, s, {**fixed, **c}, data_root=data_root)),
-                "tune",
-            )
-            for s in tune.seeds
-        ]
-        for c in configs
-    ]
+    stream = f"{benchmark}/{method}" + (f"/{task}" if task else "")
+    configs = sample_configs(space, tune, _defaults(base), stream)
+    trials = [[staged(trial(s, {**fixed, **c}), "tune") for s in tune.seeds] for c in configs]
     return TunePlan(
-        benchmark, method, tune, dict(fixed), configs, trials, list(final_seeds), data_root
+        benchmark,
+        method,
+        tune,
+        dict(fixed),
+        configs,
+        trials,
+        list(final_seeds),
+        data_root,
+        task=task,
     )
 
 
@@ -240,7 +257,7 @@ def final_trials(plan: TunePlan, index: int) -> list[StagedTrial]:
     return [
         staged(
             resolve(
-                TrialConfig(plan.benchmark, plan.method, s, settings, data_root=plan.data_root)
+                TrialConfig(plan.benchmark, plan.method, s, settings, plan.task, plan.data_root)
             ),
             "final",
             tuning,
@@ -257,9 +274,10 @@ def hook(
     final_seeds: Sequence[int],
     data_root: str | None,
     has_stl: bool,
-) -> TunePlan | None:
-    """The sweep parser's hook: the plan of ``method`` on ``benchmark`` under the ``tune`` block
-    ``tune_raw``, or None when the block does not tune this method. Raises ConfigError."""
+) -> list[TunePlan] | None:
+    """The sweep parser's hook: the plans of ``method`` on ``benchmark`` under the ``tune`` block
+    ``tune_raw`` (one per task for the single-task reference ``stl``), or None when the block
+    does not tune this method. Raises ConfigError."""
     tune = parse_tune(tune_raw)
     if tune.methods is not None and method not in tune.methods:
         return None
@@ -270,6 +288,11 @@ def hook(
             f"not grids: {', '.join(grids)}"
         )
     bench = benchmarks.get(benchmark)
+    if method == STL:  # a reference scores its own task's validation metrics (docs/tuning.md)
+        return [
+            plan_tuning(benchmark, STL, settings, tune, final_seeds, data_root, task)
+            for task in bench.tasks
+        ]
     if tune.metric == "val_delta_m":
         if not has_stl and bench.reference is benchmarks.Benchmark.reference:
             raise ConfigError(
@@ -278,7 +301,7 @@ def hook(
     elif tune.metric.removeprefix("val_") not in {m.name for m in bench.metrics}:
         valid = ", ".join(f"val_{m.name}" for m in bench.metrics)
         raise ConfigError(f"unknown tune metric {tune.metric!r}; valid: val_delta_m, {valid}")
-    return plan_tuning(benchmark, method, settings, tune, final_seeds, data_root)
+    return [plan_tuning(benchmark, method, settings, tune, final_seeds, data_root)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,7 +333,7 @@ def describe_budget(plans: Sequence[TunePlan]) -> str:
         elif plan.problem:
             state = f"no selection: {plan.problem}"
         lines.append(
-            f"  {plan.benchmark}/{plan.method}: {len(plan.configs)} configs x {len(t.seeds)} "
+            f"  {plan.label}: {len(plan.configs)} configs x {len(t.seeds)} "
             f"seed(s) = {plan.n_trials} tuning trials ({t.sampler}, {t.metric}); then "
             f"{len(plan.final_seeds)} final trial(s), {state}"
         )

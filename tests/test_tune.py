@@ -32,6 +32,8 @@ from mtlbench.run.local import LocalExecutor
 from mtlbench.run.state import pending
 from mtlbench.space import PROTOCOL_SPACE, Choice, IntRange, LogUniform
 from mtlbench.sweep import SpecError, load_spec, parse_spec
+from mtlbench.trainer import run_trial
+from mtlbench.trial import TrialConfig, resolve
 from mtlbench.tune import TuneSpec, describe_budget, method_space, sample_configs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -343,9 +345,12 @@ def test_dry_run_shows_the_budget_per_method(tmp_path, capsys):
     spec = ROOT / "sweeps" / "quickstart_tuned.yaml"
     assert main(["sweep", str(spec), "--dry-run", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    for method in ("ls", "ldc_mtl", "famo", "mgda", "db_mtl"):
+    for method in ("ls", "ldc_mtl", "famo", "mgda", "db_mtl", "stl[left]", "stl[right]"):
         assert f"multidigits/{method}: 6 configs x 1 seed(s) = 6 tuning trials" in out
-    assert "36 of 36 trials to run" in out  # 6 STL + 5 x 6 tuning; the finals after selection
+    # The references are tuned first (2 tasks x 6 configs); the 5 x 6 tuning trials of the
+    # methods wait for them, and every final run waits for its selection.
+    assert "12 of 42 trials to run" in out
+    assert "30 multi-task trial(s) of multidigits wait for the tuned single-task references" in out
 
 
 _CLI = (
@@ -464,3 +469,52 @@ def test_tuned_sweep_on_the_local_slurm(tmp_path):
     records = list(iter_records(results))
     assert sorted(stage_of(r) for r in records) == ["final", "final", *["tune"] * 4]
     assert all(r["status"] == "done" and r["environment"]["slurm"]["job_id"] for r in records)
+
+
+def test_tuned_references_run_first_and_the_methods_wait_for_them(tmp_path):
+    """``stl: true`` with a ``tune`` block that names ``stl`` (or names no methods): each task's
+    reference gets the budget over the protocol's lr and selects on its own task's validation
+    metric; the methods' tuning trials wait until the references' final runs exist, so their
+    validation Δm% has its reference (issue 21, item 1)."""
+    results = tmp_path / "results"
+    raw = _spec(results, methods=["ls", "stl"], budget=4)
+    raw["methods"] = ["ls"]
+    sweep = parse_spec(raw)
+    assert [s.kind for s in sweep.ready_stages()] == ["stl-tune"]  # ls's tuning waits
+    assert sweep.waiting() == {"_tiny"}
+    executor = CountingExecutor()
+    statuses = run_stages(sweep, executor)
+    assert set(statuses.values()) == {"done"} and pending(sweep) == []
+    assert [[s.kind for s in b.stages] for b in executor.batches] == [
+        ["stl-tune"],
+        ["stl", "tune"],
+        ["mtl"],
+    ]
+    records = {r["trial_id"]: r for r in iter_records(results)}
+    references = [p for p in sweep.tuning if p.method == "stl"]
+    assert sorted(p.task for p in references) == ["a", "b"]
+    for plan in references:
+        # each task's selection: the lowest validation mse of its task over the 4 lrs drawn
+        metric = f"mse_{plan.task}"
+        scores = [records[ts[0].trial_id]["metrics"]["val"][metric] for ts in plan.trials]
+        assert plan.scores == pytest.approx(scores)
+        assert plan.selected == min(range(4), key=scores.__getitem__)
+        lr = plan.configs[plan.selected]["protocol.lr"]
+        assert lr != tiny_benchmark.TinyProtocol.lr  # drawn from 0.1 to 10 x the default
+        for final in plan.final:
+            record = records[final.trial_id]
+            assert (record["config"]["task"], record["config"]["protocol"]["lr"]) == (
+                plan.task,
+                lr,
+            )
+            assert record["config"]["stage"] == "final"
+    # the default lr is poor here: an untuned reference of task a (seed 0) validates worse
+    untuned = run_trial(resolve(TrialConfig("_tiny", "stl", 0, {"epochs": 2}, "a")), tmp_path)
+    (tuned_a,) = [records[t.trial_id] for p in references if p.task == "a" for t in p.final[:1]]
+    assert tuned_a["metrics"]["val"]["mse_a"] < untuned["metrics"]["val"]["mse_a"]
+    # ls's tuning trials started after the last reference finished
+    finals = [records[t.trial_id] for p in references for t in p.final]
+    ls_tuning = [
+        records[t.trial_id] for p in sweep.tuning if p.method == "ls" for ts in p.trials for t in ts
+    ]
+    assert max(r["finished_at"] for r in finals) <= min(r["started_at"] for r in ls_tuning)

@@ -8,9 +8,11 @@
 2. **claim and run**: the executor gets them as one typed :class:`~mtlbench.run.base.Batch`;
    each trial is claimed before it runs (:func:`mtlbench.run.base.run_one`);
 3. **again** while the run made new work: final runs selected by the tuning that just
-   finished go to the executor in a second batch. A trial goes to the executor at most once
-   per sweep (a failed, cancelled or still-queued one waits for the next ``mtlbench sweep``),
-   so an untuned sweep is one ``executor.run`` call, a tuned one two;
+   finished, and the multi-task trials that waited for tuned single-task references
+   (:meth:`mtlbench.sweep.Sweep.ready_stages`), go to the executor in the next batch. A trial
+   goes to the executor at most once per sweep (a failed, cancelled or still-queued one waits
+   for the next ``mtlbench sweep``), so an untuned sweep is one ``executor.run`` call, a tuned
+   one two, and one with tuned references three;
 4. **summary**: one status per trial handed to the executor. A trial it returned no status
    for (another process claimed or finished it first; a Slurm job already queued, or not
    waited for) counts as :data:`~mtlbench.run.lease.ELSEWHERE`.
@@ -28,7 +30,7 @@ from mtlbench.run.progress import summary
 from mtlbench.run.state import pending_stages
 from mtlbench.run.tuning import finalize
 from mtlbench.sweep import Sweep
-from mtlbench.trial import Stage, split_stages
+from mtlbench.trial import Stage
 from mtlbench.tune import describe_budget
 
 SUCCEEDED = ("done", "diverged", ELSEWHERE)
@@ -62,8 +64,15 @@ class SweepRun:
         """The stages left to run (read once; :meth:`run` plans again only for new trials)."""
         if self._todo is None:
             finalize(self.sweep)
-            self._todo = pending_stages(self.results, self.sweep.stages(), self.retry_failed)
+            self._todo = self._pending(set())
         return self._todo
+
+    def _pending(self, handed: set[str]) -> list[Stage]:
+        """The ready trials left to run (:func:`pending_stages`), less those ``handed`` to the
+        executor earlier in this sweep."""
+        stages = pending_stages(self.results, self.sweep.ready_stages(), self.retry_failed)
+        kept = [Stage(s.kind, tuple(t for t in s if t.trial_id not in handed)) for s in stages]
+        return [stage for stage in kept if len(stage)]
 
     def batch(self, stages: list[Stage]) -> Batch:
         return Batch(self.sweep.name, self.results, tuple(stages), dict(self.sweep.resources))
@@ -73,6 +82,13 @@ class SweepRun:
         executor would do beyond running them (the Slurm job arrays)."""
         todo = self.plan()
         lines = [self.sweep.describe(todo), describe_budget(self.sweep.tuning)]
+        held = self.sweep.waiting()
+        waiting = [t for t in self.sweep.trials if t.mode != "stl" and t.benchmark in held]
+        if waiting:
+            lines.append(
+                f"{len(waiting)} multi-task trial(s) of {', '.join(sorted(held))} wait for the "
+                "tuned single-task references (they run once those are selected)"
+            )
         lines.append(self.executor.plan(self.batch(todo)) if todo else "")
         return "\n".join(line for line in lines if line)
 
@@ -97,8 +113,8 @@ class SweepRun:
             statuses.update(self.executor.run(batch, progress=progress))
             for trial in batch.trials:
                 statuses.setdefault(trial.trial_id, ELSEWHERE)
-            added = finalize(self.sweep)  # final runs of the tuning that just finished
-            todo = pending_stages(self.results, split_stages(added), self.retry_failed)
+            finalize(self.sweep)  # final runs of the tuning that just finished
+            todo = self._pending(set(statuses))
         if statuses:
             echo(f"sweep {self.sweep.name}: {summary(statuses.values())}")
         return statuses

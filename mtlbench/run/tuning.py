@@ -21,7 +21,7 @@ from mtlbench import references
 from mtlbench.metrics import delta_m_metric_avg
 from mtlbench.records import load_results, read_record, record_path
 from mtlbench.registry import ConfigError
-from mtlbench.selection import selection_reference
+from mtlbench.selection import selection_reference, selection_score
 from mtlbench.trial import ResolvedTrial, StagedTrial
 from mtlbench.tune import TunePlan, final_trials
 
@@ -62,9 +62,19 @@ class Scorer:
         return found if not isinstance(found, str) else None
 
     def score(self, record: Mapping[str, Any], metric: str) -> float:
-        """The record's validation score (lower is better); ``inf`` unless it is done."""
+        """The record's validation score (lower is better); ``inf`` unless it is done. A
+        single-task reference has no reference of its own: under ``val_delta_m`` it scores its
+        task's validation metrics, signed so that lower is better and averaged
+        (:func:`mtlbench.selection.selection_score` without a reference, the rule its epoch
+        selection uses)."""
         if record.get("status") != "done":
             return math.inf
+        cfg = record["config"]
+        if cfg.get("mode") == "stl" and metric == "val_delta_m":
+            task_metrics = [
+                m for m in benchmarks.get(cfg["benchmark"]).metrics if m.task == cfg["task"]
+            ]
+            return selection_score(record["metrics"]["val"], task_metrics, None)
         if metric != "val_delta_m":
             return _signed_val(record, metric.removeprefix("val_"))
         reference = self.reference(record)
