@@ -18,14 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mtlbench import manifest
 from mtlbench.registry import ConfigError
 
 
 def _parse_set(items: Sequence[str]) -> dict[str, Any]:
     """``key=value`` pairs; values are read as YAML scalars (``0.1``, ``true``, ``[1, 2]``)."""
+    import yaml  # deferred: 0.1 s of regexes that --help, list and status do not need
+
     out = {}
     for item in items:
         key, sep, value = item.partition("=")

@@ -25,7 +25,6 @@ line of the spec it comes from.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 import yaml
 
 from mtlbench import benchmark as benchmarks
+from mtlbench.labels import trial_labels
 from mtlbench.registry import ConfigError, coerce
 from mtlbench.spec_yaml import (
     LineLoader,
@@ -125,47 +125,6 @@ def _setting(config: dict[str, Any], key: str) -> Any:
         if name in (config.get(section) or {}):
             return config[section][name]
     return None
-
-
-def trial_labels(configs: dict[str, dict[str, Any]], keys: Iterable[str] = ()) -> dict[str, str]:
-    """What tells each trial apart, by trial id: ``benchmark method [task] seed=S`` and the
-    settings named in ``keys`` (a spec's grid) or whose values differ among the trials of the
-    same benchmark, method and task, e.g. ``toy ls seed=0 start=3``.
-
-    ``configs`` maps trial ids to resolved configs (``ResolvedTrial.to_dict()``, or a record's
-    ``config``), so that a status view of records can label them the same way.
-    """
-    groups: dict[tuple[Any, ...], list[str]] = {}
-    for trial_id, config in configs.items():
-        group = (config.get("benchmark"), config.get("method"), config.get("task"))
-        groups.setdefault(group, []).append(trial_id)
-    labels = {}
-    for members in groups.values():
-        flat = [_flat(configs[m]) for m in members]
-        varying = {k for k in set().union(*flat) if len({repr(f.get(k)) for f in flat}) > 1}
-        for trial_id, values in zip(members, flat, strict=True):
-            config = configs[trial_id]
-            named = {k if k in values else k.rpartition(".")[2] for k in keys}
-            shown = sorted((varying | named) & set(values))
-            head = (config.get("benchmark"), config.get("method"), config.get("task"))
-            text = " ".join(str(h) for h in head if h) + f" seed={config.get('seed')}"
-            labels[trial_id] = " ".join([text, *(f"{k}={values[k]}" for k in shown)])
-    return labels
-
-
-def _flat(config: dict[str, Any]) -> dict[str, Any]:
-    """Hyper-parameters, protocol options and policies of a trial config in one mapping; a name
-    found in two sections (UW's ``lr``) is prefixed with its section (``method.lr``)."""
-    sections = {"method": "hparams", "protocol": "protocol", "policies": "policies"}
-    counts: dict[str, int] = {}
-    for section in sections.values():
-        for name in config.get(section) or {}:
-            counts[name] = counts.get(name, 0) + 1
-    flat: dict[str, Any] = {}
-    for prefix, section in sections.items():
-        for name, value in (config.get(section) or {}).items():
-            flat[name if counts[name] == 1 else f"{prefix}.{name}"] = value
-    return flat
 
 
 def _grid(settings: dict[str, Any]) -> list[dict[str, Any]]:

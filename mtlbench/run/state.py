@@ -22,8 +22,9 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mtlbench.labels import trial_labels
 from mtlbench.records import Record, read_record, record_path, scan
 from mtlbench.registry import ConfigError
 from mtlbench.run.lease import LeaseInfo, lease_path, owner_alive, pid_alive, read_lease
@@ -36,8 +37,9 @@ from mtlbench.run.slurm.ledger import (
     sacct_states,
     squeue_states,
 )
-from mtlbench.sweep import trial_labels
-from mtlbench.trial import ResolvedTrial
+
+if TYPE_CHECKING:  # the trial model imports the registries (torch); status needs no more
+    from mtlbench.trial import ResolvedTrial
 
 FINISHED = ("done", "diverged")
 ORDER = ("failed", "interrupted", "diverged", "running", "pending", "done")
@@ -97,7 +99,7 @@ class TrialState:
     method: str = ""
     seed: Any = ""
     mode: str = "mtl"
-    label: str = ""  # what tells it apart: ``toy ls seed=0 start=3`` (mtlbench.sweep.trial_labels)
+    label: str = ""  # what tells it apart: ``toy ls seed=0 start=3`` (mtlbench.labels.trial_labels)
     config: dict[str, Any] = field(default_factory=dict)
     record: Record | None = None
     ledger: dict[str, Any] | None = None
