@@ -1,4 +1,5 @@
-"""The command line's own latency: the median wall time of ``mtlbench --help``, ``status``,
+"""The command line's own latency: the median wall time (and the median CPU time, user +
+system, which a busy machine inflates less) of ``mtlbench --help``, ``status``,
 ``list methods`` and ``list benchmarks`` over several runs, each a fresh process, and the
 heavy libraries each one imported (docs/performance.md, "The command line's own latency").
 
@@ -11,6 +12,8 @@ run (an edited method, a new checkout) pays the imports once.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -37,19 +40,24 @@ def main() -> None:
     commands = [["--help"], ["status", args.results], ["list", "methods"], ["list", "benchmarks"]]
     script = [sys.executable, "-m", "mtlbench.cli"]
     subprocess.run([*script, "list", "methods"], capture_output=True, check=True)  # warm cache
-    print(f"{'command':<26}{'median s':>9}{'min s':>8}  imported")
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"{'command':<38}{'median s':>9}{'min s':>7}{'CPU s':>7}  imported")
     for command in commands:
-        times = []
+        times, cpu = [], []
         for _ in range(args.runs):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             subprocess.run([*script, *command], capture_output=True, check=True)
             times.append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
         probe = subprocess.run(
             [sys.executable, "-c", PROBE, *command], capture_output=True, text=True, check=True
         )
         name = "mtlbench " + " ".join(command)
         print(
-            f"{name:<26}{statistics.median(times):>9.2f}{min(times):>8.2f}  {probe.stdout.strip()}"
+            f"{name:<38}{statistics.median(times):>9.2f}{min(times):>7.2f}"
+            f"{statistics.median(cpu):>7.2f}  {probe.stdout.strip()}"
         )
 
 
