@@ -35,6 +35,7 @@ from typing import Any
 METHODS = ("ls", "ldc_mtl", "famo", "mgda", "upgrad")
 GRAMIAN_METHODS = ("mgda", "upgrad")
 SMOKE_METHODS = ("ls", "upgrad")
+PARTS = ("bench", "gramian", "smoke")
 Row = tuple[str, str, str, str, str]
 
 
@@ -206,7 +207,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default="bench,gramian,smoke",
         help="comma-separated parts: bench, gramian, smoke (smoke includes the record fields)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    unknown = {p.strip() for p in args.only.split(",")} - set(PARTS)
+    if unknown:
+        parser.error(f"--only: unknown part(s) {', '.join(sorted(unknown))}; valid: {', '.join(PARTS)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
