@@ -210,7 +210,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     unknown = {p.strip() for p in args.only.split(",")} - set(PARTS)
     if unknown:
-        parser.error(f"--only: unknown part(s) {', '.join(sorted(unknown))}; valid: {', '.join(PARTS)}")
+        names, valid = ", ".join(sorted(unknown)), ", ".join(PARTS)
+        parser.error(f"--only: unknown part(s) {names}; valid: {valid}")
     return args
 
 
