@@ -81,7 +81,7 @@ def test_status_does_not_import_torch(results, warm_cache):
     assert "HEAVY []" in proc.stdout, proc.stdout
 
 
-def test_a_command_that_runs_trials_still_loads_them(warm_cache):
+def test_the_probe_sees_torch_where_a_command_needs_it(warm_cache):
     """The probe sees imports: ``list --space`` reads the methods' classes, so it has torch."""
     proc = _probe(["list", "methods", "--space"], warm_cache)
     assert proc.returncode == 0, proc.stderr
