@@ -8,7 +8,7 @@ never shows a traceback.
 from __future__ import annotations
 
 import argparse
-import inspect
+import importlib
 import os
 import shutil
 import sys
@@ -18,13 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from mtlbench import manifest
 from mtlbench.registry import ConfigError
 
 
 def _parse_set(items: Sequence[str]) -> dict[str, Any]:
     """``key=value`` pairs; values are read as YAML scalars (``0.1``, ``true``, ``[1, 2]``)."""
+    import yaml  # deferred: 0.1 s of regexes that --help, list and status do not need
+
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -78,12 +79,15 @@ def _fit_table(rows: list[tuple[str, ...]], headers: tuple[str, ...], width: int
     return "\n".join(lines)
 
 
-def _method_text(cls: Any) -> str:
+def _method_text(doc: str) -> str:
     """A method's docstring as plain text (RST ``::`` block markers become ``:``)."""
-    return inspect.cleandoc(cls.__doc__ or "").replace("::\n", ":\n")
+    return doc.replace("::\n", ":\n")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    """``mtlbench list methods|benchmarks``, from the cached manifest (:mod:`mtlbench.manifest`):
+    torch and the implementations are imported only to rebuild a stale cache, or for
+    ``--space`` (the search spaces are objects of the methods' classes)."""
     width = shutil.get_terminal_size((100, 24)).columns
     if args.what == "methods" and getattr(args, "space", False):
         from tabulate import tabulate
@@ -93,18 +97,16 @@ def cmd_list(args: argparse.Namespace) -> int:
 
         print(tabulate(space_rows(names()), headers=["method", "hyper-parameter", "space"]))
         print("\nDeclared in each method's search_space; the protocol's lr for every method.")
-    elif args.what == "methods":
-        from mtlbench.method import METHODS, names
-
+        return 0
+    catalog = manifest.load()
+    if args.what == "methods":
+        methods = [catalog.methods[n] for n in catalog.method_names()]
         if args.long:
-            for name in names():
-                cls = METHODS.get(name)
-                print(f"{name}  ({cls.cost}, needs {cls.needs})\n{'=' * len(name)}")
-                print(f"{cls.summary}\nPaper: {cls.paper}\n\n{_method_text(cls)}\n")
+            for m in methods:
+                print(f"{m.name}  ({m.cost}, needs {m.needs})\n{'=' * len(m.name)}")
+                print(f"{m.summary}\nPaper: {m.paper}\n\n{_method_text(m.doc)}\n")
             return 0
-        rows = [
-            (n, METHODS.get(n).cost, METHODS.get(n).needs, METHODS.get(n).summary) for n in names()
-        ]
+        rows = [(m.name, m.cost, m.needs, m.summary) for m in methods]
         print(_fit_table(rows, ("method", "cost", "needs", "summary"), width))
         print()
         print(
@@ -114,18 +116,15 @@ def cmd_list(args: argparse.Namespace) -> int:
                 width,
             )
         )
-    else:
-        from mtlbench import benchmark as benchmarks
-
-        rows = []
-        for name in benchmarks.names():
-            cls = benchmarks.get(name)
-            rows.append(
-                (name, str(len(cls.tasks)), str(len(cls.metrics)), cls.description or cls.paper)
-            )
-            if args.long:
-                rows[-1] = (*rows[-1][:3], f"{rows[-1][3]}. {cls.paper}")
-        print(_fit_table(rows, ("benchmark", "tasks", "metrics", "description"), width))
+        return 0
+    rows = []
+    for name in catalog.benchmark_names():
+        b = catalog.benchmarks[name]
+        text = b.description or b.paper
+        if args.long:
+            text = f"{text}. {b.paper}"
+        rows.append((name, str(len(b.tasks)), str(len(b.metrics)), text))
+    print(_fit_table(rows, ("benchmark", "tasks", "metrics", "description"), width))
     return 0
 
 
@@ -315,31 +314,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for extend in EXTENSIONS:
         extend(sub)
+    for name, (_, help_line) in LAZY_COMMANDS.items():
+        if name not in sub.choices:  # listed by name only: its module is not loaded
+            sub.add_parser(name, help=help_line)
     return parser
 
 
-# Commands contributed by other modules (status, data, bench) register here.
+# Commands defined in other modules: name -> (module with ``add_command(subparsers)``, help
+# line). The parser lists each by name and help line, and imports a module only when its
+# command runs, so that ``mtlbench --help`` loads none of them (bench and data need torch).
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "status": (
+        "mtlbench.run.status_cli",
+        "done / running / pending / failed trials of a results folder",
+    ),
+    "data": ("mtlbench.data_cli", "check, fixture or prepare a benchmark's data"),
+    "bench": ("mtlbench.bench", "per-step time and memory of methods relative to LS"),
+}
+
+# The ``add_command`` functions loaded for this call (the command's own, see _load_extensions).
 EXTENSIONS: list[Any] = []
 
 
-def _load_extensions() -> None:
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line (the first word that is not an option: the
+    top-level parser has no option that takes a value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _load_extensions(command: str | None = None) -> None:
+    """Load the ``add_command`` of ``command`` when another module defines it; the other
+    such commands stay names in the parser (see :data:`LAZY_COMMANDS`)."""
     EXTENSIONS.clear()  # main() may run more than once in one process (tests, notebooks)
-    for module in ("mtlbench.run.status_cli", "mtlbench.data_cli", "mtlbench.bench"):
-        try:
-            mod = __import__(module, fromlist=["add_command"])
-        except ModuleNotFoundError as error:
-            if error.name == module:
-                continue
-            raise
-        if hasattr(mod, "add_command"):
-            EXTENSIONS.append(mod.add_command)
+    if command not in LAZY_COMMANDS:
+        return
+    module = importlib.import_module(LAZY_COMMANDS[command][0])
+    EXTENSIONS.append(module.add_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns its exit status (2 for a configuration error). Ctrl-C
     propagates as ``KeyboardInterrupt`` (so that a caller such as pytest stops); the console
     script :func:`console` turns it into exit status 130."""
-    _load_extensions()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    _load_extensions(_command_word(argv))
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None) or COMMANDS[args.command]

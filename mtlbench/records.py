@@ -21,9 +21,10 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where a frame is built (rows_frame)
+    import pandas as pd
 
 SCHEMA = "mtlbench.record/2"
 SCHEMA_V1 = "mtlbench.record/1"
@@ -442,6 +443,8 @@ NUMERIC_COLUMNS = (
 
 def rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Rows of :func:`to_row` as a DataFrame with float metric and timing columns."""
+    import pandas as pd  # optional heavy dependency: pandas (status reads records without it)
+
     frame = pd.DataFrame(rows, columns=None if rows else list(to_row({}).keys()))
     numeric = [c for c in frame.columns if c.startswith(("test/", "val/"))]
     for col in [*NUMERIC_COLUMNS, *numeric]:

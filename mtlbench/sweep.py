@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from mtlbench import benchmark as benchmarks
+from mtlbench.labels import trial_labels
 from mtlbench.registry import ConfigError, coerce
 from mtlbench.run.options import ExecutorOptions, benchmark_resources, parse_executor
 from mtlbench.run.slurm.resources import Resources
@@ -50,7 +51,6 @@ from mtlbench.trial import (
     TrialConfig,
     resolve,
     split_stages,
-    trial_labels,
 )
 from mtlbench.tune import TunePlan, hook
 

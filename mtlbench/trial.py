@@ -31,6 +31,7 @@ from mtlbench.registry import (
     raise_all,
     unknown,
 )
+from mtlbench.stage import STAGE_KINDS, Stage, StageKind
 
 STL = "stl"  # the method name of single-task runs (mode "stl"): LS on one task's loss
 # A seed: what every generator takes (NumPy's seeds are 32-bit, torch's 64-bit).
@@ -311,41 +312,6 @@ def staged(
     return StagedTrial(**fields, stage=stage, tuning=tuning)
 
 
-StageKind = Literal["stl-tune", "stl", "tune", "mtl"]
-STAGE_KINDS: tuple[StageKind, ...] = ("stl-tune", "stl", "tune", "mtl")
-_STAGE_TEXT = {
-    "stl-tune": "tuning trials of the single-task references",
-    "stl": "single-task references",
-    "tune": "tuning trials",
-    "mtl": "multi-task trials",
-}
-
-
-@dataclass(frozen=True)
-class Stage:
-    """Trials that may run together, in the order they run. Stages run one after the other:
-    the tuning trials of the single-task references (when tuned), the references (the
-    multi-task trials of a benchmark read them), then the tuning trials, then the multi-task
-    trials (the final runs of tuned methods among them, once selected). A stage reads as the
-    sequence of its trials."""
-
-    kind: StageKind
-    trials: tuple[ResolvedTrial, ...]
-
-    @property
-    def what(self) -> str:
-        return _STAGE_TEXT[self.kind]
-
-    def __iter__(self) -> typing.Iterator[ResolvedTrial]:
-        return iter(self.trials)
-
-    def __len__(self) -> int:
-        return len(self.trials)
-
-    def __getitem__(self, index: Any) -> Any:
-        return self.trials[index]
-
-
 def stage_kind(trial: ResolvedTrial) -> StageKind:
     """The stage ``trial`` runs in (:class:`Stage`)."""
     tuning = isinstance(trial, StagedTrial) and trial.stage == "tune"
@@ -361,46 +327,3 @@ def split_stages(trials: typing.Iterable[ResolvedTrial]) -> list[Stage]:
     for trial in trials:
         by_kind[stage_kind(trial)].append(trial)
     return [Stage(k, tuple(by_kind[k])) for k in STAGE_KINDS if by_kind[k]]
-
-
-def trial_labels(
-    configs: dict[str, dict[str, Any]], keys: typing.Iterable[str] = ()
-) -> dict[str, str]:
-    """What tells each trial apart, by trial id: ``benchmark method [task] seed=S`` and the
-    settings named in ``keys`` (a spec's grid) or whose values differ among the trials of the
-    same benchmark, method and task, e.g. ``toy ls seed=0 start=3``.
-
-    ``configs`` maps trial ids to resolved configs (``ResolvedTrial.to_dict()``, or a record's
-    ``config``), so that a status view of records can label them the same way.
-    """
-    groups: dict[tuple[Any, ...], list[str]] = {}
-    for trial_id, config in configs.items():
-        group = (config.get("benchmark"), config.get("method"), config.get("task"))
-        groups.setdefault(group, []).append(trial_id)
-    labels = {}
-    for members in groups.values():
-        flat = [_flat(configs[m]) for m in members]
-        varying = {k for k in set().union(*flat) if len({repr(f.get(k)) for f in flat}) > 1}
-        for trial_id, values in zip(members, flat, strict=True):
-            config = configs[trial_id]
-            named = {k if k in values else k.rpartition(".")[2] for k in keys}
-            shown = sorted((varying | named) & set(values))
-            head = (config.get("benchmark"), config.get("method"), config.get("task"))
-            text = " ".join(str(h) for h in head if h) + f" seed={config.get('seed')}"
-            labels[trial_id] = " ".join([text, *(f"{k}={values[k]}" for k in shown)])
-    return labels
-
-
-def _flat(config: dict[str, Any]) -> dict[str, Any]:
-    """Hyper-parameters, protocol options and policies of a trial config in one mapping; a name
-    found in two sections (UW's ``lr``) is prefixed with its section (``method.lr``)."""
-    sections = {"method": "hparams", "protocol": "protocol", "policies": "policies"}
-    counts: dict[str, int] = {}
-    for section in sections.values():
-        for name in config.get(section) or {}:
-            counts[name] = counts.get(name, 0) + 1
-    flat: dict[str, Any] = {}
-    for prefix, section in sections.items():
-        for name, value in (config.get(section) or {}).items():
-            flat[name if counts[name] == 1 else f"{prefix}.{name}"] = value
-    return flat

@@ -23,8 +23,9 @@ from mtlbench.run.options import ExecutorOptions, executor_options
 from mtlbench.run.progress import EpochReporter
 from mtlbench.run.slurm.resources import Resources
 from mtlbench.run.state import FINISHED, JobStates, trial_status
+from mtlbench.stage import Stage
 from mtlbench.trainer import run_trial
-from mtlbench.trial import ResolvedTrial, Stage, split_stages
+from mtlbench.trial import ResolvedTrial, split_stages
 
 if TYPE_CHECKING:
     from mtlbench.sweep import Sweep

@@ -29,8 +29,8 @@ from mtlbench.run.lease import ELSEWHERE
 from mtlbench.run.progress import summary
 from mtlbench.run.state import pending_stages
 from mtlbench.run.tuning import finalize
+from mtlbench.stage import Stage
 from mtlbench.sweep import Sweep
-from mtlbench.trial import Stage
 from mtlbench.tune import describe_budget
 
 SUCCEEDED = ("done", "diverged", ELSEWHERE)

@@ -26,11 +26,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from mtlbench.records import atomic_write_json
 from mtlbench.run.lease import ELSEWHERE, lease_dir
-from mtlbench.trial import ResolvedTrial
+
+if TYPE_CHECKING:  # the trial model imports the registries (torch); status needs no more
+    from mtlbench.trial import ResolvedTrial
 
 PLAIN_EVERY_S = 60.0
 REFRESH_S = 1.0

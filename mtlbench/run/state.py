@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mtlbench.labels import trial_labels
 from mtlbench.records import Record, read_record, record_path, scan
 from mtlbench.registry import ConfigError
 from mtlbench.run.lease import LeaseInfo, lease_path, owner_alive, pid_alive, read_lease
@@ -36,10 +37,11 @@ from mtlbench.run.slurm.ledger import (
     sacct_states,
     squeue_states,
 )
-from mtlbench.trial import ResolvedTrial, Stage, trial_labels
+from mtlbench.stage import Stage
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the trial model imports the registries (torch); status needs no more
     from mtlbench.sweep import Sweep
+    from mtlbench.trial import ResolvedTrial
 
 FINISHED = ("done", "diverged")
 ORDER = ("failed", "interrupted", "diverged", "running", "pending", "done")
@@ -99,7 +101,7 @@ class TrialState:
     method: str = ""
     seed: Any = ""
     mode: str = "mtl"
-    label: str = ""  # what tells it apart: ``toy ls seed=0 start=3`` (mtlbench.trial.trial_labels)
+    label: str = ""  # what tells it apart: ``toy ls seed=0 start=3`` (mtlbench.labels.trial_labels)
     config: dict[str, Any] = field(default_factory=dict)
     record: Record | None = None
     ledger: dict[str, Any] | None = None
