@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from mtlbench.method import Aggregate, GramianWeighting, Scale, register
-from mtlbench.methods.imtl_g import imtl_g_weights
+from mtlbench.methods._imtl_g import imtl_g_weights
 
 
 @register("imtl")
