@@ -30,11 +30,15 @@ class IMTLG(GramianWeighting):
     default ``head_weights``). The weights are invariant to scaling ``G`` and sum to 1:
     ``scale = "mean"`` (no reference rescales them).
 
-    As the reference, a singular ``D U^T`` is retried with a small ridge (``1e-8`` times its
-    largest entry here; the reference adds ``1e-8 I``, an absolute amount); a Gramian or result
-    that is still not finite falls back to the last weights (uniform at first), counted in
-    ``fallbacks``. A zero task gradient has no direction; its ``u`` is taken as 0 (the reference
-    divides by 0). IMTL-L, the loss-scale half of IMTL, is not part of this method.
+    Deviation from the reference: with dependent gradients (more tasks than the rank of J) the
+    reference inverts a singular ``D U^T`` with an absolute ridge, so its answer depends on the
+    scale of J (on a rank-1 4 x 3 Jacobian scaled by 1e5 it flips sign); here the weights are
+    the minimum-norm least-squares solution of the same equations (:func:`imtl_g_weights`),
+    which makes the method scale-equivariant and permutation-invariant on every input and
+    leaves it unchanged where the reference's system is regular. A zero task gradient has no
+    direction and gets weight 0. A non-finite Gramian or result falls back to the last weights
+    (uniform at first), counted in ``fallbacks``. IMTL-L, the loss-scale half of IMTL, is not
+    part of this method.
     """
 
     summary: ClassVar[str] = "The update with equal projections on every task gradient."

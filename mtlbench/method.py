@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from mtlbench.precision import combine64, gramian64
 from mtlbench.registry import Registry
 from mtlbench.space import Space
 
@@ -225,7 +226,8 @@ def single_thread_blas() -> Iterator[None]:
 class GramianWeighting(GradientMethod):
     """Methods whose weights depend on the Gramian only; the update is ``w^T J``.
 
-    ``weights`` receives ``G`` in float64 on the CPU (K x K) and the losses, and returns K
+    ``weights`` receives ``G`` in float64 on the CPU (K x K), accumulated in float64 from the
+    Jacobian whatever its dtype (:mod:`mtlbench.precision`), and the losses, and returns K
     weights. The engine may compute ``G`` without materialising ``J`` (representation
     gradients, chunked Jacobians).
     """
@@ -243,10 +245,14 @@ class GramianWeighting(GradientMethod):
         return w.to(gramian) * d
 
     def aggregate(self, jacobian: Tensor, losses: Tensor) -> Aggregate:
-        gramian = (jacobian @ jacobian.T).to("cpu", torch.float64)
+        """``w^T J`` with ``w`` from ``G``, under the precision policy (:mod:`mtlbench.precision`):
+        ``G`` accumulated in float64, the weights solved in float64, the update formed in float64
+        and returned in the Jacobian's dtype."""
+        gramian = gramian64(jacobian)
         w = self.gramian_weights(gramian, losses.detach().to("cpu", torch.float64))
+        update = combine64(w, jacobian)
         w = w.to(jacobian)
-        return Aggregate(update=w @ jacobian, weights=w, head_weights=w)
+        return Aggregate(update=update, weights=w, head_weights=w)
 
 
 class JacobianMethod(GradientMethod):
