@@ -76,7 +76,10 @@ def alpha_fair_weights(
     g = gram / scale
     x = np.diag(g) ** (-1.0 / (1.0 + p))
     # Best multiple t x: t^(1+p) = sum x^(1-p) / x^T G x.
-    x *= (float((x ** (1.0 - p)).sum()) / float(x @ g @ x)) ** (1.0 / (1.0 + p))
+    curvature = float(x @ g @ x)
+    if not curvature > 0.0:  # a non-negative combination of the gradients vanishes: stationary
+        return FairSolution(None, 0, float("inf"), False)
+    x *= (float((x ** (1.0 - p)).sum()) / curvature) ** (1.0 / (1.0 + p))
 
     def objective(y: np.ndarray) -> float:
         return 0.5 * float(y @ g @ y) - _barrier(y, p)

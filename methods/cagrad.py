@@ -95,13 +95,14 @@ class CAGrad(GramianWeighting):
     **Stationary inputs** (deviation from the official code, as TorchJD's ``CAGradWeighting``):
     where some convex combination of the gradients is (nearly) 0, ``w*`` makes ``g_w`` vanish and
     the official ``c |g0| / (|g_w| + 1e-8)`` multiplies rounding noise: updates of thousands of
-    times the mean gradient, which conflict with the tasks. Here the direction of ``g_w`` is
-    taken as undefined when ``|g_w|``, or the exact min-norm point of the gradients' convex hull
-    (SLSQP on the non-smooth dual stops short of ``g_w = 0``), is below ``norm_eps`` (``1e-4``,
-    TorchJD's default) times the root-mean-square task gradient norm: with ``c >= 1`` the update
-    is then 0, which lies in the ball and is the exact optimum there (``min_k <g_k, d> <= 0``
-    for every ``d`` at a stationary point, and 0 attains it); with ``c < 1`` it is the ball's
-    centre ``g0 / rescale``. The update never exceeds its bound
+    times the mean gradient, which conflict with the tasks. Here, with ``c >= 1``, the update is
+    0 when ``|g_w|``, or the exact min-norm point of the gradients' convex hull (SLSQP on the
+    non-smooth dual stops short of ``g_w = 0``), is below ``norm_eps`` (``1e-4``, TorchJD's
+    default) times the root-mean-square task gradient norm: 0 lies in the ball and is the exact
+    optimum there (``min_k <g_k, d> <= 0`` for every ``d`` at a stationary point, and 0 attains
+    it). With ``c < 1`` the dual's optimum need not have ``g_w = 0``; where ``|g_w|`` is below
+    ``norm_eps`` its direction is undefined and the update is the ball's centre
+    ``g0 / rescale``. The update never exceeds its bound
     ``|d| <= (1 + c) |g0| / rescale`` (the ball's centre plus its radius), and never conflicts
     at a stationary point when ``c >= 1``.
 

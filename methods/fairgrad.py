@@ -59,8 +59,10 @@ class FairGrad(GramianWeighting):
     )
     scale: ClassVar[Scale] = "mean"
     reference_scale: ClassVar[Scale | None] = "sum"
-    # d . g_k = (G w)_k = w_k^(-1/alpha) > 0 at the solution (not for fallback weights).
-    non_conflicting: ClassVar[bool] = True
+    # d . g_k = (G w)_k = w_k^(-1/alpha) > 0 at the solution, but not declared: no solution
+    # exists at a Pareto-stationary input or with a zero task gradient, where the last weights
+    # are reused (the reference's behaviour), and those may conflict (conformance kit).
+    non_conflicting: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -69,8 +69,10 @@ class NashMTL(GramianWeighting):
         "Navon et al., Multi-Task Learning as a Bargaining Game, ICML 2022 (arXiv 2202.01017)"
     )
     scale: ClassVar[Scale] = "sum"
-    # d . g_k = (G alpha)_k = 1 / alpha_k > 0 at the solution (not for fallback weights).
-    non_conflicting: ClassVar[bool] = True
+    # d . g_k = (G alpha)_k = 1 / alpha_k > 0 at the solution, but not declared: no solution
+    # exists at a Pareto-stationary input or with a zero task gradient, where the last weights
+    # are reused (the reference's behaviour), and those may conflict (conformance kit).
+    non_conflicting: ClassVar[bool] = False
 
     def __init__(
         self,

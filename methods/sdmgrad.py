@@ -61,8 +61,9 @@ class SDMGrad(GramianWeighting):
     )
     scale: ClassVar[Scale] = "mean"
     reference_scale: ClassVar[Scale | None] = "sum"
-    # Gn and hence w do not change when J is scaled (up to the 1e-8), so d scales with J.
-    scale_equivariant: ClassVar[bool] = True
+    # Not scale_equivariant: Gn and hence w change with the scale of J through the reference's
+    # absolute 1e-8 and sqrt(G_kk + 1e-4); at |J| ~ 1e-2 the update is off by 1e-2 relative.
+    scale_equivariant: ClassVar[bool] = False
     benchmark_defaults: ClassVar[dict[str, dict[str, Any]]] = {
         # OptMN-Lab/sdmgrad@8333f9e methods/weight_methods.py::SDMGrad.sdmgrad (SGD lr=10).
         "nyuv2": {"lr": 10.0},

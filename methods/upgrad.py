@@ -45,6 +45,7 @@ class UPGrad(GramianWeighting):
         "Quinton & Rey, Jacobian Descent for Multi-Objective Optimization (arXiv 2406.16232)"
     )
     scale: ClassVar[Scale] = "mean"
+    linear_under_scaling: ClassVar[bool] = True
     non_conflicting: ClassVar[bool] = True
 
     def __init__(

@@ -120,6 +120,16 @@ class Method(nn.Module):
     # ``ordered_tasks``: task 0 plays a distinct role (PCD's primary objective); permutation
     # equivariance then holds among tasks 1..K-1 only.
     ordered_tasks: ClassVar[bool] = False
+    # ``linear_under_scaling``: A(diag(a + b) J) = A(diag(a) J) + A(diag(b) J) for positive
+    # a, b (TorchJD's property: the weights do not depend on the rows' scales; UPGrad, ConFIG).
+    linear_under_scaling: ClassVar[bool] = False
+    # ``zero_at_zero``: a zero Jacobian gives a zero update (every Gramian method: w^T 0 = 0).
+    zero_at_zero: ClassVar[bool] = False
+    # ``positive_losses``: the objective needs l > l* (a log of the losses, as SI and GLS); the
+    # conformance kit then does not feed it zero losses.
+    positive_losses: ClassVar[bool] = False
+    # Every promise above is checked by ``mtlbench.conformance.check_method`` on hard inputs
+    # (docs/methods.md, "Declared properties").
 
     def __init__(self, n_tasks: int) -> None:
         super().__init__()
@@ -233,6 +243,7 @@ class GramianWeighting(GradientMethod):
     """
 
     needs: ClassVar[Need] = "gramian"
+    zero_at_zero: ClassVar[bool] = True
 
     def weights(self, gramian: Tensor, losses: Tensor) -> Tensor:
         raise NotImplementedError
