@@ -12,10 +12,12 @@
 Why: a float32 Gramian carries rounding noise of about ``1e-7 |G|``. Solvers that cut
 eigenvalues at a relative ``1e-10`` (ConFIG's pseudo-inverse) or that follow the null space of
 ``G`` (the dual-cone projections) then treat that noise as signal: on rank-deficient float32
-Jacobians ConFIG's update was off by 15 % of ``|J|`` (median) and UPGrad's changed by 8e-5
-(relative) under a permutation of the tasks. The float64 products cost the same number of
-operations as the float32 ones (``K^2 P``), a small part of the K backward passes that produced
-``J`` (docs/methods.md gives the measurement).
+Jacobians ConFIG's update was off by 5 to 15 % of ``|J|`` (median) and UPGrad's moved by up to
+8e-5 (relative) under a permutation of the tasks (1.5e-5 with the float64 Gramian alone, 5e-11
+with the update formed in float64 too). The float64 products cost the same number of
+operations as the float32 ones (``K^2 P``); on the CPU they take 1.3 to 3 times as long (the cast
+and float64 arithmetic), a small part of the K backward passes that produced ``J`` at K = 10 and
+about a fifth of them at K = 40 (docs/methods.md, "Precision", gives the measurement).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-# Elements (K x columns) of J cast to float64 at once: 16 Mi float64 values, 128 MB.
-SLICE_ELEMENTS = 1 << 24
+# Elements (K x columns) of J cast to float64 at once: 256 Ki float64 values, 2 MB, so that
+# the cast slice stays in cache for its product (a 128 MB slice made the float64 Gramian 8 times
+# slower than the float32 one on a 2-core CPU; this one about 2 times: docs/methods.md).
+SLICE_ELEMENTS = 1 << 18
 
 
 def _columns(k: int) -> int:
