@@ -34,7 +34,9 @@ class UPGrad(GramianWeighting):
     Differences from TorchJD: TorchJD solves each QP with ``quadprog``, which needs a positive
     definite matrix, hence its ``reg_eps = 1e-4``; that regularisation lets the update conflict
     with a task by up to ``reg_eps`` (relative). Our solver (an exact NNLS on a square-root
-    factor of ``G``) handles singular Gramians, so ``reg_eps`` defaults to 0 and the
+    factor of ``G``) handles singular Gramians, so ``reg_eps`` defaults to 0 (measured against a
+    small regularisation in docs/methods.md, "Precision": with the update formed in float64, the
+    unregularised projection is permutation-invariant to 5e-11) and the
     no-conflict guarantee holds to rounding; set ``reg_eps = 1e-4`` to reproduce TorchJD's
     numbers. A non-finite Gramian or a failed solve reuses the last weights (``1/K`` at first)
     and is counted in ``fallbacks``.
