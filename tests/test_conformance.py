@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from mtlbench.conformance import Finding, check_method
-from mtlbench.conformance.families import FAMILIES, case, jacobian
+from mtlbench.conformance.families import FAMILIES, case, jacobian, property_cases
 from mtlbench.gramian import gramian
 from mtlbench.method import GramianWeighting, create, names
 from mtlbench.methods._min_norm import min_norm_element
@@ -168,6 +168,17 @@ def test_cagrad_with_c_at_least_one_is_zero_and_bounded_at_stationary_inputs(c):
             assert float((j @ d).min()) >= -1e-6 * float((j * j).sum())
             bound = (1 + c) * float(j.mean(0).norm()) / (1 + c**2)
             assert float(d.norm()) <= bound * (1 + 1e-9) + 1e-12
+
+
+@pytest.mark.parametrize("c", [0.4, 1.0, 2.0])
+def test_cagrad_never_exceeds_its_documented_bound(c):
+    # |d| <= (1 + c) |g0| / (1 + c^2) (rescale 1): the ball's centre plus its radius.
+    for cs in property_cases():
+        if cs.k > 5:
+            continue
+        d = create("cagrad", cs.k, c=c).aggregate(cs.jacobian, cs.losses).update.double()
+        bound = (1 + c) * float(cs.jacobian.double().mean(0).norm()) / (1 + c**2)
+        assert float(d.norm()) <= bound * (1 + 1e-5) + 1e-12, cs.describe()
 
 
 def test_cagrad_below_one_keeps_its_bound_at_stationary_inputs():
