@@ -52,6 +52,7 @@ class DBMTL(JacobianMethod):
 
     paper: ClassVar[str] = "Lin et al., Dual-Balancing for Multi-Task Learning (arXiv 2308.12029)"
     scale: ClassVar[Scale] = "sum"
+    zero_at_zero: ClassVar[bool] = True  # a zero Jacobian gives a zero update
     # Not scale_equivariant: the reference's absolute guard |G_k| + 1e-8 in alpha makes the
     # update of small gradients (|J| ~ 1e-3) off by a few 1e-6 relative (conformance kit).
     scale_equivariant: ClassVar[bool] = False

@@ -60,6 +60,7 @@ class GradDrop(JacobianMethod):
         "Dropout, NeurIPS 2020 (arXiv 2010.06808)"
     )
     scale: ClassVar[Scale] = "mean"
+    zero_at_zero: ClassVar[bool] = True  # a zero Jacobian gives a zero update
     reference_scale: ClassVar[Scale | None] = "sum"
     stochastic: ClassVar[bool] = True
     # The masks ignore a positive factor on J (up to the 1e-8 guard): aggregate(c J) =

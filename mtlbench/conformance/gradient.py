@@ -98,11 +98,17 @@ def _permutation(build: Builder, case: Case) -> str | None:
     perm = torch.arange(k - 1, -1, -1)
     if build(k).ordered_tasks:
         perm = torch.cat([torch.zeros(1, dtype=torch.long), torch.arange(k - 1, 0, -1)])
-    a = _fresh(build, case)(case.jacobian)
-    b = run(build(k), case.jacobian[perm], case.losses[perm]).update
-    off = _off(a, b, case.norm)
+    a = run(build(k), case.jacobian, case.losses)
+    b = run(build(k), case.jacobian[perm], case.losses[perm])
+    off = _off(a.update, b.update, case.norm)
     if off > REL[case.jacobian.dtype]:
         return f"permuting the tasks moved the update by {off:.1e} |J| on {case.describe()}"
+    if case.family == "full_rank":  # unique weights: they follow the tasks
+        scale = max(float(a.weights.double().abs().max()), 1e-300)
+        off = _off(a.weights[perm], b.weights, scale)
+        if off > REL[case.jacobian.dtype] * k:
+            return f"permuting the tasks did not permute the weights (off by {off:.1e} max|w|) " \
+                f"on {case.describe()}"
     return None
 
 
