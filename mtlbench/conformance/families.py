@@ -30,7 +30,7 @@ FAMILIES = (
 )
 DTYPES = (torch.float32, torch.float64)
 # Scales of the extreme-scale cases (finiteness and shapes): |J| from 1e-8 to 1e8.
-SCALES = (1e-8, 1e8)
+SCALES = (1e-8, 1e-4, 1e4, 1e8)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from mtlbench.conformance.findings import Builder, Finding
 from mtlbench.method import Aggregate, GradientMethod, GramianWeighting
 
 REL = {torch.float32: 1e-5, torch.float64: 1e-7}
-SCALE_FACTORS = (2.0**-10, 2.0**17)
+SCALE_FACTORS = (2.0**-27, 2.0**-10, 2.0**17, 2.0**27)
 SEED = 0
 
 
