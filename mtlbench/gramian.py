@@ -55,6 +55,9 @@ BELOW_ACTIVATION_COPIES = 6
 # is no faster than K single ones (docs/performance.md, "Why the batched Jacobian is not faster
 # on this CPU"), so the plan takes the chunk of the smallest peak, down to one task per pass.
 MAX_PASSES = 8
+# The rule layers' cotangents are cast to float64 (the precision policy) in this many slices of
+# output channels, so that the cast copy is half the float32 cotangents' bytes.
+RULE_SLICES = 4
 
 
 @dataclass(frozen=True)
@@ -240,13 +243,20 @@ def _reduce_hooks(params: Sequence[Tensor], k: int, total: Tensor) -> list:
 def _rule_hooks(rules: Sequence[LayerRule], k: int, total: Tensor) -> list:
     """Pre-hooks on the rule layers' nodes that add ``<delta_a, M delta_b>`` into ``total``
     from the K output cotangents (:mod:`mtlbench.gramian_rules`); the cotangents pass on
-    unchanged."""
+    unchanged.
+
+    Under the precision policy the rule runs in float64 on the cotangents cast to float64,
+    :data:`RULE_SLICES` slices of output channels at a time: the sum over channels is additive,
+    so each slice's ``<delta_a, M delta_b>`` adds into ``total``, and the float64 copy is half the
+    float32 cotangents' bytes instead of twice (``M`` is recomputed per slice)."""
 
     def hook(rule: LayerRule):
         def accumulate(grads: tuple[Tensor | None, ...]) -> None:
             if grads[0] is not None:
                 delta = torch._remove_batch_dim(grads[0], _vmap_level(), k, 0)
-                rule.accumulate(delta.to(total.dtype), total)  # float64: the precision policy
+                step = max(1, math.ceil(delta.shape[2] / RULE_SLICES))
+                for start in range(0, delta.shape[2], step):
+                    rule.accumulate(delta[:, :, start : start + step].to(total.dtype), total)
 
         return accumulate
 
