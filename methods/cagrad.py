@@ -10,10 +10,11 @@ from scipy.optimize import minimize
 from torch import Tensor
 
 from mtlbench.method import Aggregate, GramianWeighting, Scale, register, sanitize
+from mtlbench.methods._min_norm import min_norm_element
 from mtlbench.registry import NonNegativeFloat
 from mtlbench.space import Choice
 
-_SMOOTH = 1e-8  # the reference's guards: sqrt(w^T G w + 1e-8), |g_w| + 1e-8 (here relative)
+_SMOOTH = 1e-8  # the reference's guard sqrt(w^T G w + 1e-8) of the dual (here relative)
 
 
 def cagrad_objective(gramian: np.ndarray, c: float) -> tuple:
@@ -91,6 +92,20 @@ class CAGrad(GramianWeighting):
     the uniform start) falls back to the last ``w*`` (uniform at first); a non-finite Gramian to
     the mean direction ``g0 / rescale``; both are counted in ``fallbacks``.
 
+    **Stationary inputs** (deviation from the official code, as TorchJD's ``CAGradWeighting``):
+    where some convex combination of the gradients is (nearly) 0, ``w*`` makes ``g_w`` vanish and
+    the official ``c |g0| / (|g_w| + 1e-8)`` multiplies rounding noise: updates of thousands of
+    times the mean gradient, which conflict with the tasks. Here, with ``c >= 1``, the update is
+    0 when ``|g_w|``, or the exact min-norm point of the gradients' convex hull (SLSQP on the
+    non-smooth dual stops short of ``g_w = 0``), is below ``norm_eps`` (``1e-4``, TorchJD's
+    default) times the root-mean-square task gradient norm: 0 lies in the ball and is the exact
+    optimum there (``min_k <g_k, d> <= 0`` for every ``d`` at a stationary point, and 0 attains
+    it). With ``c < 1`` the dual's optimum need not have ``g_w = 0``; where ``|g_w|`` is below
+    ``norm_eps`` its direction is undefined and the update is the ball's centre
+    ``g0 / rescale``. The update never exceeds its bound
+    ``|d| <= (1 + c) |g0| / rescale`` (the ball's centre plus its radius), and never conflicts
+    at a stationary point when ``c >= 1``.
+
     Search space: ``c`` on the paper's grid 0.1 .. 0.9 (0.4 in nash-mtl / FAMO, 0.5 in LibMTL;
     the grid as the CAGrad paper's sensitivity study, from memory: UNVERIFIED).
     """
@@ -111,12 +126,16 @@ class CAGrad(GramianWeighting):
         n_tasks: int,
         c: NonNegativeFloat = 0.4,
         rescale: Literal[0, 1, 2] = 1,
+        norm_eps: NonNegativeFloat = 1e-4,
         log_losses: bool = False,
     ) -> None:
         super().__init__(n_tasks, log_losses=log_losses)
         if c < 0:
             raise ValueError(f"c must be non-negative, got {c}")
+        if norm_eps < 0:
+            raise ValueError(f"norm_eps must be non-negative, got {norm_eps}")
         self.c = c
+        self.norm_eps = norm_eps
         self.rescale = rescale
         self._last = [1.0 / n_tasks] * n_tasks
 
@@ -129,6 +148,8 @@ class CAGrad(GramianWeighting):
             mean_diag = float(gramian.diagonal().mean())
             norm = mean_diag if mean_diag > 0 else 1.0
             gram = sanitize((gramian + gramian.T) / (2.0 * norm)).numpy()
+            if self.c >= 1.0 and self._stationary(gram):
+                return torch.zeros(k, dtype=gramian.dtype)
             try:
                 w = solve_cagrad(gram, self.c)
                 self._last = w.tolist()
@@ -139,9 +160,23 @@ class CAGrad(GramianWeighting):
             w = np.asarray(self.fallback(self._last))
         g0_norm = np.sqrt(max(gram.mean(), 0.0))
         gw_norm = np.sqrt(max(float(w @ gram @ w), 0.0))
-        lam = self.c * g0_norm / (gw_norm + _SMOOTH)
+        if gw_norm < self.norm_eps:  # (nearly) Pareto-stationary: g_w has no direction
+            if self.c >= 1.0:  # d = 0 is in the ball and optimal there
+                return torch.zeros(k, dtype=gramian.dtype)
+            lam = 0.0  # the ball's centre, g0
+        else:
+            lam = self.c * g0_norm / gw_norm
         out = (np.full(k, 1.0 / k) + lam * w) / self._divisor()
         return torch.from_numpy(out).to(gramian.dtype)
+
+    def _stationary(self, gram: np.ndarray) -> bool:
+        """Whether the min-norm point of the gradients' convex hull (exact, by NNLS) is shorter
+        than ``norm_eps`` on the normalised Gramian: SLSQP's ``w*`` on the non-smooth dual stops
+        short of it, so this test does not rely on ``w*``."""
+        try:
+            return min_norm_element(gram).norm2 < self.norm_eps**2
+        except ValueError:
+            return False
 
     def aggregate(self, jacobian: Tensor, losses: Tensor) -> Aggregate:
         agg = super().aggregate(jacobian, losses)

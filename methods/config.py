@@ -10,6 +10,10 @@ from torch import Tensor
 from mtlbench.method import GramianWeighting, Scale, register
 
 _RCOND = 1e-10  # eigenvalues of the unit Gramian below this (relative) count as zero
+# A preference vector whose projection on the kept eigenvectors is below this fraction of its
+# norm has no component in the unit vectors' span (rounding only): d_best = 0. Without it, that
+# rounding (1e-16 relative on exactly opposite gradients) was normalised into a full-size update.
+_PROJECTION = 1e-6
 
 
 def config_weights(gramian: Tensor, pref: Tensor) -> Tensor:
@@ -23,7 +27,9 @@ def config_weights(gramian: Tensor, pref: Tensor) -> Tensor:
         d = (sum_k g_k . d_best / |d_best|) d_best / |d_best| = J^T w,   w = c (1^T G c) / (c^T G c)
 
     ``pinv(G_u)`` from its eigendecomposition, eigenvalues below ``1e-10`` times the largest
-    being zero. ``w = 0`` when ``d_best = 0``.
+    being zero. ``w = 0`` when ``d_best = 0``, which is taken to be the case when ``p`` has less
+    than ``1e-6`` of its norm in the span of the kept eigenvectors (exactly opposite gradients:
+    the exact ``d_best`` is 0 and its rounding has no meaningful direction).
     """
     norms = gramian.diagonal().clamp_min(0.0).sqrt()
     inv = torch.where(norms > 0, 1.0 / norms, torch.zeros_like(norms))
@@ -31,7 +37,10 @@ def config_weights(gramian: Tensor, pref: Tensor) -> Tensor:
     lam, vec = torch.linalg.eigh((unit + unit.T) / 2.0)
     keep = lam > _RCOND * lam.max().clamp_min(0.0)
     inv_lam = torch.where(keep, 1.0 / torch.where(keep, lam, torch.ones_like(lam)), 0.0)
-    c = inv * (vec @ (inv_lam * (vec.T @ pref)))
+    coords = vec.T @ pref
+    if not bool((coords * keep).norm() > _PROJECTION * pref.norm()):
+        return torch.zeros_like(pref)  # p is orthogonal to the unit vectors' span: d_best = 0
+    c = inv * (vec @ (inv_lam * coords))
     sq_norm = c @ gramian @ c
     if not bool(sq_norm > 0):
         return torch.zeros_like(pref)
@@ -69,6 +78,7 @@ class ConFIG(GramianWeighting):
         "Networks, ICLR 2025 (arXiv 2408.11104)"
     )
     scale: ClassVar[Scale] = "sum"
+    linear_under_scaling: ClassVar[bool] = True
     scale_equivariant: ClassVar[bool] = True
 
     def __init__(

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from mtlbench.method import GramianWeighting, Scale, register
-from mtlbench.methods.upgrad import dual_cone_weights
+from mtlbench.methods._dual_cone import dual_cone_weights
 from mtlbench.registry import NonNegativeFloat
 
 
@@ -24,7 +24,7 @@ class DualProj(GramianWeighting):
         d = argmin {|x - J^T u| : J x >= 0} = J^T w,      w = argmin_{v >= u} v^T G v
 
     (Proposition 1 of Quinton & Rey; solved as UPGrad's projections, by an exact NNLS on a
-    square-root factor of ``G``, :func:`mtlbench.methods.upgrad.dual_cone_weights`). UPGrad
+    square-root factor of ``G``, :func:`mtlbench.methods._dual_cone.dual_cone_weights`). UPGrad
     projects each gradient and averages; DualProj averages and projects once, so it is cheaper
     (one QP) but not invariant to the tasks' relative scales. ``d`` lies in the dual cone: it
     conflicts with no task gradient (``non_conflicting``). The weights sum to at least ``sum u``

@@ -45,6 +45,7 @@ class ExcessMTL(JacobianMethod):
         "He et al., Robust Multi-Task Learning with Excess Risks, ICML 2024 (arXiv 2402.02009)"
     )
     scale: ClassVar[Scale] = "sum"
+    zero_at_zero: ClassVar[bool] = True  # a zero Jacobian gives a zero update
 
     def __init__(
         self, n_tasks: int, robust_step_size: PositiveFloat = 1e-2, log_losses: bool = False

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from mtlbench.method import LossWeighting, Objective, Scale, StepContext, register
+from mtlbench.methods._defaults import benchmark_defaults
 from mtlbench.registry import NonNegativeFloat, PositiveFloat
 from mtlbench.space import Choice, LogUniform
 
@@ -53,15 +54,9 @@ class FAMO(LossWeighting):
     paper: ClassVar[str] = "Liu, Feng, Stone & Liu, FAMO, NeurIPS 2023 (arXiv 2306.03792)"
     post_step_losses: ClassVar[bool] = True
     scale: ClassVar[Scale] = "mean"
-    benchmark_defaults: ClassVar[dict[str, dict[str, Any]]] = {
-        # experiments/*/run.sh of Cranial-XIX/FAMO@0a6ad06.
-        "celeba": {"gamma": 0.001},
-        "cityscapes": {"gamma": 0.01},
-        "nyuv2": {"gamma": 0.001},
-        "qm9": {"gamma": 0.001},
-        # toy/run.sh (gamma 0); its l* (toy/trainer.py) is the toy's ``loss_lower_bounds``.
-        "toy": {"gamma": 0.0},
-    }
+    # Per-benchmark defaults of the reference code, with their provenance: the data table
+    # methods/benchmark_defaults.yaml.
+    benchmark_defaults: ClassVar[dict[str, dict[str, Any]]] = benchmark_defaults("famo")
 
     def __init__(
         self,

@@ -36,6 +36,9 @@ class GLS(LossWeighting):
     )
     scale: ClassVar[Scale] = "mean"
 
+    # log(l - l*) is undefined at l = l*: the conformance kit skips zero losses.
+    positive_losses: ClassVar[bool] = True
+
     def __init__(self, n_tasks: int, min_losses: list[float] | None = None) -> None:
         super().__init__(n_tasks)
         self.register_min_losses(min_losses)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from mtlbench.method import Aggregate, GramianWeighting, Scale, register
-from mtlbench.methods.imtl_g import imtl_g_weights
+from mtlbench.methods._imtl_g import imtl_g_weights
 
 
 @register("imtl")
@@ -39,9 +39,9 @@ class IMTL(GramianWeighting):
       representation`` the engine gives the heads the weights instead (``alpha_k exp(s_k)``).
 
     A non-finite Gramian or losses, or a failed solve, reuse the last ``alpha`` (uniform at
-    first), leave ``s.grad`` empty and are counted in ``fallbacks``; IMTL-G's ridge on a singular
-    system and its zero direction for a zero gradient apply. ``min_losses`` is our addition (see
-    ``imtl_l``); LibMTL has no shift, and the toy's negative losses need it.
+    first), leave ``s.grad`` empty and are counted in ``fallbacks``; IMTL-G's minimum-norm
+    answer on a singular system and its weight 0 for a zero gradient apply. ``min_losses`` is
+    our addition (see ``imtl_l``); LibMTL has no shift, and the toy's negative losses need it.
     """
 
     summary: ClassVar[str] = "IMTL-G on the learned-scale losses of IMTL-L (LibMTL's hybrid IMTL)."

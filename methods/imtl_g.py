@@ -7,34 +7,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from mtlbench.method import GramianWeighting, Scale, register, sanitize
-
-_RIDGE = 1e-8  # the reference's fallback ridge on a singular system (here relative)
-
-
-def imtl_g_weights(gramian: Tensor) -> Tensor:
-    """IMTL-G's closed form on the Gramian (float64). Raises ``RuntimeError`` (torch's error for a
-    singular system) and may return non-finite values; callers decide the fallback.
-
-    With ``n_k = |g_k|`` and ``M = G / n^T`` (``M_ab = <g_a, u_b>``, ``u_b = g_b / n_b``), the
-    reference's ``D = g_1 - g_a`` and ``U = u_1 - u_b`` (a, b = 2..K) give::
-
-        (D U^T)_ab = M_11 - M_1b - M_a1 + M_ab,      (g_1 U^T)_b = M_11 - M_1b
-        alpha_{2..K} = (g_1 U^T) (D U^T)^{-1},       alpha_1 = 1 - sum_{a>=2} alpha_a
-    """
-    k = gramian.shape[0]
-    if k == 1:
-        return torch.ones(1, dtype=gramian.dtype)
-    norms = gramian.diagonal().clamp_min(0.0).sqrt()
-    m = sanitize(gramian / norms[None, :])  # a zero gradient has no direction: u = 0
-    du = m[0, 0] - m[0, 1:][None, :] - m[1:, 0][:, None] + m[1:, 1:]
-    rhs = m[0, 0] - m[0, 1:]
-    try:
-        alpha = torch.linalg.solve(du.T, rhs)
-    except RuntimeError:
-        ridge = _RIDGE * float(du.abs().max().clamp_min(1e-300))
-        alpha = torch.linalg.solve(du.T + ridge * torch.eye(k - 1, dtype=du.dtype), rhs)
-    return torch.cat([(1.0 - alpha.sum()).view(1), alpha])
+from mtlbench.method import GramianWeighting, Scale, register
+from mtlbench.methods._imtl_g import imtl_g_weights
 
 
 @register("imtl_g")
@@ -56,11 +30,15 @@ class IMTLG(GramianWeighting):
     default ``head_weights``). The weights are invariant to scaling ``G`` and sum to 1:
     ``scale = "mean"`` (no reference rescales them).
 
-    As the reference, a singular ``D U^T`` is retried with a small ridge (``1e-8`` times its
-    largest entry here; the reference adds ``1e-8 I``, an absolute amount); a Gramian or result
-    that is still not finite falls back to the last weights (uniform at first), counted in
-    ``fallbacks``. A zero task gradient has no direction; its ``u`` is taken as 0 (the reference
-    divides by 0). IMTL-L, the loss-scale half of IMTL, is not part of this method.
+    Deviation from the reference: with dependent gradients (more tasks than the rank of J) the
+    reference inverts a singular ``D U^T`` with an absolute ridge, so its answer depends on the
+    scale of J (on a rank-1 4 x 3 Jacobian scaled by 1e5 it flips sign); here the weights are
+    the minimum-norm least-squares solution of the same equations (:func:`imtl_g_weights`),
+    which makes the method scale-equivariant and permutation-invariant on every input and
+    leaves it unchanged where the reference's system is regular. A zero task gradient has no
+    direction and gets weight 0. A non-finite Gramian or result falls back to the last weights
+    (uniform at first), counted in ``fallbacks``. IMTL-L, the loss-scale half of IMTL, is not
+    part of this method.
     """
 
     summary: ClassVar[str] = "The update with equal projections on every task gradient."

@@ -57,6 +57,7 @@ class MoCo(JacobianMethod):
         "Convergent Approach, ICLR 2023 (arXiv 2210.12624)"
     )
     scale: ClassVar[Scale] = "mean"
+    zero_at_zero: ClassVar[bool] = True  # a zero Jacobian gives a zero update
 
     def __init__(
         self,

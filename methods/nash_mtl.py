@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from mtlbench.method import GramianWeighting, Scale, register
-from mtlbench.methods.fairgrad import alpha_fair_weights
+from mtlbench.methods._alpha_fair import alpha_fair_weights
 from mtlbench.registry import PositiveInt
 from mtlbench.space import Choice
 
@@ -37,7 +37,7 @@ class NashMTL(GramianWeighting):
     fires when ``|G|_F`` is close to 1; the other test, a change of ``alpha`` below ``1e-6``,
     ends the loop. We solve the same equation without cvxpy: it is the stationarity condition
     of the strictly convex ``1/2 alpha^T G alpha - sum_k log alpha_k``, minimised by a damped
-    Newton method (:func:`mtlbench.methods.fairgrad.alpha_fair_weights`, FairGrad's equation at
+    Newton method (:func:`mtlbench.methods._alpha_fair.alpha_fair_weights`, FairGrad's equation at
     its ``alpha = 1``) on the Frobenius-normalised Gramian, to a relative residual
     ``max_k |alpha_k (G alpha)_k - 1|`` of ``1e-8``, in at most ``optim_niter`` Newton steps
     (typically 5 to 13 at K = 40). The reference warm-starts from the previous weights; we start
@@ -69,8 +69,10 @@ class NashMTL(GramianWeighting):
         "Navon et al., Multi-Task Learning as a Bargaining Game, ICML 2022 (arXiv 2202.01017)"
     )
     scale: ClassVar[Scale] = "sum"
-    # d . g_k = (G alpha)_k = 1 / alpha_k > 0 at the solution (not for fallback weights).
-    non_conflicting: ClassVar[bool] = True
+    # d . g_k = (G alpha)_k = 1 / alpha_k > 0 at the solution, but not declared: no solution
+    # exists at a Pareto-stationary input or with a zero task gradient, where the last weights
+    # are reused (the reference's behaviour), and those may conflict (conformance kit).
+    non_conflicting: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -83,7 +83,9 @@ class PCD(GramianWeighting):
         "Multi-Objective Optimization, TMLR 2026 (arXiv 2606.29521; openreview HT01yGHLEt)"
     )
     scale: ClassVar[Scale] = "mean"
-    scale_equivariant: ClassVar[bool] = True
+    # Not scale_equivariant: the normalisation 1 / sqrt(v^ + eps) with an absolute eps (1e-8, as
+    # Adam's) moves the update of small gradients (|J| ~ 1e-3) by about 1e-5 relative.
+    scale_equivariant: ClassVar[bool] = False
     ordered_tasks: ClassVar[bool] = True
 
     def __init__(

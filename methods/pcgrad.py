@@ -60,6 +60,7 @@ class PCGrad(GramianWeighting):
         "Yu et al., Gradient Surgery for Multi-Task Learning, NeurIPS 2020 (arXiv 2001.06782)"
     )
     scale: ClassVar[Scale] = "sum"
+    linear_under_scaling: ClassVar[bool] = True
     stochastic: ClassVar[bool] = True
     # The projections depend on G up to its scale: aggregate(c J) = c aggregate(J) for c > 0.
     scale_equivariant: ClassVar[bool] = True

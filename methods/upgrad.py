@@ -6,38 +6,11 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from scipy.optimize import nnls
 from torch import Tensor
 
 from mtlbench.method import GramianWeighting, Scale, register
+from mtlbench.methods._dual_cone import dual_cone_weights
 from mtlbench.registry import NonNegativeFloat
-
-
-def dual_cone_weights(gramian: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Weights ``v`` of the projection of ``J^T u`` onto the dual cone ``{x : J x >= 0}``.
-
-    By Proposition 1 of Quinton & Rey (arXiv 2406.16232) the projection is ``J^T v`` with::
-
-        v = argmin_{v >= u} v^T G v,      G = J J^T
-
-    Writing ``v = u + z`` and ``G = L L^T`` (``L = V diag(sqrt(max(lambda, 0)))`` from the
-    eigendecomposition, so a singular ``G`` is fine), this is the non-negative least-squares
-    problem ``min_{z >= 0} |L^T z + L^T u|^2``, solved exactly by the Lawson-Hanson active-set
-    method (``scipy.optimize.nnls``). Its optimality conditions are those of the projection:
-    ``G v >= 0`` (no conflict with any row of ``J``), ``z >= 0`` and ``z . (G v) = 0``.
-    ``u`` may be a (K,) vector or a (B, K) batch of them.
-    """
-    gram = (gramian + gramian.T) / 2.0
-    lam, vec = np.linalg.eigh(gram)
-    factor_t = (vec * np.sqrt(np.clip(lam, 0.0, None))).T  # L^T
-    batch = np.atleast_2d(u).astype(np.float64)
-    out = batch.copy()
-    for row, target in zip(out, batch, strict=True):
-        if (gram @ target >= 0).all():  # already in the dual cone: its own projection
-            continue
-        z, _ = nnls(factor_t, -factor_t @ target)
-        row += z
-    return out if np.ndim(u) == 2 else out[0]
 
 
 @register("upgrad")
@@ -61,7 +34,9 @@ class UPGrad(GramianWeighting):
     Differences from TorchJD: TorchJD solves each QP with ``quadprog``, which needs a positive
     definite matrix, hence its ``reg_eps = 1e-4``; that regularisation lets the update conflict
     with a task by up to ``reg_eps`` (relative). Our solver (an exact NNLS on a square-root
-    factor of ``G``) handles singular Gramians, so ``reg_eps`` defaults to 0 and the
+    factor of ``G``) handles singular Gramians, so ``reg_eps`` defaults to 0 (measured against a
+    small regularisation in docs/methods.md, "Precision": with the update formed in float64, the
+    unregularised projection is permutation-invariant to 5e-11) and the
     no-conflict guarantee holds to rounding; set ``reg_eps = 1e-4`` to reproduce TorchJD's
     numbers. A non-finite Gramian or a failed solve reuses the last weights (``1/K`` at first)
     and is counted in ``fallbacks``.
@@ -72,6 +47,7 @@ class UPGrad(GramianWeighting):
         "Quinton & Rey, Jacobian Descent for Multi-Objective Optimization (arXiv 2406.16232)"
     )
     scale: ClassVar[Scale] = "mean"
+    linear_under_scaling: ClassVar[bool] = True
     non_conflicting: ClassVar[bool] = True
 
     def __init__(

@@ -28,7 +28,9 @@ Head parameters follow a recorded policy, ``head_grads``:
 * ``"unit"`` (LibMTL's backward mode): each head gets its own task's unweighted gradient,
   the gradient of ``sum_k l_k``.
 
-Only K x K matrices travel to the CPU (float64) for solvers; ``J`` stays on its device.
+Only K x K matrices travel to the CPU (float64) for solvers; ``J`` stays on its device. Every
+Gramian is accumulated in float64 and every update formed in float64 before the cast to the
+parameters' dtype (the precision policy, :mod:`mtlbench.precision`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from mtlbench.method import (
     StepContext,
     scale_factor,
 )
+from mtlbench.precision import gramian64
 from mtlbench.registry import ConfigError
 
 JacobianMode = Literal["batched", "sequential", "gramian", "auto"]
@@ -289,7 +292,7 @@ class GradientEngine:
         jz = jacobian(
             losses, [representation], self.mode, retain_graph=True, chunk_size=self.chunk_size
         )
-        gramian = (jz @ jz.T).to("cpu", torch.float64)
+        gramian = gramian64(jz.reshape(jz.shape[0], -1))
         w = method.gramian_weights(gramian, losses.detach().to("cpu", torch.float64))
         w = w.to(losses) * factor
         # One backward of sum_k w_k l_k for the shared part; heads per the policy.

@@ -39,6 +39,7 @@ from torch.autograd.graph import GradientEdge, Node, get_gradient_edge
 
 from mtlbench.autograd_graph import children, numel, post_order
 from mtlbench.gramian_rules import BLOCK_COPIES, LayerRule, layer_rules
+from mtlbench.precision import add_gramian64
 
 # The cost model's copies of what a vmapped backward holds at once, from the CelebA trunk's
 # profile (docs/performance.md, "Memory"): a few K-batched tensors of a layer's activation size
@@ -54,6 +55,9 @@ BELOW_ACTIVATION_COPIES = 6
 # is no faster than K single ones (docs/performance.md, "Why the batched Jacobian is not faster
 # on this CPU"), so the plan takes the chunk of the smallest peak, down to one task per pass.
 MAX_PASSES = 8
+# The rule layers' cotangents are cast to float64 (the precision policy) in this many slices of
+# output channels, so that the cast copy is half the float32 cotangents' bytes.
+RULE_SLICES = 4
 
 
 @dataclass(frozen=True)
@@ -227,12 +231,10 @@ def _reduce_hooks(params: Sequence[Tensor], k: int, total: Tensor) -> list:
     def reduce(grad: Tensor) -> Tensor:
         block = torch._remove_batch_dim(grad, _vmap_level(), k, 0)
         if block.is_contiguous():
-            rows = block.reshape(k, -1)
-            total.addmm_(rows, rows.T)
+            add_gramian64(block.reshape(k, -1), total)
         else:  # in eight slices: a reshape would copy the whole block at once
             for part in block.split(max(1, block.shape[1] // 8), dim=1):
-                rows = part.reshape(k, -1)
-                total.addmm_(rows, rows.T)
+                add_gramian64(part.reshape(k, -1), total)
         return grad.reshape(-1)[:1].mul(0).expand(grad.shape)
 
     return [p.register_hook(reduce) for p in params]
@@ -241,12 +243,20 @@ def _reduce_hooks(params: Sequence[Tensor], k: int, total: Tensor) -> list:
 def _rule_hooks(rules: Sequence[LayerRule], k: int, total: Tensor) -> list:
     """Pre-hooks on the rule layers' nodes that add ``<delta_a, M delta_b>`` into ``total``
     from the K output cotangents (:mod:`mtlbench.gramian_rules`); the cotangents pass on
-    unchanged."""
+    unchanged.
+
+    Under the precision policy the rule runs in float64 on the cotangents cast to float64,
+    :data:`RULE_SLICES` slices of output channels at a time: the sum over channels is additive,
+    so each slice's ``<delta_a, M delta_b>`` adds into ``total``, and the float64 copy is half the
+    float32 cotangents' bytes instead of twice (``M`` is recomputed per slice)."""
 
     def hook(rule: LayerRule):
         def accumulate(grads: tuple[Tensor | None, ...]) -> None:
             if grads[0] is not None:
-                rule.accumulate(torch._remove_batch_dim(grads[0], _vmap_level(), k, 0), total)
+                delta = torch._remove_batch_dim(grads[0], _vmap_level(), k, 0)
+                step = max(1, math.ceil(delta.shape[2] / RULE_SLICES))
+                for start in range(0, delta.shape[2], step):
+                    rule.accumulate(delta[:, :, start : start + step].to(total.dtype), total)
 
         return accumulate
 
@@ -265,7 +275,8 @@ def gramian(
     reduced pass over everything) or one of :func:`separators`; ``chunk_size``: tasks per
     vmapped pass below the cut (when None: chosen by :func:`plan` under ``"auto"``, all K in one
     pass below a given cut). The arithmetic is that of ``J J^T``, summed in another order: equal
-    to the batched Gramian up to floating-point rounding."""
+    to the batched Gramian up to floating-point rounding. ``G`` is float64 whatever the losses'
+    dtype: every block's products are accumulated in float64 (:mod:`mtlbench.precision`)."""
     k = losses.shape[0]
     params = [p for p in params if p.requires_grad]
     if chunk_size is not None and chunk_size < 1:
@@ -284,7 +295,8 @@ def gramian(
         except (AttributeError, TypeError):  # no shape metadata in this torch: blocks only
             rules = {}
     above = params if cut is None else list(cut.above)
-    total = torch.zeros(k, k, dtype=losses.dtype, device=losses.device)
+    # Accumulated in float64 whatever the losses' dtype (mtlbench.precision).
+    total = torch.zeros(k, k, dtype=torch.float64, device=losses.device)
     blocks = [p for p in above if id(p) not in rules]
     eye = torch.eye(k, device=losses.device, dtype=losses.dtype)
     handles = _reduce_hooks(blocks, k, total) + _rule_hooks(list(rules.values()), k, total)
@@ -313,7 +325,8 @@ def _below_gramian(
     the cut, ``chunk`` tasks per vmapped pass."""
     k = cotangent.shape[0]
     below = list(cut.below)
-    rows = torch.empty(k, sum(p.numel() for p in below), dtype=total.dtype, device=total.device)
+    dtype = cotangent.dtype
+    rows = torch.empty(k, sum(p.numel() for p in below), dtype=dtype, device=total.device)
     for start in range(0, k, chunk):
         stop = min(start + chunk, k)
         grads = torch.autograd.grad(
@@ -325,10 +338,10 @@ def _below_gramian(
             allow_unused=True,
         )
         parts = [
-            torch.zeros(stop - start, p.numel(), dtype=total.dtype, device=total.device)
+            torch.zeros(stop - start, p.numel(), dtype=dtype, device=total.device)
             if g is None
             else g.reshape(stop - start, -1)
             for g, p in zip(grads, below, strict=True)
         ]
         torch.cat(parts, dim=1, out=rows[start:stop])
-    total.addmm_(rows, rows.T)
+    add_gramian64(rows, total)

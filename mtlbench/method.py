@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from mtlbench.precision import combine64, gramian64
 from mtlbench.registry import Registry
 from mtlbench.space import Space
 
@@ -119,6 +120,16 @@ class Method(nn.Module):
     # ``ordered_tasks``: task 0 plays a distinct role (PCD's primary objective); permutation
     # equivariance then holds among tasks 1..K-1 only.
     ordered_tasks: ClassVar[bool] = False
+    # ``linear_under_scaling``: A(diag(a + b) J) = A(diag(a) J) + A(diag(b) J) for positive
+    # a, b (TorchJD's property: the weights do not depend on the rows' scales; UPGrad, ConFIG).
+    linear_under_scaling: ClassVar[bool] = False
+    # ``zero_at_zero``: a zero Jacobian gives a zero update (every Gramian method: w^T 0 = 0).
+    zero_at_zero: ClassVar[bool] = False
+    # ``positive_losses``: the objective needs l > l* (a log of the losses, as SI and GLS); the
+    # conformance kit then does not feed it zero losses.
+    positive_losses: ClassVar[bool] = False
+    # Every promise above is checked by ``mtlbench.conformance.check_method`` on hard inputs
+    # (docs/methods.md, "Declared properties").
 
     def __init__(self, n_tasks: int) -> None:
         super().__init__()
@@ -225,12 +236,14 @@ def single_thread_blas() -> Iterator[None]:
 class GramianWeighting(GradientMethod):
     """Methods whose weights depend on the Gramian only; the update is ``w^T J``.
 
-    ``weights`` receives ``G`` in float64 on the CPU (K x K) and the losses, and returns K
+    ``weights`` receives ``G`` in float64 on the CPU (K x K), accumulated in float64 from the
+    Jacobian whatever its dtype (:mod:`mtlbench.precision`), and the losses, and returns K
     weights. The engine may compute ``G`` without materialising ``J`` (representation
     gradients, chunked Jacobians).
     """
 
     needs: ClassVar[Need] = "gramian"
+    zero_at_zero: ClassVar[bool] = True
 
     def weights(self, gramian: Tensor, losses: Tensor) -> Tensor:
         raise NotImplementedError
@@ -243,10 +256,14 @@ class GramianWeighting(GradientMethod):
         return w.to(gramian) * d
 
     def aggregate(self, jacobian: Tensor, losses: Tensor) -> Aggregate:
-        gramian = (jacobian @ jacobian.T).to("cpu", torch.float64)
+        """``w^T J`` with ``w`` from ``G``, under the precision policy (:mod:`mtlbench.precision`):
+        ``G`` accumulated in float64, the weights solved in float64, the update formed in float64
+        and returned in the Jacobian's dtype."""
+        gramian = gramian64(jacobian)
         w = self.gramian_weights(gramian, losses.detach().to("cpu", torch.float64))
+        update = combine64(w, jacobian)
         w = w.to(jacobian)
-        return Aggregate(update=w @ jacobian, weights=w, head_weights=w)
+        return Aggregate(update=update, weights=w, head_weights=w)
 
 
 class JacobianMethod(GradientMethod):

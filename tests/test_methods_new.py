@@ -1,8 +1,8 @@
 """Golden values of the methods added for issue 11 (IMTL, IMTL-L, MoDo, DualProj, ConFIG, PCD,
 CR-MOGM) on small fixed inputs, derived by hand from each method's defining equation (cited at
 each test) and written independently of the code under test. The registry-wide properties
-(shapes, permutation equivariance, scaling, no conflict, checkpoints) are in
-``test_method_properties.py``; the comparisons with TorchJD 0.18 in
+(shapes, permutation equivariance, scaling, no conflict, checkpoints) are checked by the
+conformance kit (``test_conformance.py``); the comparisons with TorchJD 0.18 in
 ``test_oracle_new_methods.py``.
 """
 
