@@ -150,8 +150,10 @@ def test_config_equals_the_exact_float64_config_on_rank_deficient_float32(shape)
         assert float((got - _exact_config(exact)).norm()) <= 1e-5 * float(exact.norm()), seed
         a = 0.5 + torch.rand(k, 1, generator=torch.Generator().manual_seed(seed))
         b = 0.5 + torch.rand(k, 1, generator=torch.Generator().manual_seed(seed + 99))
-        parts = [create("config", k).aggregate(m * j32, torch.ones(k)).update.double()
-                 for m in (a + b, a, b)]
+        parts = [
+            create("config", k).aggregate(m * j32, torch.ones(k)).update.double()
+            for m in (a + b, a, b)
+        ]
         off = float((parts[0] - parts[1] - parts[2]).norm())
         assert off <= 1e-5 * 4 * float(exact.norm()), ("linear under scaling", seed)
 
@@ -225,8 +227,15 @@ def test_the_gramian_only_path_accumulates_in_float64():
     x = torch.randn(16, 30)
     out = layer(x)
     losses = torch.stack([out[:, i].pow(2).mean() for i in range(5)])
-    rows = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(
-        losses[i], list(layer.parameters()), retain_graph=True)]) for i in range(5)]
+    rows = [
+        torch.cat(
+            [
+                g.reshape(-1)
+                for g in torch.autograd.grad(losses[i], list(layer.parameters()), retain_graph=True)
+            ]
+        )
+        for i in range(5)
+    ]
     j = torch.stack(rows).double()
     g = gramian(losses, list(layer.parameters()), cut=None)
     assert g.dtype == torch.float64

@@ -31,13 +31,18 @@ def check_declarations(cls: type[Method], name: str) -> Iterator[Finding]:
         yield Finding(name, "declarations", "no docstring: state the update and cite the paper")
     needs = getattr(cls, "needs", None)
     if needs not in KINDS or not issubclass(cls, KINDS[needs]):
-        yield Finding(name, "declarations", f"needs = {needs!r} but the class is not a "
-                      "LossWeighting, GramianWeighting or JacobianMethod of that kind")
+        yield Finding(
+            name,
+            "declarations",
+            f"needs = {needs!r} but the class is not a "
+            "LossWeighting, GramianWeighting or JacobianMethod of that kind",
+        )
     elif (cls.cost == "O(1)") != (needs == "losses"):
         yield Finding(name, "declarations", f"cost {cls.cost!r} does not match needs {needs!r}")
     if cls.scale not in ("sum", "mean") or cls.reference_scale not in (None, "sum", "mean"):
-        yield Finding(name, "declarations", "scale must be 'sum' or 'mean' (reference_scale also "
-                      "None)")
+        yield Finding(
+            name, "declarations", "scale must be 'sum' or 'mean' (reference_scale also None)"
+        )
 
 
 def check_search_space(
@@ -50,8 +55,9 @@ def check_search_space(
     for key, space in cls.search_space.items():
         if key not in params:
             valid = ", ".join(params) or "none"
-            yield Finding(label, "search space", f"{key!r} is not a hyper-parameter (valid: "
-                          f"{valid})")
+            yield Finding(
+                label, "search space", f"{key!r} is not a hyper-parameter (valid: {valid})"
+            )
             continue
         default = params[key].default
         values = list(space.grid(default))
@@ -141,8 +147,12 @@ def check_state(build: Builder, name: str) -> Iterator[Finding]:
         yield Finding(name, "state_dict", f"round trip failed: {type(err).__name__}: {err}")
         return
     if not _same(expected, got):
-        yield Finding(name, "state_dict", "the next update after a state_dict round trip "
-                      "differs from the original's (state kept outside state_dict?)")
+        yield Finding(
+            name,
+            "state_dict",
+            "the next update after a state_dict round trip "
+            "differs from the original's (state kept outside state_dict?)",
+        )
 
 
 def check_determinism(build: Builder, name: str) -> Iterator[Finding]:

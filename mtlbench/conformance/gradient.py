@@ -107,8 +107,10 @@ def _permutation(build: Builder, case: Case) -> str | None:
         scale = max(float(a.weights.double().abs().max()), 1e-300)
         off = _off(a.weights[perm], b.weights, scale)
         if off > REL[case.jacobian.dtype] * k:
-            return f"permuting the tasks did not permute the weights (off by {off:.1e} max|w|) " \
+            return (
+                f"permuting the tasks did not permute the weights (off by {off:.1e} max|w|) "
                 f"on {case.describe()}"
+            )
     return None
 
 

@@ -86,8 +86,12 @@ def check_objective(build: Builder, name: str, k: int = 3) -> Iterator[Finding]:
             return
         if out.loss.dim() != 0 or tuple(out.weights.shape) != (k,):
             shapes = (tuple(out.loss.shape), tuple(out.weights.shape))
-            yield Finding(name, "shapes", f"objective and weights of shapes {shapes} on "
-                          f"{label} losses, expected ((), ({k},))")
+            yield Finding(
+                name,
+                "shapes",
+                f"objective and weights of shapes {shapes} on "
+                f"{label} losses, expected ((), ({k},))",
+            )
             return
         if not (bool(torch.isfinite(out.loss)) and bool(torch.isfinite(out.weights).all())):
             yield Finding(name, "finite", f"non-finite objective or weights on {label} losses")
