@@ -243,6 +243,22 @@ def test_gls_does_not_underflow_with_many_small_losses():
     torch.testing.assert_close(_grad(out.loss, losses), torch.full((40,), 1 / 40))
 
 
+def test_gls_floors_a_loss_that_underflowed_to_zero():
+    """Losses (0, 0.5, 2) in float32, as a saturated binary cross-entropy gives (Yeast): without
+    the floor log 0 = -inf and the gradient is 0 / 0 = NaN (eps = 0, LibMTL's arithmetic).
+    Floored at eps = 1e-8: L = (1e-8 * 0.5 * 2)^(1/3) = 1e-8^(1/3), the zero task gets no
+    gradient, the others L / (3 l_k)."""
+    losses = torch.tensor([0.0, 0.5, 2.0], requires_grad=True)
+    out = create("gls", n_tasks=3).objective(losses, StepContext())
+    grad = _grad(out.loss, losses)
+    gm = 1e-8 ** (1 / 3)
+    assert out.loss.item() == pytest.approx(gm, rel=1e-5)
+    torch.testing.assert_close(grad, torch.tensor([0.0, gm / 1.5, gm / 6.0]), rtol=1e-5, atol=0)
+    bare = torch.tensor([0.0, 0.5, 2.0], requires_grad=True)
+    unguarded = create("gls", n_tasks=3, eps=0.0).objective(bare, StepContext())
+    assert torch.isnan(_grad(unguarded.loss, bare)).any()
+
+
 # -- STCH -------------------------------------------------------------------------------------
 
 
