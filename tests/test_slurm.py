@@ -455,8 +455,14 @@ def test_status_lists_done_failed_diverged_pending_and_corrupt(
         "seeds: [0, 3]\nmethods: [ls]\nbenchmarks:\n  _tiny: {protocol: {epochs: 1}}\n",
     )
     assert run_cli(monkeypatch, "status", str(results), "--spec", str(spec)) == 0
+    out = capsys.readouterr().out  # the summary: counts, and the failed trials by name
+    assert "6 trial(s): 1 done, 0 running, 2 pending" in out and "not started" not in out
+    assert "failed (1):\n  _tiny-ls-s9-failed" in out and "interrupted (1):" in out
+    assert run_cli(monkeypatch, "status", str(results), "--spec", str(spec), "--all") == 0
+    assert "not started" in capsys.readouterr().out  # every trial, pending ones too
+    assert run_cli(monkeypatch, "status", str(results), "--state", "pending") == 0
     out = capsys.readouterr().out
-    assert "6 trial(s): 1 done, 0 running, 2 pending" in out and "not started" in out
+    assert "_tiny-ls-s7-queued" in out and "_tiny-ls-s9-failed" not in out
     assert run_cli(monkeypatch, "status", str(results), "--json") == 0
     assert json.loads(capsys.readouterr().out)["counts"]["done"] == 1
     assert run_cli(monkeypatch, "status", str(tmp_path / "nothing")) == 2
