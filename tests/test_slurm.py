@@ -7,12 +7,16 @@ and ``status`` on a folder of done / failed / diverged / corrupt records.
 End to end (needs a Slurm controller: ``scontrol ping``; skipped without one, FAILS instead when
 ``MTLBENCH_REQUIRE_SLURM=1``, as in CI): a toy sweep as one job array, one array task cancelled,
 one requeued (``scontrol requeue``) and one preempted (USR2, submitit's checkpoint path) mid-run,
-the sweep run again: every trial ends with exactly one done record equal to a local run's.
+the sweep run again: every trial ends with exactly one done record equal to a local run's. With
+low limits set for one test (``MaxArraySize=2`` in slurm.conf, ``MaxSubmitJobs=3`` on the
+user's associations, restored after it), a group of 5 trials runs as three arrays, the later
+ones held back until the queue drains.
 """
 
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import os
 import re
@@ -34,10 +38,12 @@ from mtlbench.records import read_record, record_path, write_record
 from mtlbench.registry import ConfigError
 from mtlbench.run.base import ELSEWHERE, checkpoint_path, make_executor
 from mtlbench.run.slurm.executor import SlurmExecutor, TrialRunner
+from mtlbench.run.slurm.held import read_held
 from mtlbench.run.slurm.ledger import iter_ledger, ledger_path, read_ledger, write_ledger
 from mtlbench.run.slurm.resources import merge_resources, parse_resources, slurm_parameters
 from mtlbench.run.state import active_submissions, collect, pending
-from mtlbench.run.status_cli import render
+from mtlbench.run.status_cli import mark_held, render
+from mtlbench.run.status_summary import render_summary
 from mtlbench.sweep import load_spec, parse_spec
 from mtlbench.trainer import run_trial
 from mtlbench.trial import TrialConfig, resolve
@@ -684,3 +690,105 @@ def test_a_slurm_sweep_and_a_local_sweep_on_one_folder_run_each_trial_once(
         assert read_record(record_path(results, t))["status"] == "done"
     assert not list((results / ".leases").glob("*.lease"))
     assert collect(results).counts()["done"] == len(ids)
+
+
+def _set_conf(conf: Path, text: str) -> None:
+    conf.write_text(text)
+    subprocess.run(["scontrol", "reconfigure"], check=True, capture_output=True, timeout=120)
+
+
+def _submit_limits(user: str) -> dict[str, str]:
+    out = subprocess.run(
+        ["sacctmgr", "-n", "-P", "show", "assoc", f"user={user}", "format=Account,MaxSubmit"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    return dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
+
+
+def _set_submit_limit(user: str, account: str, value: str) -> None:
+    subprocess.run(
+        ["sacctmgr", "-i", "modify", "user", "where", f"name={user}", f"account={account}",
+         "set", f"MaxSubmitJobs={value or -1}"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def low_limits(slurm):
+    """``MaxArraySize=2`` (a slurm.conf setting: the file edited, then ``scontrol
+    reconfigure``, which applies it without a restart) and ``MaxSubmitJobs=3`` on this user's
+    associations (``sacctmgr``, at run time); both restored when the test ends."""
+    conf = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf"))
+    user = getpass.getuser()
+    if not os.access(conf, os.W_OK) or shutil.which("sacctmgr") is None:
+        why = f"cannot edit {conf} or run sacctmgr to set low limits"
+        if os.environ.get("MTLBENCH_REQUIRE_SLURM") == "1":
+            pytest.fail(f"MTLBENCH_REQUIRE_SLURM=1 but {why}")
+        pytest.skip(why)
+    original = conf.read_text()
+    before = _submit_limits(user)
+    kept = [line for line in original.splitlines() if not line.startswith("MaxArraySize=")]
+    try:
+        _set_conf(conf, "\n".join([*kept, "MaxArraySize=2", ""]))
+        for account in before:
+            _set_submit_limit(user, account, "3")
+        yield 2, 3
+    finally:
+        _set_conf(conf, original)
+        for account, value in before.items():
+            _set_submit_limit(user, account, value)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_group_larger_than_max_array_size_runs_as_held_arrays(tmp_path, low_limits, cleanup):
+    """5 trials of one resource group, MaxArraySize=2 and MaxSubmitJobs=3: arrays of 2, 2 and
+    1 tasks (indices 0-1 < 2); the second waits until at most 1 job is queued, the third until
+    at most 2 are; ``status`` shows the held trials meanwhile; all 5 end done."""
+    max_array, max_submit = low_limits
+    procs, to_cancel = cleanup
+    results = tmp_path / "results"
+    to_cancel.append(results)
+    spec = _write_spec(
+        tmp_path / "spec.yaml",
+        results,
+        "methods: [ls]\n"
+        "executor: {kind: slurm, time: 20, cpus: 1, poll_s: 1}\n"
+        "benchmarks:\n"
+        "  toy:\n"
+        "    protocol: {epochs: 1, steps_per_epoch: 5}\n"
+        "    grid: {start: [0, 1, 2, 3, 4]}\n",
+    )
+    ids = [t.trial_id for t in load_spec(spec).trials]
+    assert len(ids) == 5
+    sweep = _mtlbench("sweep", str(spec), "--device", "cpu", "--no-report")
+    procs.append(sweep)
+    held_views = []
+    deadline = time.monotonic() + 1200  # guards against a hang only
+    while sweep.poll() is None:
+        assert time.monotonic() < deadline
+        held = read_held(results)
+        if held is not None and results.is_dir():
+            status = collect(results)
+            mark_held(status, held)
+            held_views.append(render_summary(status, held))
+        time.sleep(0.2)
+    out = sweep.stdout.read()
+    assert sweep.returncode == 0, out
+    assert "holding the array of toy (mtl, part 2 of 3), 2 trial(s)" in out
+    assert f"MaxSubmitJobs={max_submit}" in out
+    for part, n in ((1, 2), (2, 2), (3, 1)):
+        assert f"submitted {n} trial(s) of toy (mtl, part {part} of 3)" in out
+    assert held_views and "wait for the submit limit" in held_views[0]
+    jobs = [read_ledger(results, t)["job_id"] for t in ids]
+    arrays: dict[str, list[int]] = {}
+    for job in jobs:
+        base, _, task = job.partition("_")
+        arrays.setdefault(base, []).append(int(task or 0))  # a 1-task array: no _0
+    assert sorted(len(v) for v in arrays.values()) == [1, 2, 2]
+    assert max(max(v) for v in arrays.values()) < max_array
+    assert all(_record_status(results, t) == "done" for t in ids)
+    assert read_held(results) is None
