@@ -30,6 +30,7 @@ from typing import IO, Any
 
 from mtlbench.records import atomic_write_json
 from mtlbench.run.lease import ELSEWHERE, lease_dir
+from mtlbench.run.sync import Periodic
 from mtlbench.trial import ResolvedTrial
 
 PLAIN_EVERY_S = 60.0
@@ -123,8 +124,7 @@ class ProgressView:
         self.running: dict[str, _Running] = {}
         self.rates: dict[str, list[float]] = {}  # benchmark -> seconds per epoch of trials
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._refresh = Periodic(REFRESH_S, self.poll)
 
     # -- events -----------------------------------------------------------------------------
     def finish(self, trial_id: str, status: str) -> None:
@@ -220,20 +220,13 @@ class ProgressView:
         self.stream.flush()
 
     # -- the refresh thread ----------------------------------------------------------------
-    def _loop(self) -> None:
-        while not self._stop.wait(REFRESH_S):
-            self.poll()
-
     def __enter__(self) -> ProgressView:
         if self.enabled:
-            self._thread = threading.Thread(target=self._loop, daemon=True)
-            self._thread.start()
+            self._refresh.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._refresh.stop()
         if self.enabled and self.tty:
             self.stream.write("\r\033[K")
             self.stream.flush()
