@@ -59,7 +59,7 @@ JITTER = 1
 @functools.lru_cache(maxsize=1)
 def source_digits() -> tuple[Tensor, Tensor]:
     """The 1,797 digits of ``load_digits`` as ``(N, 8, 8)`` float32 (0..16) and int64 labels."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # deferred: scikit-learn is heavy to import
 
     digits = load_digits()
     return torch.from_numpy(digits.images).float(), torch.from_numpy(digits.target).long()

