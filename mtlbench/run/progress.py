@@ -26,12 +26,14 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from mtlbench.records import atomic_write_json
 from mtlbench.run.lease import ELSEWHERE, lease_dir
 from mtlbench.run.sync import Periodic
-from mtlbench.trial import ResolvedTrial
+
+if TYPE_CHECKING:  # for hints only: status reads progress files without the trial model
+    from mtlbench.trial import ResolvedTrial
 
 PLAIN_EVERY_S = 60.0
 REFRESH_S = 1.0
