@@ -113,7 +113,7 @@ def submit_batches(
         for i, batch in enumerate(batches):
             said = False
             while True:
-                now = queued()
+                now = queued() if batch.limits.max_submit is not None else None
                 refused = None
                 if not _over(batch, now):
                     try:
