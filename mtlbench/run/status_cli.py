@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from mtlbench.registry import ConfigError
@@ -25,6 +26,8 @@ from mtlbench.run.slurm.held import Held, read_held
 from mtlbench.run.slurm.ledger import tail
 from mtlbench.run.state import ORDER, FolderStatus, TrialState, collect
 from mtlbench.run.status_summary import headline, plain_table, render_summary
+from mtlbench.sweep import load_spec
+from mtlbench.trial import ResolvedTrial
 
 STATES = (*ORDER, "held")  # what --state accepts
 HELD = "held: "  # how a held trial's detail starts
@@ -91,10 +94,9 @@ def only(status: FolderStatus, state: str) -> FolderStatus:
     return FolderStatus(status.results, rows, status.corrupt, status.queue_note)
 
 
-def show(status: FolderStatus, args: argparse.Namespace) -> str:
-    """The view the arguments ask for: summary, ``--all`` or ``--state``."""
-    held = read_held(status.results)
-    mark_held(status, held)
+def show(status: FolderStatus, args: argparse.Namespace, held: Held | None = None) -> str:
+    """The view the arguments ask for: summary, ``--all`` or ``--state`` (``held``: what
+    :func:`mark_held` was given)."""
     if getattr(args, "state", None):
         return render(only(status, args.state), lines=args.lines)
     if getattr(args, "all", False):
@@ -118,27 +120,35 @@ def as_json(status: FolderStatus) -> str:
     )
 
 
+def _collect(
+    results: str | Path, planned: list[ResolvedTrial] | None
+) -> tuple[FolderStatus, Held | None]:
+    """The folder's status with the held trials marked, and the held arrays."""
+    status = collect(results, planned)
+    held = read_held(status.results)
+    mark_held(status, held)
+    return status, held
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     planned = None
     results = args.results
     if args.spec is not None:
-        from mtlbench.sweep import load_spec
-
         sweep = load_spec(args.spec)
         planned = [t for stage in sweep.stages() for t in stage]
         results = results or sweep.results
     if results is None:
         raise ConfigError("give a results folder, or --spec SPEC to use its results folder")
     if args.watch is None:
-        status = collect(results, planned)
-        print(as_json(status) if args.json else show(status, args))
+        status, held = _collect(results, planned)
+        print(as_json(status) if args.json else show(status, args, held))
         return 0
     clear = sys.stdout.isatty()
     try:
         while True:
-            status = collect(results, planned)
+            status, held = _collect(results, planned)
             stamp = time.strftime("%H:%M:%S")
-            text = show(status, args)
+            text = show(status, args, held)
             print(("\033[2J\033[H" if clear else "") + f"[{stamp}] {text}", flush=True)
             if not status.active:
                 return 0
