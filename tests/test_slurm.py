@@ -8,9 +8,9 @@ End to end (needs a Slurm controller: ``scontrol ping``; skipped without one, FA
 ``MTLBENCH_REQUIRE_SLURM=1``, as in CI): a toy sweep as one job array, one array task cancelled,
 one requeued (``scontrol requeue``) and one preempted (USR2, submitit's checkpoint path) mid-run,
 the sweep run again: every trial ends with exactly one done record equal to a local run's. With
-low limits set for one test (``MaxArraySize=2`` in slurm.conf, ``MaxSubmitJobs=3`` on the
-user's associations, restored after it), a group of 5 trials runs as three arrays, the later
-ones held back until the queue drains.
+CI's low ``MaxArraySize`` (4, set by .ci/run) and ``MaxSubmitJobs`` set to 5 for one test
+(restored after it), a group of 6 trials runs as two arrays, the second held back until the
+queue drains.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from mtlbench.run.base import ELSEWHERE, checkpoint_path, make_executor
 from mtlbench.run.slurm.executor import SlurmExecutor, TrialRunner
 from mtlbench.run.slurm.held import read_held
 from mtlbench.run.slurm.ledger import iter_ledger, ledger_path, read_ledger, write_ledger
+from mtlbench.run.slurm.limits import parse_max_array_size
 from mtlbench.run.slurm.resources import merge_resources, parse_resources, slurm_parameters
 from mtlbench.run.state import active_submissions, collect, pending
 from mtlbench.run.status_cli import mark_held, render
@@ -692,11 +693,6 @@ def test_a_slurm_sweep_and_a_local_sweep_on_one_folder_run_each_trial_once(
     assert collect(results).counts()["done"] == len(ids)
 
 
-def _set_conf(conf: Path, text: str) -> None:
-    conf.write_text(text)
-    subprocess.run(["scontrol", "reconfigure"], check=True, capture_output=True, timeout=120)
-
-
 def _submit_limits(user: str) -> dict[str, str]:
     out = subprocess.run(
         ["sacctmgr", "-n", "-P", "show", "assoc", f"user={user}", "format=Account,MaxSubmit"],
@@ -716,28 +712,41 @@ def _set_submit_limit(user: str, account: str, value: str) -> None:
     )  # fmt: skip
 
 
+def live_max_array_size() -> int | None:
+    out = subprocess.run(
+        ["scontrol", "show", "config"], capture_output=True, text=True, timeout=120
+    ).stdout
+    return parse_max_array_size(out)
+
+
 @pytest.fixture
 def low_limits(slurm):
-    """``MaxArraySize=2`` (a slurm.conf setting: the file edited, then ``scontrol
-    reconfigure``, which applies it without a restart) and ``MaxSubmitJobs=3`` on this user's
-    associations (``sacctmgr``, at run time); both restored when the test ends."""
-    conf = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf"))
+    """The live ``MaxArraySize`` (low on CI: .ci/run sets 4) and ``MaxSubmitJobs`` set to one
+    more than it on this user's associations (``sacctmgr``, at run time), restored at the end.
+
+    ``MaxArraySize`` cannot be lowered here: Slurm 22.05 fixes it when slurmctld checks its first
+    array, and a later ``scontrol reconfigure`` shows the new value without applying it (tried
+    on the local Slurm), so only a fresh slurmctld takes it."""
+    size = live_max_array_size()
     user = getpass.getuser()
-    if not os.access(conf, os.W_OK) or shutil.which("sacctmgr") is None:
-        why = f"cannot edit {conf} or run sacctmgr to set low limits"
+    problem = None
+    if size is None or size > 8:
+        problem = (
+            f"MaxArraySize is {size}: the test needs one of 8 or less, set in slurm.conf before "
+            "slurmctld takes its first array (.ci/run sets 4)"
+        )
+    elif shutil.which("sacctmgr") is None:
+        problem = "sacctmgr is not on PATH"
+    if problem is not None:
         if os.environ.get("MTLBENCH_REQUIRE_SLURM") == "1":
-            pytest.fail(f"MTLBENCH_REQUIRE_SLURM=1 but {why}")
-        pytest.skip(why)
-    original = conf.read_text()
+            pytest.fail(f"MTLBENCH_REQUIRE_SLURM=1 but {problem}")
+        pytest.skip(problem)
     before = _submit_limits(user)
-    kept = [line for line in original.splitlines() if not line.startswith("MaxArraySize=")]
     try:
-        _set_conf(conf, "\n".join([*kept, "MaxArraySize=2", ""]))
         for account in before:
-            _set_submit_limit(user, account, "3")
-        yield 2, 3
+            _set_submit_limit(user, account, str(size + 1))
+        yield size, size + 1
     finally:
-        _set_conf(conf, original)
         for account, value in before.items():
             _set_submit_limit(user, account, value)
 
@@ -745,9 +754,10 @@ def low_limits(slurm):
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_a_group_larger_than_max_array_size_runs_as_held_arrays(tmp_path, low_limits, cleanup):
-    """5 trials of one resource group, MaxArraySize=2 and MaxSubmitJobs=3: arrays of 2, 2 and
-    1 tasks (indices 0-1 < 2); the second waits until at most 1 job is queued, the third until
-    at most 2 are; ``status`` shows the held trials meanwhile; all 5 end done."""
+    """MaxArraySize + 2 trials of one resource group (6 on CI), MaxSubmitJobs one above
+    MaxArraySize: an array of MaxArraySize tasks (indices below it) and one of 2, held until
+    the first has drained to MaxArraySize - 1 queued jobs; ``status`` shows the held trials
+    meanwhile; all end done."""
     max_array, max_submit = low_limits
     procs, to_cancel = cleanup
     results = tmp_path / "results"
@@ -755,15 +765,13 @@ def test_a_group_larger_than_max_array_size_runs_as_held_arrays(tmp_path, low_li
     spec = _write_spec(
         tmp_path / "spec.yaml",
         results,
-        "methods: [ls]\n"
+        f"methods: [ls]\nseeds: {list(range(max_array + 2))}\n"
         "executor: {kind: slurm, time: 20, cpus: 1, poll_s: 1}\n"
         "benchmarks:\n"
-        "  toy:\n"
-        "    protocol: {epochs: 1, steps_per_epoch: 5}\n"
-        "    grid: {start: [0, 1, 2, 3, 4]}\n",
+        "  toy: {protocol: {epochs: 1, steps_per_epoch: 5}}\n",
     )
     ids = [t.trial_id for t in load_spec(spec).trials]
-    assert len(ids) == 5
+    assert len(ids) == max_array + 2
     sweep = _mtlbench("sweep", str(spec), "--device", "cpu", "--no-report")
     procs.append(sweep)
     held_views = []
@@ -778,17 +786,16 @@ def test_a_group_larger_than_max_array_size_runs_as_held_arrays(tmp_path, low_li
         time.sleep(0.2)
     out = sweep.stdout.read()
     assert sweep.returncode == 0, out
-    assert "holding the array of toy (mtl, part 2 of 3), 2 trial(s)" in out
+    assert "holding the array of toy (mtl, part 2 of 2), 2 trial(s)" in out
     assert f"MaxSubmitJobs={max_submit}" in out
-    for part, n in ((1, 2), (2, 2), (3, 1)):
-        assert f"submitted {n} trial(s) of toy (mtl, part {part} of 3)" in out
-    assert held_views and "wait for the submit limit" in held_views[0]
-    jobs = [read_ledger(results, t)["job_id"] for t in ids]
+    assert f"submitted {max_array} trial(s) of toy (mtl, part 1 of 2)" in out
+    assert "submitted 2 trial(s) of toy (mtl, part 2 of 2)" in out
+    assert held_views and "2 trial(s) in 1 array(s) wait for the submit limit" in held_views[0]
     arrays: dict[str, list[int]] = {}
-    for job in jobs:
-        base, _, task = job.partition("_")
-        arrays.setdefault(base, []).append(int(task or 0))  # a 1-task array: no _0
-    assert sorted(len(v) for v in arrays.values()) == [1, 2, 2]
+    for t in ids:
+        base, _, task = read_ledger(results, t)["job_id"].partition("_")
+        arrays.setdefault(base, []).append(int(task or 0))
+    assert sorted(len(v) for v in arrays.values()) == [2, max_array]
     assert max(max(v) for v in arrays.values()) < max_array
     assert all(_record_status(results, t) == "done" for t in ids)
     assert read_held(results) is None
