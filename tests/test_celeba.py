@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from mtlbench.benchmark import DataUnavailable, get
-from mtlbench.datasets import celeba as celeba_module
+from mtlbench.datasets import _celeba_files as celeba_files
 from mtlbench.datasets.celeba import ATTRIBUTES, CelebA, F1Evaluator, f1_scores
 
 
@@ -155,7 +155,7 @@ def test_cache_gives_the_same_batches_and_is_built_once(
     def no_decoding(*args: object) -> None:
         raise AssertionError("the cache should have been read, not rebuilt")
 
-    monkeypatch.setattr(celeba_module, "load_image", no_decoding)
+    monkeypatch.setattr(celeba_files, "load_image", no_decoding)
     again = list(make(root, seed=3, cache=True, cache_dir=str(tmp_path)).batches("train", 1))
     assert torch.equal(again[0][0], cached[0][0])
 

@@ -9,7 +9,8 @@ import torch
 
 from mtlbench.benchmark import DataUnavailable, get
 from mtlbench.datasets import multimnist, yeast
-from mtlbench.datasets.multimnist import build, compose, overlay, source_digits, source_pools
+from mtlbench.datasets._pairs import source_pools
+from mtlbench.datasets.multimnist import build, compose, overlay, source_digits
 from mtlbench.datasets.yeast import CLASSES, MultiLabelEvaluator, load_yeast
 
 SMALL = {"n_train": 300, "n_val": 100, "n_test": 100}

@@ -7,12 +7,16 @@ and ``status`` on a folder of done / failed / diverged / corrupt records.
 End to end (needs a Slurm controller: ``scontrol ping``; skipped without one, FAILS instead when
 ``MTLBENCH_REQUIRE_SLURM=1``, as in CI): a toy sweep as one job array, one array task cancelled,
 one requeued (``scontrol requeue``) and one preempted (USR2, submitit's checkpoint path) mid-run,
-the sweep run again: every trial ends with exactly one done record equal to a local run's.
+the sweep run again: every trial ends with exactly one done record equal to a local run's. With
+CI's low ``MaxArraySize`` (4, set by .ci/run) and ``MaxSubmitJobs`` set to 5 for one test
+(restored after it), a group of 6 trials runs as two arrays, the second held back until the
+queue drains.
 """
 
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import os
 import re
@@ -34,10 +38,13 @@ from mtlbench.records import read_record, record_path, write_record
 from mtlbench.registry import ConfigError
 from mtlbench.run.base import ELSEWHERE, Batch, checkpoint_path, make_executor
 from mtlbench.run.slurm.executor import SlurmExecutor, TrialRunner
+from mtlbench.run.slurm.held import read_held
 from mtlbench.run.slurm.ledger import iter_ledger, ledger_path, read_ledger, write_ledger
+from mtlbench.run.slurm.limits import parse_max_array_size
 from mtlbench.run.slurm.resources import merge_resources, parse_resources, slurm_parameters
 from mtlbench.run.state import active_submissions, collect, pending
-from mtlbench.run.status_cli import render
+from mtlbench.run.status_cli import mark_held, render
+from mtlbench.run.status_summary import render_summary
 from mtlbench.sweep import load_spec, parse_spec
 from mtlbench.trainer import run_trial
 from mtlbench.trial import TrialConfig, resolve
@@ -453,8 +460,14 @@ def test_status_lists_done_failed_diverged_pending_and_corrupt(
         "seeds: [0, 3]\nmethods: [ls]\nbenchmarks:\n  _tiny: {protocol: {epochs: 1}}\n",
     )
     assert run_cli(monkeypatch, "status", str(results), "--spec", str(spec)) == 0
+    out = capsys.readouterr().out  # the summary: counts, and the failed trials by name
+    assert "6 trial(s): 1 done, 0 running, 2 pending" in out and "not started" not in out
+    assert "failed (1):\n  _tiny-ls-s9-failed" in out and "interrupted (1):" in out
+    assert run_cli(monkeypatch, "status", str(results), "--spec", str(spec), "--all") == 0
+    assert "not started" in capsys.readouterr().out  # every trial, pending ones too
+    assert run_cli(monkeypatch, "status", str(results), "--state", "pending") == 0
     out = capsys.readouterr().out
-    assert "6 trial(s): 1 done, 0 running, 2 pending" in out and "not started" in out
+    assert "_tiny-ls-s7-queued" in out and "_tiny-ls-s9-failed" not in out
     assert run_cli(monkeypatch, "status", str(results), "--json") == 0
     assert json.loads(capsys.readouterr().out)["counts"]["done"] == 1
     assert run_cli(monkeypatch, "status", str(tmp_path / "nothing")) == 2
@@ -676,3 +689,111 @@ def test_a_slurm_sweep_and_a_local_sweep_on_one_folder_run_each_trial_once(
         assert read_record(record_path(results, t))["status"] == "done"
     assert not list((results / ".leases").glob("*.lease"))
     assert collect(results).counts()["done"] == len(ids)
+
+
+def _submit_limits(user: str) -> dict[str, str]:
+    out = subprocess.run(
+        ["sacctmgr", "-n", "-P", "show", "assoc", f"user={user}", "format=Account,MaxSubmit"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    return dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
+
+
+def _set_submit_limit(user: str, account: str, value: str) -> None:
+    subprocess.run(
+        ["sacctmgr", "-i", "modify", "user", "where", f"name={user}", f"account={account}",
+         "set", f"MaxSubmitJobs={value or -1}"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+
+
+def live_max_array_size() -> int | None:
+    out = subprocess.run(
+        ["scontrol", "show", "config"], capture_output=True, text=True, timeout=120
+    ).stdout
+    return parse_max_array_size(out)
+
+
+@pytest.fixture
+def low_limits(slurm):
+    """The live ``MaxArraySize`` (low on CI: .ci/run sets 4) and ``MaxSubmitJobs`` set to one
+    more than it on this user's associations (``sacctmgr``, at run time), restored at the end.
+
+    ``MaxArraySize`` cannot be lowered here: Slurm 22.05 fixes it when slurmctld checks its first
+    array, and a later ``scontrol reconfigure`` shows the new value without applying it (tried
+    on the local Slurm), so only a fresh slurmctld takes it."""
+    size = live_max_array_size()
+    user = getpass.getuser()
+    problem = None
+    if size is None or size > 8:
+        problem = (
+            f"MaxArraySize is {size}: the test needs one of 8 or less, set in slurm.conf before "
+            "slurmctld takes its first array (.ci/run sets 4)"
+        )
+    elif shutil.which("sacctmgr") is None:
+        problem = "sacctmgr is not on PATH"
+    if problem is not None:
+        if os.environ.get("MTLBENCH_REQUIRE_SLURM") == "1":
+            pytest.fail(f"MTLBENCH_REQUIRE_SLURM=1 but {problem}")
+        pytest.skip(problem)
+    before = _submit_limits(user)
+    try:
+        for account in before:
+            _set_submit_limit(user, account, str(size + 1))
+        yield size, size + 1
+    finally:
+        for account, value in before.items():
+            _set_submit_limit(user, account, value)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_group_larger_than_max_array_size_runs_as_held_arrays(tmp_path, low_limits, cleanup):
+    """MaxArraySize + 2 trials of one resource group (6 on CI), MaxSubmitJobs one above
+    MaxArraySize: an array of MaxArraySize tasks (indices below it) and one of 2, held until
+    the first has drained to MaxArraySize - 1 queued jobs; ``status`` shows the held trials
+    meanwhile; all end done."""
+    max_array, max_submit = low_limits
+    procs, to_cancel = cleanup
+    results = tmp_path / "results"
+    to_cancel.append(results)
+    spec = _write_spec(
+        tmp_path / "spec.yaml",
+        results,
+        f"methods: [ls]\nseeds: {list(range(max_array + 2))}\n"
+        "executor: {kind: slurm, time: 20, cpus: 1, poll_s: 1}\n"
+        "benchmarks:\n"
+        "  toy: {protocol: {epochs: 1, steps_per_epoch: 5}}\n",
+    )
+    ids = [t.trial_id for t in load_spec(spec).trials]
+    assert len(ids) == max_array + 2
+    sweep = _mtlbench("sweep", str(spec), "--device", "cpu", "--no-report")
+    procs.append(sweep)
+    held_views = []
+    deadline = time.monotonic() + 1200  # guards against a hang only
+    while sweep.poll() is None:
+        assert time.monotonic() < deadline
+        held = read_held(results)
+        if held is not None and results.is_dir():
+            status = collect(results)
+            mark_held(status, held)
+            held_views.append(render_summary(status, held))
+        time.sleep(0.2)
+    out = sweep.stdout.read()
+    assert sweep.returncode == 0, out
+    assert "holding the array of toy (mtl, part 2 of 2), 2 trial(s)" in out
+    assert f"MaxSubmitJobs={max_submit}" in out
+    assert f"submitted {max_array} trial(s) of toy (mtl, part 1 of 2)" in out
+    assert "submitted 2 trial(s) of toy (mtl, part 2 of 2)" in out
+    assert held_views and "2 trial(s) in 1 array(s) wait for the submit limit" in held_views[0]
+    arrays: dict[str, list[int]] = {}
+    for t in ids:
+        base, _, task = read_ledger(results, t)["job_id"].partition("_")
+        arrays.setdefault(base, []).append(int(task or 0))
+    assert sorted(len(v) for v in arrays.values()) == [2, max_array]
+    assert max(max(v) for v in arrays.values()) < max_array
+    assert all(_record_status(results, t) == "done" for t in ids)
+    assert read_held(results) is None

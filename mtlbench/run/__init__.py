@@ -11,10 +11,12 @@
 * :mod:`.state`: the one trial-state resolver (records, leases, ledger, ``squeue``/``sacct``,
   pids), with :func:`~.state.pending_stages`;
 * :mod:`.lease`: a trial is claimed before it runs; :mod:`.progress`: per-trial progress and
-  the time left; :mod:`.status_cli`: ``mtlbench status``.
+  the time left; :mod:`.sync`: the file lock and the periodic thread both use;
+* :mod:`.status_cli`: ``mtlbench status``, its summary in :mod:`.status_summary`.
 
-The import graph is one-way: ``lease`` <- ``progress`` <- ``state`` <- ``base`` <- ``local``,
-``slurm.executor`` <- ``driver``; ``options`` and ``slurm.resources`` import only the registry
-(the spec parser reads them); only ``slurm.executor`` (loaded for ``kind: slurm``) imports
+The import graph is one-way: ``sync`` <- ``lease`` <- ``progress`` <- ``state`` <- ``base`` <-
+``local``, ``slurm.executor`` <- ``driver``; ``options`` and ``slurm.resources`` import only the
+registry (the spec parser reads them); only ``slurm.executor`` (loaded for ``kind: slurm``)
+imports
 submitit.
 """

@@ -24,17 +24,18 @@ than :data:`STALE_AFTER_S`) makes it stop before the next epoch (:class:`LeaseLo
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from mtlbench.run.sync import Periodic, file_lock
 
 ELSEWHERE = "elsewhere"  # what a runner says of a trial another process holds or has finished
 HEARTBEAT_S = 30.0
@@ -142,17 +143,6 @@ def _token(info: LeaseInfo | None) -> str | None:
     return None if info is None else info.token
 
 
-@contextlib.contextmanager
-def _lock(results: Path) -> Iterator[None]:
-    folder = lease_dir(results)
-    with open(folder / ".lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 class Lease:
     """A lease this process holds. :meth:`claim` takes one; use it as a context manager to
     keep its heartbeat while the trial runs and release it at the end."""
@@ -161,8 +151,7 @@ class Lease:
         self.path = path
         self.info = info
         self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._heartbeat = Periodic(HEARTBEAT_S, self.beat)  # stops once beat() says lost
 
     # -- taking ---------------------------------------------------------------------------
     @classmethod
@@ -185,7 +174,8 @@ class Lease:
                 continue  # removed between our link and our read: try again
             if held is not None and not cls._expired(held, mine, job_active):
                 return held
-            with _lock(results):  # expired, or unreadable (a write cut short): take it over
+            # expired, or unreadable (a write cut short): take it over
+            with file_lock(lease_dir(results) / ".lock"):
                 if _token(read_lease(path)) == _token(held):  # still the one we judged
                     path.unlink(missing_ok=True)
                 if cls._link(path, mine):
@@ -250,18 +240,10 @@ class Lease:
         if held is not None and held.token == self.info.token:
             self.path.unlink(missing_ok=True)
 
-    def _beat_forever(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            if not self.beat():
-                return
-
     def __enter__(self) -> Lease:
-        self._thread = threading.Thread(target=self._beat_forever, daemon=True)
-        self._thread.start()
+        self._heartbeat.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._heartbeat.stop()
         self.release()

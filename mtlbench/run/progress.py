@@ -30,8 +30,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 from mtlbench.records import atomic_write_json
 from mtlbench.run.lease import ELSEWHERE, lease_dir
+from mtlbench.run.sync import Periodic
 
-if TYPE_CHECKING:  # the trial model imports the registries (torch); status needs no more
+if TYPE_CHECKING:  # for hints only: status reads progress files without the trial model
     from mtlbench.trial import ResolvedTrial
 
 PLAIN_EVERY_S = 60.0
@@ -125,8 +126,7 @@ class ProgressView:
         self.running: dict[str, _Running] = {}
         self.rates: dict[str, list[float]] = {}  # benchmark -> seconds per epoch of trials
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._refresh = Periodic(REFRESH_S, self.poll)
 
     # -- events -----------------------------------------------------------------------------
     def finish(self, trial_id: str, status: str) -> None:
@@ -222,20 +222,13 @@ class ProgressView:
         self.stream.flush()
 
     # -- the refresh thread ----------------------------------------------------------------
-    def _loop(self) -> None:
-        while not self._stop.wait(REFRESH_S):
-            self.poll()
-
     def __enter__(self) -> ProgressView:
         if self.enabled:
-            self._thread = threading.Thread(target=self._loop, daemon=True)
-            self._thread.start()
+            self._refresh.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._refresh.stop()
         if self.enabled and self.tty:
             self.stream.write("\r\033[K")
             self.stream.flush()

@@ -313,7 +313,8 @@ def collect(results: str | Path, planned: list[ResolvedTrial] | None = None) -> 
     jobs = JobStates()
     for tid in sorted(set(records) | set(ledger) | set(plan) | leases):
         state = TrialState(tid, record=records.get(tid), ledger=ledger.get(tid))
-        state.lease = read_lease(lease_path(results, tid))
+        if tid in leases:  # 20,000 trials: open only the few lease files that exist
+            state.lease = read_lease(lease_path(results, tid))
         _describe(state, plan.get(tid))
         status.rows.append(classify(state, results, jobs))
     if jobs.error and any(e.get("cluster", "slurm") == "slurm" for e in ledger.values()):

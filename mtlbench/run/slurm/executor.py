@@ -37,6 +37,7 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 from mtlbench.registry import ConfigError
 from mtlbench.run.base import Batch, Executor, run_one
 from mtlbench.run.options import ExecutorOptions, SlurmOptions, executor_options
+from mtlbench.run.slurm.batches import Array, Gate, split, submit_batches
 from mtlbench.run.slurm.ledger import ledger_lock, read_ledger, write_ledger
 from mtlbench.run.slurm.resources import (
     merge_resources,
@@ -214,18 +215,22 @@ class SlurmExecutor(Executor):
                 if entry.get("mode") == "stl":
                     stl_jobs.setdefault(entry.get("benchmark", ""), []).append(entry["job_id"])
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
-            for index, group in enumerate(groups, 1):
-                todo = [t for t in group.trials if t.trial_id not in active]
-                if todo:
-                    folder = self._root(batch) / f"{stamp}-{index}-{group.stage}"
-                    submitted += self._submit_group(
-                        batch, group, todo, folder, stl_jobs, submitted, run
+
+            def one(array: Array) -> None:  # an array that fits the cluster (.batches)
+                folder = self._root(batch) / f"{stamp}-{array.index}-{array.group.stage}"
+                submitted.extend(
+                    self._submit_group(
+                        batch, array.group, array.trials, folder, stl_jobs, submitted, run
                     )
-                    echo(
-                        f"submitted {len(todo)} trial(s) of {', '.join(group.benchmarks)} "
-                        f"({group.stage}) as job {submitted[-1].entry['job_id'].split('_')[0]}; "
-                        f"logs in {folder}"
-                    )
+                )
+                echo(
+                    f"submitted {len(array.trials)} trial(s) of {array.describe()} as job "
+                    f"{submitted[-1].entry['job_id'].split('_')[0]}; logs in {folder}"
+                )
+
+            todo = [(g, [t for t in g.trials if t.trial_id not in active]) for g in groups]
+            batches = split(todo, Gate(self.cluster))
+            submit_batches(results, batches, one, echo=echo, poll_s=self.poll_s)
         return submitted, list(active.values())
 
     def _submit_group(

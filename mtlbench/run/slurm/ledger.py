@@ -8,7 +8,6 @@ entries under ``history``. Nothing here imports submitit.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import getpass
 import json
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mtlbench.records import atomic_write_json
+from mtlbench.run.sync import file_lock
 
 # squeue states of a job that is still in the system (it may run, or run again)
 ACTIVE_STATES = frozenset(
@@ -81,14 +81,8 @@ def write_ledger(results: Path, entry: dict[str, Any]) -> None:
 @contextlib.contextmanager
 def ledger_lock(results: Path) -> Iterator[None]:
     """One submitter at a time per results folder (check the queue, submit, write the ledger)."""
-    folder = ledger_dir(results)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(ledger_dir(results) / ".lock"):
+        yield
 
 
 def squeue_states() -> dict[str, tuple[str, str]]:
