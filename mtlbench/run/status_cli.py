@@ -19,15 +19,16 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mtlbench.registry import ConfigError
 from mtlbench.run.slurm.held import Held, read_held
 from mtlbench.run.slurm.ledger import tail
 from mtlbench.run.state import ORDER, FolderStatus, TrialState, collect
 from mtlbench.run.status_summary import headline, plain_table, render_summary
-from mtlbench.sweep import load_spec
-from mtlbench.trial import ResolvedTrial
+
+if TYPE_CHECKING:  # the trial model imports the registries (torch): status needs no more
+    from mtlbench.trial import ResolvedTrial
 
 STATES = (*ORDER, "held")  # what --state accepts
 HELD = "held: "  # how a held trial's detail starts
@@ -134,6 +135,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     planned = None
     results = args.results
     if args.spec is not None:
+        from mtlbench.sweep import load_spec  # deferred: torch, for --spec only
+
         sweep = load_spec(args.spec)
         planned = [t for stage in sweep.stages() for t in stage]
         results = results or sweep.results
