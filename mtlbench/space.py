@@ -32,6 +32,11 @@ class Space:
         """One draw from ``rng`` (a seeded ``random.Random``)."""
         raise NotImplementedError
 
+    def quantile(self, u: float, default: Any = None) -> Any:
+        """The value at ``u`` in [0, 1) of the space's distribution (its inverse CDF): the
+        stratified sampler draws one ``u`` per stratum (:func:`mtlbench.tune.sample_configs`)."""
+        raise NotImplementedError
+
     def finite(self) -> bool:
         """Whether :meth:`sample` only returns values of :meth:`grid`."""
         return True
@@ -56,6 +61,9 @@ class Choice(Space):
 
     def sample(self, rng: random.Random, default: Any = None) -> Any:
         return rng.choice(self.values)
+
+    def quantile(self, u: float, default: Any = None) -> Any:
+        return self.values[min(int(u * len(self.values)), len(self.values) - 1)]
 
     def describe(self) -> str:
         return "{" + ", ".join(repr(v) for v in self.values) + "}"
@@ -92,6 +100,10 @@ class LogUniform(Space):
         value = math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
         return _round(self._scale(default) * value)
 
+    def quantile(self, u: float, default: Any = None) -> float:
+        lo, hi = math.log(self.low), math.log(self.high)
+        return _round(self._scale(default) * math.exp(lo + (hi - lo) * u))
+
     def finite(self) -> bool:
         return False
 
@@ -116,6 +128,9 @@ class IntRange(Space):
 
     def sample(self, rng: random.Random, default: Any = None) -> int:
         return rng.randint(self.low, self.high)
+
+    def quantile(self, u: float, default: Any = None) -> int:
+        return min(self.low + int(u * (self.high - self.low + 1)), self.high)
 
     def describe(self) -> str:
         return f"integers {self.low}..{self.high}"

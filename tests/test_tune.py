@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import socket
@@ -85,7 +86,7 @@ def test_list_methods_space(capsys):
 
 
 # -- samplers -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("sampler", ["grid", "random"])
+@pytest.mark.parametrize("sampler", ["grid", "random", "stratified"])
 def test_samplers_are_seeded_distinct_and_fill_the_budget(sampler):
     space = method_space("famo")
     tune = TuneSpec(budget=6, sampler=sampler)
@@ -98,6 +99,30 @@ def test_samplers_are_seeded_distinct_and_fill_the_budget(sampler):
     for config in first:
         assert 1e-4 <= config["protocol.lr"] <= 1e-2
         assert config["method.gamma"] in (0.0, 0.001, 0.01)
+
+
+@pytest.mark.parametrize("method", ["ls", "famo", "db_mtl"])
+def test_the_stratified_sampler_puts_one_lr_in_each_sixth_of_its_range(method):
+    """Budget 6 over the lr's log-uniform [1e-4, 1e-2] (0.1 to 10 x 1e-3): the log range cut in
+    6 strata of 1/3 decade each, one lr in each, whatever the other hyper-parameters (LS has
+    none, FAMO two, DB-MTL two). FAMO's gamma, a choice of 3, gets each value twice."""
+    configs = sample_configs(
+        method_space(method), TuneSpec(6, "stratified"), {"protocol.lr": 1e-3}, f"b/{method}"
+    )
+    strata = sorted(int((math.log10(c["protocol.lr"]) + 4) * 3) for c in configs)
+    assert strata == [0, 1, 2, 3, 4, 5]
+    if method == "famo":
+        gammas = sorted(c["method.gamma"] for c in configs)
+        assert gammas == [0.0, 0.0, 0.001, 0.001, 0.01, 0.01]
+
+
+def test_random_draws_are_what_they_were():
+    """The random sampler draws as before the stratified one existed: a committed tuned sweep
+    resumes with the same tuning trials (values pinned 2026-12-03, before the change)."""
+    configs = sample_configs(
+        method_space("ls"), TuneSpec(3, "random"), {"protocol.lr": 1e-3}, "b/ls"
+    )
+    assert [c["protocol.lr"] for c in configs] == [0.002122, 0.002297, 0.0003009]
 
 
 def test_a_grid_smaller_than_the_budget_is_an_error():
