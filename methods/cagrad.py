@@ -110,6 +110,7 @@ class CAGrad(GramianWeighting):
     the grid as the CAGrad paper's sensitivity study, from memory: UNVERIFIED).
     """
 
+    not_in_paper: ClassVar[tuple[str, ...]] = ("norm_eps",)
     summary: ClassVar[str] = "Maximises the worst task's improvement near the mean gradient."
     search_space = {"c": Choice(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)}
 

@@ -38,6 +38,7 @@ class GLS(LossWeighting):
     nothing changes.
     """
 
+    not_in_paper: ClassVar[tuple[str, ...]] = ("eps",)
     summary: ClassVar[str] = "The geometric mean of the losses."
     paper: ClassVar[str] = (
         "Chennupati et al., MultiNet++: Multi-Stream Feature Aggregation and Geometric Loss "

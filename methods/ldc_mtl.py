@@ -118,6 +118,7 @@ class LDCMTL(LossWeighting):
     0.05, Cityscapes 0.1; reference/ldc-mtl.md section 1.2).
     """
 
+    not_in_paper: ClassVar[tuple[str, ...]] = ("router_warmup",)
     summary: ClassVar[str] = "A learned router weighs the losses; a penalty bounds their gaps."
     search_space = {"lamb": Choice(0.01, 0.05, 0.1)}
 

@@ -108,6 +108,10 @@ class Method(nn.Module):
     # A "protocol" entry overrides the benchmark's protocol for this method (e.g. its lr).
     benchmark_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     search_space: ClassVar[dict[str, Space]] = {}
+    # Hyper-parameters that are the suite's additions, not the paper's (LDC-MTL's
+    # ``router_warmup``): a run that sets one away from its default names it in its report
+    # label, even when it is the method's only variant.
+    not_in_paper: ClassVar[tuple[str, ...]] = ()
     name: ClassVar[str] = ""
     # For the shared property tests: a stochastic method (RLW, PCGrad's random order, GradDrop)
     # is exempt from exact permutation equivariance; a non-conflicting one promises

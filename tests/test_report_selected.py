@@ -164,3 +164,22 @@ def test_the_selected_table_marks_a_value_at_an_edge(tmp_path: Path):
     edges = {(r["method"], r["setting"]): r["edge"] for r in rows}
     assert edges[("ls", "lr (protocol)")] == "the largest of 2 values tried"
     assert edges[("famo", "lr (protocol)")] == ""  # no tuning trials of famo in this folder
+
+
+def test_an_option_that_is_not_the_papers_is_named_on_a_methods_only_variant(tmp_path):
+    """LDC-MTL's ``router_warmup`` is ours (Method.not_in_paper): a run that sets it is labelled
+    with it even as the method's only variant; at its default 0 the row is plain."""
+    from mtlbench.report.variants import not_in_paper
+
+    assert not_in_paper("ldc_mtl", {"router_warmup": 24000, "lamb": 0.01}) == [
+        ("method.router_warmup", "router_warmup=24000")
+    ]
+    assert not_in_paper("ldc_mtl", {"router_warmup": 0}) == []
+    assert not_in_paper("no_such_method", {"router_warmup": 1}) == []
+    runs = [
+        record("_tiny", m, s, {"mse_a": 0.5, "mse_b": 0.5}, hparams=h)
+        for m, h in (("ldc_mtl", {"router_warmup": 10}), ("ls", {}))
+        for s in (0, 1)
+    ]
+    index = build_report(write_all(tmp_path / "r", runs), tmp_path / "out", ["md"]).read_text()
+    assert "| ldc_mtl [router_warmup=10] " in index and "| ls " in index

@@ -8,11 +8,14 @@ tuning stage selected are left out: with tuning every method differs from the us
 a tuned method is named plainly and its selected configuration has a table of its own
 (:mod:`.selected`); brackets stay for hand-made variants of one method. Protocol keys that index
 replicates (the toy's initial point ``start``) are not variants: such runs are replicates like
-seeds.
+seeds. A hyper-parameter that is the suite's addition, not the paper's (``Method.not_in_paper``:
+LDC-MTL's ``router_warmup``), is named whenever a run sets it away from its default, even on a
+method's only variant: the row must not pass for the paper's method.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from collections import Counter
@@ -20,6 +23,8 @@ from typing import Any
 
 import pandas as pd
 
+from mtlbench.method import METHODS
+from mtlbench.method import names as method_names
 from mtlbench.records import REPLICATE_KEYS
 
 Settings = tuple[str, str, str]  # hparams, protocol, policies as sorted JSON
@@ -62,6 +67,23 @@ def selected_keys(tuning: Any, cache: dict[str, dict[str, Any]]) -> set[str]:
     return set(selected) if isinstance(selected, dict) else set()
 
 
+def not_in_paper(method: str, hparams: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(method.key, "key=value")`` of the hyper-parameters of ``hparams`` that the method
+    declares as the suite's additions (``Method.not_in_paper``) and that differ from their
+    defaults; empty for a method this installation lacks."""
+    if method not in method_names():
+        return []
+    cls = METHODS.get(method)
+    params = inspect.signature(cls.__init__).parameters
+    return [
+        (f"method.{k}", f"{k}={fmt_setting(hparams[k])}")
+        for k in cls.not_in_paper
+        if k in hparams
+        and k in params
+        and fmt_setting(hparams[k]) != fmt_setting(params[k].default)
+    ]
+
+
 def _method_labels(
     method: str,
     variants: list[Settings],
@@ -81,6 +103,7 @@ def _method_labels(
         parts = _differing(parse(proto, cache), modal["protocol"], "protocol")
         parts += _differing(parse(pol, cache), modal["policies"], "policies")
         parts += [(f"method.{k}", f"{k}={fmt_setting(hpd.get(k))}") for k in varying]
+        parts += [p for p in not_in_paper(method, hpd) if p[0].split(".", 1)[1] not in varying]
         own = tuned.get(variant, set())
         full[variant] = _label(method, [text for _, text in parts])
         plain[variant] = _label(method, [text for key, text in parts if key not in own])
