@@ -254,15 +254,16 @@ def leaderboard(
 
 def cross_benchmark(boards: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Per method: the mean over benchmarks of its mean rank and of its Δm%, with the
-    benchmarks each covers. A method with several variants on a benchmark enters with the
-    variant that has most runs (its label is listed)."""
+    benchmarks each covers: only those where the method has a Δm% (the toy, without a
+    reference, ranks 4 methods on a 1-4 scale against 1-10 elsewhere). A method with several
+    variants on a benchmark enters with the variant that has most runs (its label is listed)."""
     per: dict[str, dict[str, Any]] = {}
     for bench, board in boards.items():
         methods = board[board["role"] == "method"]
         for base, g in methods.groupby("base_method", sort=False):
             best = best_variant(g)
             entry = per.setdefault(str(base), {"mr": {}, "dm": {}, "variants": []})
-            if pd.notna(best.get("mean_rank")):
+            if pd.notna(best.get("mean_rank")) and pd.notna(best.get("delta_m")):
                 entry["mr"][bench] = float(best["mean_rank"])
             if pd.notna(best.get("delta_m")):
                 entry["dm"][bench] = float(best["delta_m"])

@@ -88,8 +88,10 @@ def across(report: Report) -> None:
     report.doc.h(2, "Across benchmarks")
     report.doc.p(
         "Mean over benchmarks of each method's MR and Δm%; the columns after them say which "
-        "benchmarks each mean covers (a method is compared only where it ran). MRs of "
-        "different benchmarks rank different sets of methods."
+        "benchmarks each mean covers (a method is compared only where it ran). Both means "
+        "cover only the benchmarks where the method has a Δm%: a benchmark without one (the "
+        "toy's starting points) ranks a handful of methods on a scale of its own. MRs of "
+        "different benchmarks may still rank different sets of methods."
     )
     report.emit(cross_table(cross, report.benches))
     used = [
