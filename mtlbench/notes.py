@@ -6,6 +6,7 @@ as :func:`mtlbench.records.iter_records` yields them) and returns text; the repo
 * :func:`protocol_note`: the protocol length (epochs, optimisation steps) of the runs;
 * :func:`convergence_note`: how many runs were still improving when training stopped, and the
   "not converged" flag (issue 21);
+* :func:`timing_note`: how the runtime was measured (how many trials shared a machine);
 * :func:`tuning_status` / :func:`tuning_note`: which methods were tuned (with their tuning
   trials counted: equal budgets are visible) and which ran at untuned defaults;
 * :func:`outlier_notes`: a method far behind LS gets a line pointing at its known cause where
@@ -110,6 +111,45 @@ def convergence_note(records: Iterable[Record]) -> str:
             "budget, not what the methods converge to."
         )
     return f"Converged: {what}."
+
+
+def _most_at_once(spans: list[tuple[str, str]]) -> int:
+    """The largest number of the ``(started_at, finished_at)`` ISO spans that overlap."""
+    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+    most = now = 0
+    for _, step in events:  # at a tie an end (-1) sorts before a start: touching spans differ
+        now += step
+        most = max(most, now)
+    return most
+
+
+def timing_note(records: Iterable[Record]) -> str:
+    """How the table's times were measured: per host, how many of the timed runs (tuning
+    trials included: they shared the machine too) ran at the same time, and with how many
+    torch threads each. Ratios to LS from trials that shared cores carry that contention;
+    ``mtlbench bench`` measures per-step costs without it (docs/performance.md)."""
+    hosts: dict[str, list[tuple[str, str]]] = {}
+    threads: dict[str, set[Any]] = {}
+    for record in records:
+        start, end = record.get("started_at"), record.get("finished_at")
+        if record.get("status") != "done" or not start or not end:
+            continue
+        host = str((record.get("runner") or {}).get("host") or "?")
+        hosts.setdefault(host, []).append((str(start), str(end)))
+        threads.setdefault(host, set()).add((record.get("environment") or {}).get("threads"))
+    if not hosts:
+        return ""
+    parts = []
+    for host, spans in sorted(hosts.items()):
+        each = "/".join(str(t) for t in sorted(threads[host], key=str))
+        parts.append(
+            f"up to {_most_at_once(spans)} at a time on host {host} ({each} torch thread(s) each)"
+        )
+    return (
+        "Timing: measured in the sweep's own runs, " + "; ".join(parts) + ". Runs that shared "
+        "a machine's cores time each other's contention too; `mtlbench bench` measures "
+        "per-step costs alone (docs/performance.md)."
+    )
 
 
 NO_FINAL = "no final runs: "  # a tuning_status for a method whose tuning selected nothing

@@ -73,3 +73,26 @@ def test_the_report_carries_the_convergence_note(tmp_path: Path):
     runs = [_epochs_record("ls", s, best=9) for s in range(2)]
     index = build_report(write_all(tmp_path / "r", runs), tmp_path / "out", ["md"]).read_text()
     assert "**Not converged**: 2 of 2 runs (100%)" in index
+
+
+def test_timing_note_says_how_many_runs_shared_the_machine():
+    """Three runs on one host: 00-10 and 05-15 overlap, 15-20 starts when the second ends (no
+    overlap): at most 2 at a time. Tuning trials count (they shared the machine too)."""
+
+    def timed(seed: int, start: str, end: str, **cfg) -> dict:
+        out = record("_tiny", "ls", seed, {"mse_a": 0.5, "mse_b": 0.5})
+        out["config"].update(cfg)
+        out["started_at"], out["finished_at"] = (
+            f"2026-01-01T00:{start}:00",
+            f"2026-01-01T00:{end}:00",
+        )
+        out["environment"]["threads"] = 1
+        return out
+
+    runs = [timed(0, "00", "10"), timed(1, "05", "15", stage="tune"), timed(2, "15", "20")]
+    assert notes.timing_note(runs) == (
+        "Timing: measured in the sweep's own runs, up to 2 at a time on host test (1 torch "
+        "thread(s) each). Runs that shared a machine's cores time each other's contention too; "
+        "`mtlbench bench` measures per-step costs alone (docs/performance.md)."
+    )
+    assert notes.timing_note([]) == ""

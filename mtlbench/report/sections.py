@@ -368,6 +368,10 @@ def runtime(report: Report) -> None:
         "training time (`timing.train_s`); means over seeds. The total includes data loading "
         "and per-epoch work, so it can differ from the per-step ratio."
     )
+    timed = [r for bench in report.boards for r in report.results.records.get(bench, [])]
+    how = notes.timing_note(timed)
+    if how:
+        report.doc.p(how)
     runs = report.runs("step_x_ls")
     title = "training time relative to LS"
     report.figure(figures.runtime_bars, "runtime.png", title, runs, title=title)
