@@ -56,6 +56,7 @@ class RefInfo:
     n: dict[str, int] = field(default_factory=dict)  # seeds per task (STL)
     trials: dict[str, list[str]] = field(default_factory=dict)
     key: str = ""
+    validation: dict[str, float] | None = None  # the STL runs' validation means (selection)
 
 
 @dataclass

@@ -38,7 +38,9 @@ def stl_references(rows: pd.DataFrame, info: BenchInfo) -> dict[str, RefInfo | s
             out[key] = ref
             continue
         d = ref.details
-        out[key] = RefInfo("stl", ref.values, ref.source, d["std"], d["n"], d["trials"], key)
+        out[key] = RefInfo(
+            "stl", ref.values, ref.source, d["std"], d["n"], d["trials"], key, ref.validation
+        )
     return out
 
 

@@ -24,7 +24,9 @@ from mtlbench.report.tables import (
     replicate_table,
     runtime_table,
     selected_table,
+    time_to_target_table,
 )
+from mtlbench.report.time_to_target import time_to_target
 
 MAX_LISTED = 50  # missing runs listed on the index page (all of them go to the CSV)
 MAX_LINES = 20  # methods per training-dynamics figure
@@ -375,6 +377,32 @@ def runtime(report: Report) -> None:
     runs = report.runs("step_x_ls")
     title = "training time relative to LS"
     report.figure(figures.runtime_bars, "runtime.png", title, runs, title=title)
+    _time_to_target(report)
+
+
+def _time_to_target(report: Report) -> None:
+    """Steps and time to LS's validation quality, relative to LS's own (:mod:`.time_to_target`)."""
+    frames = []
+    for bench, board in report.boards.items():
+        ref = board.reference
+        if ref is None or not len(board.runs):
+            continue
+        labels = dict(zip(board.runs["trial_id"], board.runs["variant"].astype(str), strict=True))
+        records = [r for r in report.results.records.get(bench, []) if r.get("status") == "done"]
+        validation = ref.validation if ref.validation is not None else ref.values
+        frames.append(time_to_target(records, labels, board.metrics, validation, board.ls, bench))
+    frame = pd.concat([f for f in frames if len(f)], ignore_index=True) if frames else None
+    if frame is None or frame.empty:
+        return
+    report.doc.h(3, "Time to LS's quality")
+    report.doc.p(
+        "AlgoPerf's time-to-target, with LS as the target: per benchmark, the median over LS's "
+        "seeds of their best validation Δm%; each run's steps and training time until its "
+        "validation Δm% first reaches it (time spread evenly over epochs); per method the "
+        "median over the runs that reach it, relative to LS's median. `never`: no run reached "
+        "it (docs/reports.md)."
+    )
+    report.emit(time_to_target_table(frame))
 
 
 def scaling(report: Report) -> None:

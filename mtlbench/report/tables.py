@@ -233,6 +233,25 @@ def runtime_table(rt: pd.DataFrame) -> Table:
     return Table("runtime", headers, rows, rt)
 
 
+def time_to_target_table(frame: pd.DataFrame) -> Table:
+    """Per benchmark and method: the runs that reached LS's quality, and the median steps and
+    time to it relative to LS's (:mod:`.time_to_target`); ``never`` where none did."""
+    rows = []
+    for _, r in frame.iterrows():
+        never = r["reached"] == 0
+        rows.append(
+            [
+                Cell(str(r["benchmark"])),
+                Cell(str(r["method"])),
+                Cell(f"{int(r['reached'])}/{int(r['runs'])}"),
+                Cell("never" if never else fmt_pm(r["steps_x_ls"], None, decimals=2)),
+                Cell("never" if never else fmt_pm(r["time_x_ls"], None, decimals=2)),
+            ]
+        )
+    headers = ["benchmark", "method", "reached", "steps × LS", "time × LS"]
+    return Table("time_to_ls_quality", headers, rows, frame)
+
+
 def missing_table(missing: pd.DataFrame, limit: int) -> Table:
     """The first ``limit`` missing runs (the CSV holds all of them)."""
     rows = [
