@@ -6,6 +6,8 @@ as :func:`mtlbench.records.iter_records` yields them) and returns text; the repo
 * :func:`protocol_note`: the protocol length (epochs, optimisation steps) of the runs;
 * :func:`convergence_note`: how many runs were still improving when training stopped, and the
   "not converged" flag (issue 21);
+* :func:`seeding_note`: how many seeds each method of a sequential sweep took, and why it
+  stopped;
 * :func:`timing_note`: how the runtime was measured (how many trials shared a machine);
 * :func:`tuning_status` / :func:`tuning_note`: which methods were tuned (with their tuning
   trials counted: equal budgets are visible) and which ran at untuned defaults;
@@ -111,6 +113,31 @@ def convergence_note(records: Iterable[Record]) -> str:
             "budget, not what the methods converge to."
         )
     return f"Converged: {what}."
+
+
+def seeding_note(records: Iterable[Record], rows: Iterable[tuple[str, int, float]]) -> str:
+    """For a sequential sweep (records with ``config.seeding``, :mod:`mtlbench.seed_plan`): per
+    method ``(label, seeds, CI half-width of its mean Δm%)`` of ``rows``, how many seeds it
+    took and why it stopped: its interval was narrow enough, or ``max`` was reached."""
+    plans = [(r.get("config") or {}).get("seeding") for r in records]
+    plan = next((p for p in plans if p), None)
+    if plan is None:
+        return ""
+    parts = []
+    for label, n, width in rows:
+        if width <= plan["until"]:
+            why = f"CI ±{width:.2g}"
+        elif n >= plan["max"]:
+            why = f"max reached, CI ±{width:.2g}"
+        else:
+            why = "still growing"
+        parts.append(f"{label} {n} ({why})")
+    return (
+        f"Sequential seeds: {plan['min']} to start, {plan['step']} more per wave while the 95% "
+        f"CI of the mean Δm% is wider than ±{plan['until']:g}, at most {plan['max']}: "
+        + ", ".join(parts)
+        + "."
+    )
 
 
 def _most_at_once(spans: list[tuple[str, str]]) -> int:

@@ -24,6 +24,7 @@ line of the spec it comes from.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from mtlbench.labels import trial_labels
 from mtlbench.registry import ConfigError, coerce
 from mtlbench.run.options import ExecutorOptions, benchmark_resources, parse_executor
 from mtlbench.run.slurm.resources import Resources
+from mtlbench.seed_plan import SeedPlan, parse_seed_plan
 from mtlbench.spec_yaml import (
     LineLoader,
     item_line,
@@ -95,6 +97,7 @@ class Sweep:
     report_formats: list[str] = field(default_factory=lambda: ["md"])
     grid_keys: set[str] = field(default_factory=set)  # settings the spec gives as lists
     tuning: list[TunePlan] = field(default_factory=list)  # one per tuned benchmark and method
+    seeding: dict[str, SeedPlan] = field(default_factory=dict)  # sequential benchmarks' plans
 
     def stages(self) -> list[Stage]:
         """The trials in the stages they run in (:func:`mtlbench.trial.split_stages`)."""
@@ -169,13 +172,24 @@ class _Problems:
             )
 
 
-def _seeds(value: Any, node: dict[str, Any], key: str, problems: _Problems) -> list[int]:
-    """The valid seeds of a ``seeds`` entry; each bad one is a problem on its own line."""
+def _seeds(
+    value: Any, node: dict[str, Any], key: str, problems: _Problems
+) -> tuple[list[int], SeedPlan | None]:
+    """The valid seeds of a ``seeds`` entry, and its sequential plan when it is one (then the
+    seeds are the plan's first: :mod:`mtlbench.seed_plan`); each bad seed is a problem on its
+    own line."""
+    if isinstance(value, dict):
+        try:
+            plan = parse_seed_plan(strip_lines(value))
+        except ConfigError as error:
+            problems.add(str(error), line_of(node, key))
+            return [], None
+        return plan.first, plan
     if not isinstance(value, list):
         problems.add(
             f"{key} must be a list of integers, got {strip_lines(value)!r}", line_of(node, key)
         )
-        return []
+        return [], None
     if not value:
         problems.add(f"{key} is empty: no trial would run", line_of(node, key))
     valid = []
@@ -184,7 +198,7 @@ def _seeds(value: Any, node: dict[str, Any], key: str, problems: _Problems) -> l
             valid.append(coerce(seed, Seed, f"{key}[{index}]"))
         except ConfigError as error:
             problems.add(str(error), item_line(value, index) or line_of(node, key))
-    return valid
+    return valid, None
 
 
 def _empty_lists(settings: Any, what: str, problems: _Problems) -> bool:
@@ -206,12 +220,12 @@ class _BenchContext:
         benches: dict[str, Any],
         name: str,
         spec: Any,
-        seeds: list[int],
+        seeds: tuple[list[int], SeedPlan | None],
         problems: _Problems,
     ) -> None:
         self.raw, self.benches, self.name = raw, benches, name
         self.spec = spec if spec is not None else {}
-        self.seeds, self.problems = seeds, problems
+        (self.seeds, self.seed_plan), self.problems = seeds, problems
         self.resources: Resources | None = None
         self.grid_keys: set[str] = set()  # the settings given as lists (grid dimensions)
         self.tuning: list[TunePlan] = []  # of each tuned method
@@ -242,7 +256,7 @@ class _BenchContext:
         _empty_lists(grid, f"benchmark {self.name!r}, grid", problems)
         self.grid_keys.update(k for k in grid if not k.startswith("__"))
         if "seeds" in spec:
-            self.seeds = _seeds(spec["seeds"], spec, "seeds", problems)
+            self.seeds, self.seed_plan = _seeds(spec["seeds"], spec, "seeds", problems)
         if spec.get("resources") is not None:
             self.resources, errors = benchmark_resources(strip_lines(spec["resources"]), self.name)
             node, where = spec["resources"], line_of(spec, "resources")
@@ -311,11 +325,17 @@ class _BenchContext:
                         data_root=self.spec.get("data_root", self.raw.get("data_root")),
                     )
                     try:
-                        trials.append(resolve(config))
+                        trials.append(self.tagged(resolve(config)))
                     except ConfigError as error:
                         self.report(method, error, line, settings, fixed, grid)
                         break  # the other seeds have the same problem
         return trials
+
+    def tagged(self, trial: ResolvedTrial) -> ResolvedTrial:
+        """``trial`` with the benchmark's sequential seed plan in its config (when it has one)."""
+        if self.seed_plan is None:
+            return trial
+        return dataclasses.replace(trial, seeding=self.seed_plan.tag())
 
     def tuned_trials(self, method: str, settings: dict[str, Any]) -> list[ResolvedTrial] | None:
         """A tuned method's tuning trials (:func:`mtlbench.tune.hook`; its final runs join
@@ -338,6 +358,8 @@ class _BenchContext:
             return []
         if tuned is None:
             return None
+        for plan in tuned:  # their final runs are the sequential part
+            plan.seeding = self.seed_plan.tag() if self.seed_plan else None
         self.tuning += tuned
         return [t for plan in tuned for ts in plan.trials for t in ts]
 
@@ -393,6 +415,7 @@ def parse_spec(raw: Any, path: Path | None = None) -> Sweep:
     trials: list[ResolvedTrial] = []
     tuning: list[TunePlan] = []
     resources: dict[str, Resources] = {}
+    seeding: dict[str, SeedPlan] = {}
     grid_keys: set[str] = set()
     for bench_name, bench_spec in benches.items():
         if bench_name.startswith("__"):
@@ -403,6 +426,8 @@ def parse_spec(raw: Any, path: Path | None = None) -> Sweep:
         tuning += context.tuning
         if context.resources is not None:
             resources[bench_name] = context.resources
+        if context.seed_plan is not None:
+            seeding[bench_name] = context.seed_plan
     if not trials and not problems.lines:
         problems.add("the spec expands to no trial", line_of(raw))
     executor, errors = parse_executor(strip_lines(raw.get("executor")))
@@ -425,4 +450,5 @@ def parse_spec(raw: Any, path: Path | None = None) -> Sweep:
         report_formats=list(raw.get("report_formats") or ["md"]),
         grid_keys=grid_keys,
         tuning=tuning,
+        seeding=seeding,
     )

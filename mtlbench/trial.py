@@ -118,9 +118,12 @@ class ResolvedTrial:
     mode: Literal["mtl", "stl"]
     task: str | None
     data_root: str | None
+    # A sequential sweep's seed plan (mtlbench.seed_plan.SeedPlan.tag); None otherwise, and
+    # then left out of the config, so that other trials keep their ids.
+    seeding: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "benchmark": self.benchmark,
             "method": self.method,
             "seed": self.seed,
@@ -130,6 +133,9 @@ class ResolvedTrial:
             "protocol": self.protocol.to_dict(),
             "policies": dataclasses.asdict(self.policies),
         }
+        if self.seeding is not None:
+            out["seeding"] = dict(self.seeding)
+        return out
 
     @property
     def trial_id(self) -> str:

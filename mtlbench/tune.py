@@ -29,7 +29,7 @@ import itertools
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from mtlbench import benchmark as benchmarks
@@ -244,6 +244,7 @@ class TunePlan:
     scores: list[float] = field(default_factory=list)
     problem: str | None = None  # why no configuration could be selected
     task: str | None = None
+    seeding: dict[str, Any] | None = None  # the final runs' sequential seed plan (its tag)
 
     @property
     def n_trials(self) -> int:
@@ -296,8 +297,11 @@ def final_trials(plan: TunePlan, index: int) -> list[StagedTrial]:
     tuning = {**plan.tune.tag(), "selected": dict(sorted(plan.configs[index].items()))}
     return [
         staged(
-            resolve(
-                TrialConfig(plan.benchmark, plan.method, s, settings, plan.task, plan.data_root)
+            replace(
+                resolve(
+                    TrialConfig(plan.benchmark, plan.method, s, settings, plan.task, plan.data_root)
+                ),
+                seeding=plan.seeding,
             ),
             "final",
             tuning,

@@ -27,6 +27,7 @@ from mtlbench.notes import (
 )
 from mtlbench.records import iter_records, read_record, record_path, write_record
 from mtlbench.registry import ConfigError
+from mtlbench.report import build_report
 from mtlbench.run.base import Batch
 from mtlbench.run.driver import SweepRun
 from mtlbench.run.local import LocalExecutor
@@ -543,3 +544,61 @@ def test_tuned_references_run_first_and_the_methods_wait_for_them(tmp_path):
         records[t.trial_id] for p in sweep.tuning if p.method == "ls" for ts in p.trials for t in ts
     ]
     assert max(r["finished_at"] for r in finals) <= min(r["started_at"] for r in ls_tuning)
+
+
+# -- sequential seeds (issue 21, item 3) -------------------------------------------------------
+def _sequential(results: Path, until: float, stl: bool = False) -> dict:
+    return {
+        "name": "sequential",
+        "results": str(results),
+        "seeds": {"min": 2, "max": 5, "step": 2, "until": {"ci_halfwidth": until}},
+        "methods": ["ls", "mgda"],
+        "benchmarks": {"_tiny": {"protocol": {"epochs": 2}, "stl": stl}},
+    }
+
+
+def test_sequential_seeds_grow_in_waves_to_max_and_resume_without_running_a_seed_twice(tmp_path):
+    """``until`` below any spread: every group goes 2 -> 4 -> 5 seeds (max 5, step 2), one
+    wave per round; the references (``stl: true``) first. Run again, nothing runs."""
+    results = tmp_path / "results"
+    sweep = parse_spec(_sequential(results, 1e-12, stl=True))
+    assert {t.seed for t in sweep.trials} == {0, 1}
+    assert all(t.seeding == {"min": 2, "max": 5, "step": 2, "until": 1e-12} for t in sweep.trials)
+    executor = CountingExecutor()
+    statuses = run_stages(sweep, executor)
+    assert set(statuses.values()) == {"done"}
+    records = list(iter_records(results))
+    seeds: dict[tuple, set] = {}
+    for r in records:
+        key = (r["config"]["method"], r["config"]["task"])
+        seeds.setdefault(key, set()).add(r["config"]["seed"])
+    assert seeds == {
+        k: {0, 1, 2, 3, 4} for k in [("ls", None), ("mgda", None), ("stl", "a"), ("stl", "b")]
+    }
+    assert len(records) == 20 and len(statuses) == 20  # each trial ran once
+    again = parse_spec(_sequential(results, 1e-12, stl=True))
+    assert run_stages(again, CountingExecutor()) == {}  # the waves replayed from the records
+    assert len(again.trials) == 20
+    index = build_report(results, tmp_path / "report", ["md"]).read_text()
+    assert (
+        "Sequential seeds: 2 to start, 2 more per wave while the 95% CI of the mean Δm% is "
+        in index
+    )
+    assert "ls 5 (max reached, CI ±" in index and "mgda 5 (max reached, CI ±" in index
+
+
+def test_sequential_seeds_stop_at_min_when_the_interval_is_narrow(tmp_path):
+    results = tmp_path / "results"
+    statuses = run_stages(parse_spec(_sequential(results, 1e9)), CountingExecutor())
+    assert len(statuses) == 4  # ls and mgda, seeds 0 and 1: nothing more needed
+
+
+def test_sequential_seed_plan_errors(tmp_path):
+    raw = _sequential(tmp_path, 1.0)
+    raw["seeds"] = {"min": 1, "max": 0, "until": {}}
+    with pytest.raises(SpecError) as error:
+        parse_spec(raw)
+    text = str(error.value)
+    assert "max must be a positive integer, got 0" in text
+    assert "min must be at least 2: a confidence interval needs two seeds" in text
+    assert "until must be {ci_halfwidth" in text

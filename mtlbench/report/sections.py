@@ -172,9 +172,15 @@ def _protocol_notes(report: Report, bench: str, board: Board, replicated: bool) 
         for _, r in rows.drop_duplicates("base_method").iterrows()
         if "delta_m" in rows and pd.notna(r["delta_m"])
     }
+    widths = [
+        (str(r["method"]), int(r["n"]), (r["delta_m_ci_high"] - r["delta_m_ci_low"]) / 2)
+        for _, r in rows.iterrows()
+        if "delta_m_ci_low" in rows and pd.notna(r["delta_m_ci_low"])
+    ]
     lines = [
         notes.protocol_note(records),
         "" if replicated else notes.convergence_note(records),
+        notes.seeding_note(records, widths),
         notes.tuning_note(records),
     ]
     return [line for line in lines if line] + notes.outlier_notes(delta_m, records)

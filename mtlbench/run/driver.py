@@ -8,11 +8,12 @@
 2. **claim and run**: the executor gets them as one typed :class:`~mtlbench.run.base.Batch`;
    each trial is claimed before it runs (:func:`mtlbench.run.base.run_one`);
 3. **again** while the run made new work: final runs selected by the tuning that just
-   finished, and the multi-task trials that waited for tuned single-task references
+   finished, the next wave of a sequential sweep's seeds (:mod:`mtlbench.run.seeding`), and
+   the multi-task trials that waited for tuned single-task references
    (:meth:`mtlbench.sweep.Sweep.ready_stages`), go to the executor in the next batch. A trial
    goes to the executor at most once per sweep (a failed, cancelled or still-queued one waits
    for the next ``mtlbench sweep``), so an untuned sweep is one ``executor.run`` call, a tuned
-   one two, and one with tuned references three;
+   one two, one with tuned references three, and a sequential one one more per wave;
 4. **summary**: one status per trial handed to the executor. A trial it returned no status
    for (another process claimed or finished it first; a Slurm job already queued, or not
    waited for) counts as :data:`~mtlbench.run.lease.ELSEWHERE`.
@@ -27,6 +28,7 @@ from mtlbench import benchmark as benchmarks
 from mtlbench.run.base import Batch, Executor, tidy_checkpoints
 from mtlbench.run.lease import ELSEWHERE
 from mtlbench.run.progress import summary
+from mtlbench.run.seeding import grow
 from mtlbench.run.state import pending_stages
 from mtlbench.run.tuning import finalize
 from mtlbench.stage import Stage
@@ -63,9 +65,17 @@ class SweepRun:
     def plan(self) -> list[Stage]:
         """The stages left to run (read once; :meth:`run` plans again only for new trials)."""
         if self._todo is None:
-            finalize(self.sweep)
+            self._advance()
             self._todo = self._pending(set())
         return self._todo
+
+    def _advance(self) -> None:
+        """What the records decide now: the final runs of finished tunings, then the next
+        wave of sequential seeds (:func:`mtlbench.run.seeding.grow`), both replayed from the
+        records when a sweep starts again."""
+        finalize(self.sweep)
+        while grow(self.sweep):  # a wave whose runs are all on record decides the next one
+            pass
 
     def _pending(self, handed: set[str]) -> list[Stage]:
         """The ready trials left to run (:func:`pending_stages`), less those ``handed`` to the
@@ -82,6 +92,12 @@ class SweepRun:
         executor would do beyond running them (the Slurm job arrays)."""
         todo = self.plan()
         lines = [self.sweep.describe(todo), describe_budget(self.sweep.tuning)]
+        for bench, seeding in self.sweep.seeding.items():
+            lines.append(
+                f"{bench}: sequential seeds: {seeding.min} to start, up to {seeding.max}, "
+                f"{seeding.step} a wave while the 95% CI of mean Δm% is wider than "
+                f"±{seeding.ci_halfwidth:g}"
+            )
         held = self.sweep.waiting()
         waiting = [t for t in self.sweep.trials if t.mode != "stl" and t.benchmark in held]
         if waiting:
@@ -113,7 +129,7 @@ class SweepRun:
             statuses.update(self.executor.run(batch, progress=progress))
             for trial in batch.trials:
                 statuses.setdefault(trial.trial_id, ELSEWHERE)
-            finalize(self.sweep)  # final runs of the tuning that just finished
+            self._advance()
             todo = self._pending(set(statuses))
         if statuses:
             echo(f"sweep {self.sweep.name}: {summary(statuses.values())}")
