@@ -120,6 +120,9 @@ class Protocol:
     the test set and is labelled so in records and reports).
     ``max_steps``: stop each epoch after this many steps (``None``: the whole split); smoke runs
     and quickstarts use it, and records keep it.
+    ``patience``: early stopping, training ends after this many evaluations without a new best
+    validation score (``None``, the default on every paper protocol: off). Long protocols can
+    then converge without paying for every epoch.
 
     Each numeric option declares its valid range in its type hint (``PositiveInt``: ``>= 1``;
     ``PositiveFloat``: ``> 0``; ``NonNegativeFloat``: ``>= 0``), checked by :meth:`replace`
@@ -135,6 +138,7 @@ class Protocol:
     selection: Literal["best_val_delta_m", "last", "last10_test_mean"] = "best_val_delta_m"
     max_steps: PositiveInt | None = None
     eval_every: PositiveInt = 1
+    patience: PositiveInt | None = None
 
     @classmethod
     def field_hints(cls) -> dict[str, Any]:
@@ -168,7 +172,12 @@ class Protocol:
         return dataclasses.replace(self, **checked)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The options as a dict; ``patience`` only when set (it came later: the trials that
+        do not use it keep their ids)."""
+        out = dataclasses.asdict(self)
+        if out.get("patience") is None:
+            out.pop("patience", None)
+        return out
 
 
 class MultiTaskModel(nn.Module):

@@ -73,6 +73,7 @@ class Selection(TypedDict):
     reference_source: str | None
     best_val_epoch: int
     selected_at_end: bool
+    epochs_run: int  # below the protocol's epochs when early stopping (patience) ended it
 
 
 class StoredReference(TypedDict):

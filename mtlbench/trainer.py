@@ -13,6 +13,7 @@ and step). It never raises for a failure inside training, so a sweep goes on.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import statistics
@@ -214,6 +215,8 @@ def fit(
         )
     step_fn = run.training_step()
     for epoch in epochs:
+        if stale(state.curves["val_score"]) >= (protocol.patience or math.inf):
+            break  # early stopping (also when a run that stopped is resumed)
         run.method.on_epoch_start(epoch)
         train_epoch(run, step_fn, state, epoch)
         if (epoch + 1) % protocol.eval_every == 0 or epoch + 1 == protocol.epochs:
@@ -234,6 +237,14 @@ def fit(
         if on_epoch is not None:
             on_epoch(epoch)
     return state
+
+
+def stale(scores: list[float]) -> int:
+    """Evaluations since the best (lowest) validation score; 0 without any."""
+    if not scores:
+        return 0
+    best = min(range(len(scores)), key=scores.__getitem__)
+    return len(scores) - 1 - best
 
 
 def train_epoch(run: Run, step_fn: TrainingStep, state: TrainState, epoch: int) -> None:
@@ -314,6 +325,7 @@ def select_and_score(run: Run, state: TrainState) -> dict[str, Any]:
             "reference_source": run.reference.source if run.reference is not None else None,
             "best_val_epoch": best_val_epoch,
             "selected_at_end": at_end,
+            "epochs_run": state.epoch,  # below protocol.epochs: stopped early (patience)
         },
         "metrics": {
             split: {k: v for k, v in values.items() if k in keep or r.task is None}

@@ -255,6 +255,22 @@ def test_selection_picks_best_validation_epoch(tmp_path):
     assert (row["best_val_epoch"], row["selected_at_end"]) == (best, best == 3)
 
 
+def test_early_stopping_ends_training_after_patience_evaluations_without_a_new_best(tmp_path):
+    """``patience: 2`` at lr 0.5 (an oscillating run, measured 2026-12-03): the best validation
+    score comes at epoch 7, epochs 8 and 9 do not beat it, so training stops before epoch 10
+    of 30; the record says so and selects epoch 7. Without ``patience`` the protocol's ids and
+    config are unchanged (the key is left out)."""
+    record = _run(tmp_path, epochs=30, patience=2, lr=0.5)
+    scores = record["curves"]["val_score"]
+    best = min(range(len(scores)), key=scores.__getitem__)
+    assert record["status"] == "done" and len(scores) == best + 3 < 30
+    assert record["selection"]["epochs_run"] == best + 3
+    assert record["selection"]["epoch"] == best and record["selection"]["selected_at_end"] is False
+    assert record["config"]["protocol"]["patience"] == 2
+    plain = resolve(TrialConfig("_tiny", "ls", 0, {}))
+    assert "patience" not in plain.to_dict()["protocol"]
+
+
 def test_nan_loss_is_recorded_as_diverged_with_its_step(tmp_path):
     record = _run(tmp_path, nan_at_step=5)
     assert record["status"] == "diverged"
