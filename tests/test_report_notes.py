@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import pytest
 from report_records import record, write_all
 
 from mtlbench import notes
@@ -96,3 +98,24 @@ def test_timing_note_says_how_many_runs_shared_the_machine():
         "`mtlbench bench` measures per-step costs alone (docs/performance.md)."
     )
     assert notes.timing_note([]) == ""
+
+
+def test_reference_spread_by_the_delta_method_and_the_untuned_reference_flag():
+    """b = (0.5, 0.5) from 4 seeds each with sd (0.1, 0): at v = (0.4, 0.5), two lower-is-better
+    metrics, dΔm/db_a = -100 v_a / (2 b_a^2) = -80, so the s.e. is 80 * 0.1 / sqrt(4) = 4."""
+    import pandas as pd
+
+    from mtlbench.report.base import Col, RefInfo
+    from mtlbench.report.reference import reference_spread, untuned_reference
+
+    cols = [Col("mse_a", "a", False), Col("mse_b", "b", False)]
+    ref = RefInfo(
+        "stl", {"mse_a": 0.5, "mse_b": 0.5}, "s", {"mse_a": 0.1, "mse_b": 0.0}, {"a": 4, "b": 4}
+    )
+    assert reference_spread(ref, cols, {"mse_a": 0.4, "mse_b": 0.5}) == pytest.approx(4.0)
+    single = RefInfo("stl", ref.values, "s", ref.std, {"a": 1, "b": 1})
+    assert math.isnan(reference_spread(single, cols, {"mse_a": 0.4, "mse_b": 0.5}))
+    rows = pd.DataFrame({"mode": ["stl", "mtl"], "tuning": [None, '{"budget": 2}']})
+    assert untuned_reference(rows)
+    assert not untuned_reference(rows.assign(tuning=['{"budget": 2}', '{"budget": 2}']))
+    assert not untuned_reference(rows.assign(tuning=[None, None]))

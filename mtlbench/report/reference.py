@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from mtlbench import references
-from mtlbench.report.base import BenchInfo, RefInfo
+from mtlbench.report.base import BenchInfo, Board, Col, RefInfo
 
 
 @dataclass
@@ -128,3 +128,64 @@ def _summarise(
             "no Δm%: the benchmark has no published reference and the results folder no "
             "single-task (stl) records for all its tasks"
         )
+
+
+def reference_spread(ref: RefInfo, cols: list[Col], means: dict[str, float]) -> float:
+    """How far the reference's own sampling error moves a Δm% computed at metric values
+    ``means`` (one standard error, in Δm% points), by the delta method: with
+    ``Δm = 100 / M Σ_m s_m (v_m - b_m) / b_m``, ``∂Δm / ∂b_m = -100 s_m v_m / (M b_m²)``, and
+    ``b_m`` the mean of ``n`` STL seeds of sample standard deviation ``sd_m``. NaN without the
+    spread (a published reference, or a single STL seed). It is common to every method:
+    differences between methods do not carry it, absolute values do."""
+    ranked = [c for c in cols if c.higher_is_better is not None and c.name in ref.values]
+    terms = []
+    for col in ranked:
+        b, sd, v = ref.values[col.name], ref.std.get(col.name), means.get(col.name)
+        n = ref.n.get(col.task, 0)
+        if sd is None or v is None or n < 2 or not b or sd != sd:  # sd != sd: NaN
+            return float("nan")
+        terms.append((100.0 * v / (len(ranked) * b * b)) ** 2 * sd * sd / n)
+    return float(sum(terms) ** 0.5) if terms else float("nan")
+
+
+def untuned_reference(rows: pd.DataFrame) -> bool:
+    """Whether the multi-task runs of a benchmark's records were tuned and its single-task
+    references were not (``tuning`` tags, :mod:`mtlbench.tune`): Δm% then favours every
+    method alike by the reference's handicap."""
+    if "tuning" not in rows:
+        return False
+    stl = rows["mode"] == "stl"
+    return bool(
+        rows.loc[~stl, "tuning"].notna().any()
+        and rows.loc[stl, "tuning"].isna().all()
+        and stl.any()
+    )
+
+
+def reference_caveats(board: Board, rows: pd.DataFrame) -> str:
+    """What a reader of an STL reference's Δm% should know: its own uncertainty in Δm% points
+    at each method's means (:func:`reference_spread`), and whether it was tuned like the
+    methods (:func:`untuned_reference`); ``rows``: the benchmark's records frame."""
+    if board.reference is None:
+        return ""
+    methods = board.table[board.table["role"] == "method"]
+    spreads = [
+        reference_spread(
+            board.reference, board.metrics, {c.name: r.get(c.name) for c in board.metrics}
+        )
+        for _, r in methods.iterrows()
+    ]
+    spreads = [x for x in spreads if x == x]
+    text = ""
+    if spreads:
+        text += (
+            f" The reference's own spread over its seeds moves every method's Δm% alike by "
+            f"±{min(spreads):.2g}-{max(spreads):.2g} points (one standard error, delta method): "
+            "absolute Δm% values carry it, differences between methods do not."
+        )
+    if untuned_reference(rows):
+        text += (
+            " **The reference was not tuned** while the methods were: every Δm% carries the "
+            'reference\'s handicap (docs/tuning.md, "The references are tuned like every method").'
+        )
+    return text

@@ -14,6 +14,7 @@ from mtlbench.report.base import Board
 from mtlbench.report.leaderboard import cross_benchmark
 from mtlbench.report.page import Report
 from mtlbench.report.published import published_comparison
+from mtlbench.report.reference import reference_caveats
 from mtlbench.report.render import MISSING
 from mtlbench.report.selected import selected_configs, tried_values
 from mtlbench.report.tables import (
@@ -115,7 +116,9 @@ def _reference_text(report: Report, bench: str) -> None:
         text = f"Reference ({ref.kind}): {ref.source}."
         if ref.kind == "stl":
             prov = "; ".join(f"{t}: {', '.join(ids)}" for t, ids in ref.trials.items())
-            text += f" Trials: {prov}."
+            text += f" Trials: {prov}." + reference_caveats(
+                report.boards[bench], report.df[report.df["benchmark"] == bench]
+            )
         report.doc.p(text)
     rows = report.df[(report.df["benchmark"] == bench) & (report.df["mode"] != "stl")]
     rules = rows["selection_rule"].dropna().unique()
@@ -397,9 +400,10 @@ def _time_to_target(report: Report) -> None:
         records = [r for r in report.results.records.get(bench, []) if r.get("status") == "done"]
         validation = ref.validation if ref.validation is not None else ref.values
         frames.append(time_to_target(records, labels, board.metrics, validation, board.ls, bench))
-    frame = pd.concat([f for f in frames if len(f)], ignore_index=True) if frames else None
-    if frame is None or frame.empty:
+    kept = [f for f in frames if len(f)]
+    if not kept:
         return
+    frame = pd.concat(kept, ignore_index=True)
     report.doc.h(3, "Time to LS's quality")
     report.doc.p(
         "AlgoPerf's time-to-target, with LS as the target: per benchmark, the median over LS's "
