@@ -47,21 +47,25 @@ def _finite(*values: float | None) -> bool:
     return all(v is not None and math.isfinite(v) for v in values)
 
 
-def bench_rows(device: str, tasks: list[int], reps: int, batch: int | None) -> list[Row]:
-    """The MLP trunk at each K: step time and peak memory of each method relative to LS."""
+def _bench(workload: str, tasks: list[int], methods: list[str], reps: int, **options: Any) -> list:
+    """``mtlbench bench``'s rows for ``methods`` on ``workload``, quietly, batched Jacobians."""
     from mtlbench.bench import run_bench
 
-    rows = run_bench(
-        "mlp",
+    return run_bench(
+        workload,
         tasks,
-        list(METHODS),
+        methods,
         reps=reps,
         warmup=max(1, reps // 4),
-        device=device,
         sequential=False,
-        batch_size=batch,
         progress=lambda _: None,
+        **options,
     )
+
+
+def bench_rows(device: str, tasks: list[int], reps: int, batch: int | None) -> list[Row]:
+    """The MLP trunk at each K: step time and peak memory of each method relative to LS."""
+    rows = _bench("mlp", tasks, list(METHODS), reps, device=device, batch_size=batch)
     out = []
     for r in rows:
         memory_needed = r["device"].startswith("cuda")
@@ -74,19 +78,8 @@ def bench_rows(device: str, tasks: list[int], reps: int, batch: int | None) -> l
 
 def gramian_rows(device: str, k: int, reps: int, batch: int) -> list[Row]:
     """The CelebA trunk at K: the Gramian-only path against the batched Jacobian."""
-    from mtlbench.bench import run_bench
-
-    rows = run_bench(
-        "celeba",
-        [k],
-        list(GRAMIAN_METHODS),
-        reps=reps,
-        warmup=max(1, reps // 4),
-        device=device,
-        sequential=False,
-        gramian=True,
-        batch_size=batch,
-        progress=lambda _: None,
+    rows = _bench(
+        "celeba", [k], list(GRAMIAN_METHODS), reps, device=device, gramian=True, batch_size=batch
     )
     by_label = {r["method"]: r for r in rows}
     out = []
@@ -173,8 +166,9 @@ def record_rows(records: list[tuple[str, str, dict[str, Any] | str]], cuda: bool
     finished = [r for _, _, r in records if not isinstance(r, str) and r["status"] == "done"]
     want_kind = "cuda_allocated" if cuda else "process_peak_rss"
     checks = {
-        f"timing.synchronized is {cuda}": lambda r: (r.get("timing") or {}).get("synchronized")
-        is cuda,
+        f"timing.synchronized is {cuda}": lambda r: (
+            (r.get("timing") or {}).get("synchronized") is cuda
+        ),
         f"memory.kind is {want_kind}": lambda r: (r.get("memory") or {}).get("kind") == want_kind,
         "memory.peak_bytes > 0": lambda r: ((r.get("memory") or {}).get("peak_bytes") or 0) > 0,
     }
