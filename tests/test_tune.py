@@ -602,3 +602,65 @@ def test_sequential_seed_plan_errors(tmp_path):
     assert "max must be a positive integer, got 0" in text
     assert "min must be at least 2: a confidence interval needs two seeds" in text
     assert "until must be {ci_halfwidth" in text
+
+
+@pytest.mark.slow
+def test_sequential_sweep_killed_with_sigkill_resumes_without_running_a_seed_twice(tmp_path):
+    """``mtlbench sweep`` on a sequential spec (2 to 4 seeds, a target no spread meets), killed
+    with SIGKILL once 3 runs are done, run again: the same records as an uninterrupted sweep,
+    every trial once (one record per trial id, no seed run twice)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    def spec(results: Path) -> Path:
+        raw = _sequential(results, 1e-12)
+        raw["seeds"]["max"] = 4
+        raw["benchmarks"]["_tiny"]["protocol"] = {"epochs": 6, "n": 128}
+        raw["executor"] = {"kind": "local", "workers": 1}
+        path = results.parent / f"{results.name}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        return path
+
+    def sweep(path: Path) -> subprocess.Popen:
+        code = _CLI.format(tests=str(ROOT / "tests"))
+        cmd = [sys.executable, "-c", code, "sweep", str(path), "--device", "cpu", "-q"]
+        return subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+
+    def done(folder: Path) -> int:
+        return sum(r["status"] == "done" for r in iter_records(folder)) if folder.is_dir() else 0
+
+    results = tmp_path / "killed"
+    first = sweep(spec(results))
+    deadline = time.monotonic() + 180
+    while done(results) < 3:
+        assert first.poll() is None, first.stdout.read()
+        assert time.monotonic() < deadline, "no run finished in time"
+        time.sleep(0.02)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=30)
+    second = sweep(spec(results))
+    out, _ = second.communicate(timeout=300)
+    assert second.returncode == 0, out
+    clean = sweep(spec(tmp_path / "clean"))
+    out, _ = clean.communicate(timeout=300)
+    assert clean.returncode == 0, out
+
+    def seeds(folder: Path) -> list[tuple[str, int]]:
+        return sorted((r["config"]["method"], r["config"]["seed"]) for r in iter_records(folder))
+
+    assert (
+        seeds(results)
+        == seeds(tmp_path / "clean")
+        == [(m, s) for m in ("ls", "mgda") for s in range(4)]
+    )
+    assert len(list(results.glob("*.json"))) == 8
