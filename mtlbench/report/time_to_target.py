@@ -27,27 +27,25 @@ from typing import Any
 
 import pandas as pd
 
+from mtlbench.metrics import delta_m_metric_avg
 from mtlbench.report.base import Col
 
 COLUMNS = ["benchmark", "method", "runs", "reached", "steps_x_ls", "time_x_ls", "target"]
 
 
 def val_delta_m(curves: Mapping[str, Any], cols: Sequence[Col], ref: Mapping[str, float]) -> list:
-    """The validation Δm% of every evaluation in ``curves`` (lower is better), NaN where a
+    """The validation Δm% of every evaluation in ``curves`` (lower is better;
+    :func:`mtlbench.metrics.delta_m_metric_avg` over the metrics with a direction), NaN where a
     metric or its reference value is missing."""
     val = curves.get("val") or {}
-    n = len(curves.get("epoch") or [])
+    ranked = [c for c in cols if c.higher_is_better is not None]
     out = []
-    for i in range(n):
-        terms = []
-        for col in cols:
-            b, series = ref.get(col.name), val.get(col.name) or []
-            if b in (None, 0) or i >= len(series) or col.higher_is_better is None:
-                terms = []
-                break
-            sign = -1.0 if col.higher_is_better else 1.0
-            terms.append(sign * (float(series[i]) - b) / abs(b))
-        out.append(100.0 * statistics.fmean(terms) if terms else math.nan)
+    for i in range(len(curves.get("epoch") or [])):
+        values = {c.name: val[c.name][i] for c in ranked if i < len(val.get(c.name) or [])}
+        try:
+            out.append(delta_m_metric_avg(values, ref, ranked))  # type: ignore[arg-type]
+        except KeyError:  # a metric not evaluated here, or without a reference value
+            out.append(math.nan)
     return out
 
 

@@ -23,13 +23,10 @@ from typing import Any
 from mtlbench import benchmark as benchmarks
 from mtlbench.inference import t_interval
 from mtlbench.metrics import delta_m_metric_avg
-from mtlbench.records import read_record, record_path
-from mtlbench.run.tuning import Scorer
+from mtlbench.run.tuning import TERMINAL, Scorer, statuses
 from mtlbench.seed_plan import SeedPlan
 from mtlbench.sweep import Sweep
 from mtlbench.trial import ResolvedTrial, StagedTrial
-
-TERMINAL = ("done", "diverged", "failed")
 
 
 def _key(trial: ResolvedTrial) -> str:
@@ -41,14 +38,10 @@ def _key(trial: ResolvedTrial) -> str:
 
 def _records(results: Path, trials: Iterable[ResolvedTrial]) -> list[dict[str, Any]] | None:
     """The trials' records, or None while one has not finished."""
-    out = []
-    for trial in trials:
-        path = record_path(results, trial.trial_id)
-        record = read_record(path) if path.exists() else None
-        if record is None or record.get("status") not in TERMINAL:
-            return None
-        out.append(dict(record))
-    return out
+    records = statuses(results, trials)
+    if any(r is None or r.get("status") not in TERMINAL for r in records):
+        return None
+    return [r for r in records if r is not None]
 
 
 def _stl_scores(records: list[dict[str, Any]]) -> list[float]:

@@ -87,7 +87,8 @@ class Scorer:
         return delta_m_metric_avg(record["metrics"]["val"], selection_reference(reference), metrics)
 
 
-def _statuses(results: Path, trials: Iterable[ResolvedTrial]) -> list[dict[str, Any] | None]:
+def statuses(results: Path, trials: Iterable[ResolvedTrial]) -> list[dict[str, Any] | None]:
+    """The trials' records (None where a trial has none, or an unreadable one)."""
     out: list[dict[str, Any] | None] = []
     for t in trials:
         path = record_path(results, t.trial_id)
@@ -105,7 +106,7 @@ def select(plan: TunePlan, results: Path, scorer: Scorer | None = None) -> int |
     scorer = scorer or Scorer(results)
     scores = []
     for trials in plan.trials:
-        records = _statuses(results, trials)
+        records = statuses(results, trials)
         if any(r is None or r.get("status") not in TERMINAL for r in records):
             return None
         per_seed = [scorer.score(r, plan.tune.metric) for r in records if r is not None]
