@@ -27,12 +27,26 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 
 def _one_line_error(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
+    return _check_one_line(proc.returncode, proc.stderr)
+
+
+def _check_one_line(status: int, stderr: str) -> str:
+    assert status == 2, stderr
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
     assert lines[0].startswith("mtlbench: error:")
     return lines[0]
+
+
+def _main_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """The one error line of ``main(args)`` run in this process (``main`` turns every
+    configuration error into that line and status 2; the console script adds nothing but
+    Ctrl-C, and :func:`test_the_console_script_prints_one_line_and_exits_2` checks it once
+    in a fresh process)."""
+    capsys.readouterr()
+    status = main(list(args))
+    return _check_one_line(status, capsys.readouterr().err)
 
 
 @pytest.mark.parametrize(
@@ -50,26 +64,31 @@ def _one_line_error(proc: subprocess.CompletedProcess) -> str:
         (["report", "no-such-results"], r"."),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(tmp_path, args, pattern):
-    line = _one_line_error(
-        run_cli(*args, "--out", str(tmp_path)) if args[0] == "run" else run_cli(*args, cwd=tmp_path)
-    )
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, args, pattern):
+    monkeypatch.chdir(tmp_path)
+    line = _main_error(capsys, *args, *(["--out", str(tmp_path)] if args[0] == "run" else []))
     assert re.search(pattern, line), line
+    assert list(tmp_path.iterdir()) == []  # nothing written
 
 
-def test_unwritable_output_folder(tmp_path):
+def test_the_console_script_prints_one_line_and_exits_2(tmp_path):
+    """The same, end to end: a fresh interpreter, the module's entry point, the real stderr."""
+    line = _one_line_error(run_cli("run", "-b", "toy", "-m", "mgdaa", "--out", str(tmp_path)))
+    assert re.search(r"unknown method 'mgdaa'.*Did you mean 'mgda'", line), line
+
+
+def test_unwritable_output_folder(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    line = _one_line_error(run_cli("run", "-b", "toy", "-m", "ls", "--out", str(blocker / "sub")))
+    line = _main_error(capsys, "run", "-b", "toy", "-m", "ls", "--out", str(blocker / "sub"))
     assert "cannot write to" in line
 
 
-def test_malformed_sweep_file(tmp_path):
+def test_malformed_sweep_file(tmp_path, capsys):
     spec = tmp_path / "s.yaml"
     spec.write_text("name: s\nbenchmarks: {toy: {protocol: [}\n")
-    proc = run_cli("sweep", str(spec), cwd=tmp_path)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "malformed YAML" in proc.stderr
+    line = _main_error(capsys, "sweep", str(spec))
+    assert "malformed YAML" in line
 
 
 def test_list_methods_and_benchmarks(capsys):
@@ -171,10 +190,10 @@ def test_list_methods_long_has_papers_and_full_text(capsys):
     assert "::\n" not in out
 
 
-def test_out_under_proc_says_not_writable(tmp_path):
+def test_out_under_proc_says_not_writable(capsys):
     if not Path("/proc").is_dir():
         pytest.skip("no /proc on this system")
-    line = _one_line_error(run_cli("run", "-b", "toy", "-m", "ls", "--out", "/proc/mtlbench/x"))
+    line = _main_error(capsys, "run", "-b", "toy", "-m", "ls", "--out", "/proc/mtlbench/x")
     assert "cannot write to /proc/mtlbench/x: /proc is not writable" in line
 
 
@@ -202,7 +221,7 @@ def test_dry_run_tells_trials_apart_in_the_order_they_run(tmp_path, capsys, monk
     assert "toy ldc_mtl seed=0 lamb=0.1 start=3" in labels
     assert "multidigits ls seed=0" in labels
     assert len(set(labels)) == len(labels) == 7  # no two trials look alike
-    assert not (tmp_path / "results").exists()
+    assert list(tmp_path.iterdir()) == []  # nothing written
 
 
 def test_run_without_stl_records_says_why_there_is_no_delta_m(tmp_path, capsys):
