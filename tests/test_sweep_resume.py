@@ -82,7 +82,7 @@ def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path, workers):
         "benchmarks:\n"
         "  toy:\n"
         f"    protocol: {{epochs: {EPOCHS}, steps_per_epoch: 150}}\n"
-        "    grid: {start: [0, 1, 2]}\n"
+        "    grid: {start: [0, 1]}\n"  # 4 trials: with 2 workers, 2 start after 2 finish
     )
     sweep = load_spec(spec)
     ids = [t.trial_id for t in sweep.trials]
