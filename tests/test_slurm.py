@@ -717,6 +717,21 @@ def live_max_array_size() -> int | None:
     return parse_max_array_size(out)
 
 
+def _wait_for_an_empty_queue(user: str, timeout: float = 600) -> None:
+    """Wait until ``user`` has no job in the queue (an earlier test's cancelled jobs may still
+    be completing); the deadline guards against a hang only."""
+    deadline = time.monotonic() + timeout
+    while True:
+        queued = subprocess.run(
+            ["squeue", "-h", "-u", user, "-o", "%i %T"], capture_output=True, text=True, timeout=120
+        ).stdout.split("\n")
+        queued = [line for line in queued if line.strip()]
+        if not queued:
+            return
+        assert time.monotonic() < deadline, f"{user}'s queue did not empty: {queued}"
+        time.sleep(0.5)
+
+
 @pytest.fixture
 def low_limits(slurm):
     """The live ``MaxArraySize`` (low on CI: .ci/run sets 4) and ``MaxSubmitJobs`` set to one
@@ -739,6 +754,7 @@ def low_limits(slurm):
         if os.environ.get("MTLBENCH_REQUIRE_SLURM") == "1":
             pytest.fail(f"MTLBENCH_REQUIRE_SLURM=1 but {problem}")
         pytest.skip(problem)
+    _wait_for_an_empty_queue(user)  # the limit counts this user's jobs: earlier tests' must go
     before = _submit_limits(user)
     try:
         for account in before:
