@@ -37,6 +37,8 @@ from typing import Any, TypedDict
 from mtlbench.registry import ConfigError, RegistrationError
 
 ENTRY_GROUPS = ("mtlbench.methods", "mtlbench.benchmarks")
+# The built-in packages: imported before any plug-in, so that a clash is the plug-in's.
+BUILTINS = ("mtlbench.methods", "mtlbench.datasets")
 FILE_PREFIX = "mtlbench_plugin_"  # the module names of file plug-ins
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
@@ -157,6 +159,8 @@ def load(plugins: Iterable[Plugin]) -> None:
     for plugin in plugins:
         if plugin.module in sys.modules:
             continue
+        for builtin in BUILTINS:
+            importlib.import_module(builtin)
         try:
             module = _import(plugin)
         except RegistrationError as error:
@@ -275,7 +279,11 @@ def provenance(plugins: Sequence[Plugin]) -> list[PluginInfo]:
 
 
 def owner(module: str, plugins: Sequence[Plugin]) -> Plugin | None:
-    """The plug-in whose code defines ``module`` (a registered class's ``__module__``)."""
+    """The plug-in whose code defines ``module`` (a registered class's ``__module__``): the
+    plug-in of that very module, else the first of its top-level package."""
+    for plugin in plugins:
+        if plugin.module == module:
+            return plugin
     for plugin in plugins:
         top = plugin.module if plugin.path else plugin.module.partition(".")[0]
         if module == top or module.startswith(top + "."):
