@@ -294,7 +294,7 @@ def test_ledger_refuses_a_trial_that_is_queued_or_running(tmp_path, fake_squeue,
     class FakeExecutor:
         def map_array(self, fn, trials):
             assert isinstance(fn, TrialRunner)
-            submitted_batches.append([t.trial_id for t in trials])
+            submitted_batches.append([t.trial.trial_id for t in trials])  # TrialTasks
             return [
                 SimpleNamespace(
                     job_id=f"20_{i}",
