@@ -20,6 +20,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from mtlbench.plugins import load_installed
 from mtlbench.registry import (
     ConfigError,
     NonNegativeFloat,
@@ -334,17 +335,38 @@ def tensor_batches(
         yield tuple(t[idx] for t in tensors)
 
 
-BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
+_HOOKS = ("build_model", "batches", "task_losses", "evaluator")
+
+
+def entry_problem(factory: Any) -> str | None:
+    """What keeps ``factory`` from being a benchmark (checked when it is registered): not a
+    :class:`Benchmark` subclass, no tasks or metrics, or a hook of the interface missing."""
+    if not (isinstance(factory, type) and issubclass(factory, Benchmark)):
+        return "is not a subclass of mtlbench.benchmark.Benchmark: subclass it"
+    if not factory.tasks:
+        return "declares no tasks: set the class attribute `tasks = ('a', 'b')`"
+    if not factory.metrics:
+        return "declares no metrics: set `metrics = (Metric(name, task, higher_is_better), ...)`"
+    missing = [h for h in _HOOKS if getattr(factory, h) is getattr(Benchmark, h)]
+    if missing:
+        return f"does not implement {', '.join(missing)}: every benchmark defines them"
+    return None
+
+
+BENCHMARKS: Registry[Benchmark] = Registry("benchmark", check=entry_problem)
 register = BENCHMARKS.register
 
 
 def get(name: str) -> type[Benchmark]:
+    """The benchmark ``name``: a built-in or an installed plug-in's (found at first use)."""
     import mtlbench.datasets  # noqa: F401  (registers the built-in benchmarks)
 
+    load_installed()
     return BENCHMARKS.get(name)  # type: ignore[return-value]
 
 
 def names() -> list[str]:
     import mtlbench.datasets  # noqa: F401
 
+    load_installed()
     return BENCHMARKS.names()

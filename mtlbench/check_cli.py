@@ -11,10 +11,13 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from mtlbench.cli import _parse_set
+from mtlbench import benchmark as benchmarks
+from mtlbench import plugins
+from mtlbench.cli import _parse_set, add_plugin_option
 from mtlbench.conformance import check_method
 from mtlbench.conformance.benchmark import check_benchmark
 from mtlbench.conformance.findings import Finding
+from mtlbench.method import METHODS, names
 
 
 def _report(what: str, findings: list[Finding], info: list[str]) -> int:
@@ -29,12 +32,25 @@ def _report(what: str, findings: list[Finding], info: list[str]) -> int:
     return 1
 
 
+def _origin(module: str, given: tuple[plugins.Plugin, ...]) -> list[str]:
+    """``plug-in: ...`` (module, distribution and version, digest) when a plug-in's code
+    defines ``module``; nothing for a built-in."""
+    found = plugins.owner(module, plugins.active(given))
+    if found is None:
+        return []
+    return [f"plug-in: {plugins.describe(plugins.provenance([found])[0])}"]
+
+
 def cmd_check_method(args: argparse.Namespace) -> int:
+    given = plugins.parse_all(args.plugin)
     findings = check_method(args.name, **_parse_set(args.set or []))
-    return _report(f"method {args.name}", findings, [])
+    module = METHODS.get(args.name).__module__ if args.name in names() else ""
+    return _report(f"method {args.name}", findings, _origin(module, given))
 
 
 def cmd_check_benchmark(args: argparse.Namespace) -> int:
+    given = plugins.parse_all(args.plugin)
+    origin = _origin(benchmarks.get(args.name).__module__, given)
     with tempfile.TemporaryDirectory(prefix="mtlbench-check-") as scratch:
         findings, info = check_benchmark(
             args.name,
@@ -43,7 +59,7 @@ def cmd_check_benchmark(args: argparse.Namespace) -> int:
             device=args.device,
             fixture_only=args.fixture,
         )
-    return _report(f"benchmark {args.name}", findings, info)
+    return _report(f"benchmark {args.name}", findings, origin + info)
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +70,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("name")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a hyper-parameter")
+    add_plugin_option(p)
     p.set_defaults(handler=cmd_check_method)
     p = what.add_parser(
         "benchmark", help="declarations, data, one smoke epoch, the reference of Δm%%"
@@ -64,4 +81,5 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--fixture", action="store_true", help="check on the fixture only (data not downloaded)"
     )
+    add_plugin_option(p)
     p.set_defaults(handler=cmd_check_benchmark)

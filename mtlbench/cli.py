@@ -18,8 +18,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mtlbench import manifest
+from mtlbench import manifest, plugins
 from mtlbench.registry import ConfigError
+
+PLUGIN_HELP = (
+    "a plug-in: a module name or a .py file whose import registers methods or benchmarks "
+    "(repeatable; installed plug-ins are found by their entry points)"
+)
+
+
+def add_plugin_option(parser: argparse.ArgumentParser) -> None:
+    """``--plugin MODULE_OR_FILE`` (repeatable), for every command that reads the registries."""
+    parser.add_argument(
+        "--plugin", action="append", default=[], metavar="MODULE_OR_FILE", help=PLUGIN_HELP
+    )
 
 
 def _parse_set(items: Sequence[str]) -> dict[str, Any]:
@@ -89,16 +101,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     torch and the implementations are imported only to rebuild a stale cache, or for
     ``--space`` (the search spaces are objects of the methods' classes)."""
     width = shutil.get_terminal_size((100, 24)).columns
+    given = tuple(plugins.parse(ref) for ref in args.plugin)  # imported by the manifest
     if args.what == "methods" and getattr(args, "space", False):
         from tabulate import tabulate
 
+        plugins.load(given)
         from mtlbench.method import names
         from mtlbench.tune import space_rows
 
         print(tabulate(space_rows(names()), headers=["method", "hyper-parameter", "space"]))
         print("\nDeclared in each method's search_space; the protocol's lr for every method.")
         return 0
-    catalog = manifest.load()
+    catalog = manifest.load(plugins.active(given))
     if args.what == "methods":
         methods = [catalog.methods[n] for n in catalog.method_names()]
         if args.long:
@@ -132,6 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mtlbench.trainer import run_trial
     from mtlbench.trial import TrialConfig, resolve
 
+    given = plugins.parse_all(args.plugin)  # before the names are validated
     resolved = resolve(
         TrialConfig(
             args.benchmark,
@@ -145,7 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     out = ensure_writable(Path(args.out))  # after validation: a rejected run writes nothing
     _check_data(resolved.benchmark, resolved.data_root)
-    record = run_trial(resolved, out, device=args.device, progress=not args.quiet)
+    record = run_trial(resolved, out, device=args.device, progress=not args.quiet, plugins=given)
     _print_record(record, out)
     return 0 if record["status"] == "done" else 1
 
@@ -208,7 +223,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from mtlbench.run.driver import SweepRun, succeeded
     from mtlbench.sweep import load_spec
 
+    given = plugins.parse_all(args.plugin)  # before the spec's names are validated
     sweep = load_spec(args.spec)
+    sweep.plugins += tuple(p for p in given if p not in sweep.plugins)
     if args.results:
         sweep.results = Path(args.results)
     options = sweep.executor.override(kind=args.executor, workers=args.workers)
@@ -233,6 +250,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from mtlbench.report import SkippedRecordWarning, build_report
 
+    plugins.parse_all(args.plugin)
     results = Path(args.results)
     if not results.is_dir():
         raise ConfigError(f"no results folder at {results}: run a sweep or `mtlbench run` first")
@@ -273,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=["methods", "benchmarks"])
     p.add_argument("--long", action="store_true", help="papers and full descriptions")
     p.add_argument("--space", action="store_true", help="methods: the tunable search spaces")
+    add_plugin_option(p)
 
     p = sub.add_parser("run", help="run one trial")
     p.add_argument("--benchmark", "-b", required=True)
@@ -291,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1")
     p.add_argument("--smoke", action="store_true", help="a tiny protocol to check a setup")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_plugin_option(p)
 
     p = sub.add_parser("sweep", help="run a sweep spec (skips finished trials)")
     p.add_argument("spec", help="sweep YAML file")
@@ -302,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     p.add_argument("--no-report", action="store_true", help="do not render the spec's report")
     p.add_argument("--quiet", "-q", action="store_true")
+    add_plugin_option(p)
 
     p = sub.add_parser("report", help="render leaderboards and plots from stored records")
     p.add_argument("results", help="results folder (records)")
@@ -312,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--strict", action="store_true", help="exit 1 when a JSON file is not a valid record"
     )
+    add_plugin_option(p)
     for extend in EXTENSIONS:
         extend(sub)
     for name, (_, help_line) in LAZY_COMMANDS.items():

@@ -36,6 +36,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mtlbench.plugins import Plugin, PluginError, registration_fix
+from mtlbench.plugins import load as load_plugins
+from mtlbench.registry import RegistrationError
+
 FORMAT = 1  # bump when the stored fields change: older files are then rebuilt
 BUILTIN_SOURCES = ("mtlbench.methods", "mtlbench.datasets")
 
@@ -80,12 +84,11 @@ class Manifest:
         return sorted(self.benchmarks)
 
 
-def sources(plugins: Sequence[str] = ()) -> list[str]:
-    """The modules whose import registers methods and benchmarks: the built-in packages, then
-    ``plugins`` (module names, in order). The plug-in loader (entry points of the groups
-    ``mtlbench.methods`` / ``mtlbench.benchmarks``, ``--plugin``) passes its modules here; each
-    gets its own cached entry, checked against its own files."""
-    return [*BUILTIN_SOURCES, *(p for p in plugins if p not in BUILTIN_SOURCES)]
+def sources(plugins: Sequence[Plugin] = ()) -> list[str]:
+    """The sources whose import registers methods and benchmarks: the built-in packages, then
+    ``plugins`` (:class:`~mtlbench.plugins.Plugin`: the installed ones and ``--plugin``), each
+    by its module name or file; each gets its own cached entry, checked against its files."""
+    return [*BUILTIN_SOURCES, *(p.source for p in plugins if p.source not in BUILTIN_SOURCES)]
 
 
 def cache_dir() -> Path:
@@ -102,43 +105,59 @@ def cache_path() -> Path:
     return cache_dir() / f"manifest-{hashlib.sha256(root.encode()).hexdigest()[:16]}.json"
 
 
-def load(plugins: Sequence[str] = (), path: Path | None = None) -> Manifest:
+def load(plugins: Sequence[Plugin] = (), path: Path | None = None) -> Manifest:
     """The manifest of :func:`sources` (``plugins`` included), from the cache where every
     source's files are unchanged; stale or missing sources are imported and the cache rewritten
-    (when it can be). ``path``: the cache file (default :func:`cache_path`)."""
+    (when it can be). ``path``: the cache file (default :func:`cache_path`). A plug-in that
+    lists a name an earlier source has is a :class:`~mtlbench.plugins.PluginError`."""
     path = cache_path() if path is None else path
     stored = _read(path)
+    by_source = {p.source: p for p in plugins}
     entries = {}
     for source in sources(plugins):
         entry = stored.get(source)
         if entry is None or not _fresh(entry):
-            entry = build_entry(source)
+            entry = build_entry(source, by_source.get(source))
         entries[source] = entry
-    if any(stored.get(source) != entry for source, entry in entries.items()):
-        _write(path, {**stored, **entries})
     manifest = Manifest()
-    for entry in entries.values():
+    for source, entry in entries.items():
         for info in entry["methods"]:
-            manifest.methods.setdefault(info["name"], MethodInfo(**info))
+            _add(manifest.methods, MethodInfo(**info), by_source.get(source), "method")
         for info in entry["benchmarks"]:
             info = {**info, "tasks": tuple(info["tasks"]), "metrics": tuple(info["metrics"])}
-            manifest.benchmarks.setdefault(info["name"], BenchmarkInfo(**info))
+            _add(manifest.benchmarks, BenchmarkInfo(**info), by_source.get(source), "benchmark")
+    if any(stored.get(source) != entry for source, entry in entries.items()):
+        _write(path, {**stored, **entries})
     _add_live(manifest)
     return manifest
 
 
+def _add(target: dict[str, Any], info: Any, plugin: Plugin | None, kind: str) -> None:
+    """``info`` under its name; a plug-in's name that another module already lists clashes."""
+    first = target.setdefault(info.name, info)
+    if plugin is not None and first.module != info.module:
+        clash = RegistrationError(kind, info.name, "is already registered", first.module)
+        raise PluginError(f"plugin {plugin.label}: {registration_fix(clash)}")
+
+
 # -- building ---------------------------------------------------------------------------------
-def build_entry(source: str) -> dict[str, Any]:
-    """Import ``source`` and describe what it registered, with the digests that tell later
-    whether the description still holds."""
+def build_entry(source: str, plugin: Plugin | None = None) -> dict[str, Any]:
+    """Import ``source`` (through the plug-in loader for a ``plugin``) and describe what it
+    registered, with the digests that tell later whether the description still holds."""
     # The registries import torch: loaded here, only when the cache is stale (the point of it).
     from mtlbench.benchmark import BENCHMARKS
     from mtlbench.method import METHODS
 
     before = (set(METHODS.names()), set(BENCHMARKS.names()))
-    module = importlib.import_module(source)
-    methods = _registered(METHODS, source, before[0])
-    benchmarks = _registered(BENCHMARKS, source, before[1])
+    if plugin is None:
+        module = importlib.import_module(source)
+    else:
+        load_plugins([plugin])
+        module = sys.modules[plugin.module]
+        # a plug-in's entries: those of its own top-level package (its file), never built-ins
+        source = plugin.module if plugin.path else plugin.module.partition(".")[0]
+    methods = _registered(METHODS, source, before[0], plugin is not None)
+    benchmarks = _registered(BENCHMARKS, source, before[1], plugin is not None)
     return {
         "methods": [asdict(_method_info(n, METHODS.get(n))) for n in methods],
         "benchmarks": [asdict(_benchmark_info(n, BENCHMARKS.get(n))) for n in benchmarks],
@@ -147,13 +166,14 @@ def build_entry(source: str) -> dict[str, Any]:
     }
 
 
-def _registered(registry: Any, source: str, before: set[str]) -> list[str]:
-    """Names whose factory was defined in ``source`` (or a submodule), or that the import of
-    ``source`` added."""
+def _registered(registry: Any, source: str, before: set[str], own_only: bool) -> list[str]:
+    """Names whose factory was defined in ``source`` (or a submodule), or (unless
+    ``own_only``) that the import of ``source`` added."""
     return [
         n
         for n in registry.names()
-        if _within(getattr(registry.get(n), "__module__", ""), source) or n not in before
+        if _within(getattr(registry.get(n), "__module__", ""), source)
+        or (n not in before and not own_only)
     ]
 
 

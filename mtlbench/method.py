@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from mtlbench.plugins import load_installed
 from mtlbench.precision import combine64, gramian64
 from mtlbench.registry import Registry
 from mtlbench.space import Space
@@ -309,7 +310,27 @@ def scale_factor(method: Method, policy: str) -> float:
     return float(method.n_tasks) if target == "sum" else 1.0 / method.n_tasks
 
 
-METHODS: Registry[Method] = Registry("method", context=("n_tasks", "feature_dim"))
+# The hook each kind must implement (a kind's own stub raises NotImplementedError).
+_HOOKS = {"losses": "objective", "gramian": "weights", "jacobian": "aggregate"}
+
+
+def entry_problem(factory: Any) -> str | None:
+    """What keeps ``factory`` from being a method (checked when it is registered): not a
+    :class:`Method` subclass, none of the three kinds, or the kind's hook not implemented."""
+    kinds = "subclass LossWeighting, GramianWeighting or JacobianMethod"
+    if not (isinstance(factory, type) and issubclass(factory, Method)):
+        return f"is not a subclass of mtlbench.method.Method: {kinds}"
+    need = getattr(factory, "needs", None)
+    if need not in _HOOKS:
+        return f"declares no `needs` (it subclasses Method directly): {kinds}"
+    base = {"losses": LossWeighting, "gramian": GramianWeighting, "jacobian": GradientMethod}
+    hook = _HOOKS[need]
+    if getattr(factory, hook) is getattr(base[need], hook):
+        return f"does not implement `{hook}`, which a {need!r} method must define"
+    return None
+
+
+METHODS: Registry[Method] = Registry("method", ("n_tasks", "feature_dim"), entry_problem)
 register = METHODS.register
 
 
@@ -323,6 +344,7 @@ def create(name: str, n_tasks: int, feature_dim: int | None = None, **hparams: A
 
     import mtlbench.methods  # noqa: F401  (registers the built-in methods)
 
+    load_installed()
     cls = METHODS.get(name)
     checked = METHODS.validate(name, hparams)
     if "feature_dim" in inspect.signature(cls.__init__).parameters:
@@ -331,6 +353,9 @@ def create(name: str, n_tasks: int, feature_dim: int | None = None, **hparams: A
 
 
 def names() -> list[str]:
+    """Every registered method: the built-ins and the installed plug-ins (entry points of
+    ``mtlbench.methods`` / ``mtlbench.benchmarks``, :func:`mtlbench.plugins.load_installed`)."""
     import mtlbench.methods  # noqa: F401
 
+    load_installed()
     return METHODS.names()

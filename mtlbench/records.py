@@ -8,7 +8,9 @@ references, the pandas loader, the runner's "is this trial done?") reads them th
 Version 2 adds ``metric_info`` (each evaluated metric's task and direction, so that a reader needs
 no registered benchmark to compute Δm% or ranks) and ``resumes``. Version 1 records still load:
 :func:`read_record` upgrades them in memory, taking ``metric_info`` from the benchmark when this
-installation has it registered.
+installation has it registered. ``plugins`` (added within version 2) names the plug-ins loaded
+(:class:`~mtlbench.plugins.PluginInfo`: module, distribution, version, sha256 of the files),
+beside ``environment.git_commit`` of the built-ins; ``None`` in records written before it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+from mtlbench.plugins import PluginInfo
 
 if TYPE_CHECKING:  # pandas is imported where a frame is built (rows_frame)
     import pandas as pd
@@ -133,6 +137,7 @@ class Record(TypedDict):
     diagnostics: dict[str, Any] | None
     extra: dict[str, Any] | None
     environment: dict[str, Any]
+    plugins: list[PluginInfo] | None
     runner: dict[str, Any]
     resumes: list[dict[str, Any]]
     started_at: str
@@ -192,6 +197,7 @@ def new_record(
     runner: dict[str, Any],
     started_at: str,
     metric_info: list[MetricInfo] | None = None,
+    plugins: list[PluginInfo] | None = None,
 ) -> Record:
     """A ``running`` record with every key present: what the trainer writes before training."""
     return Record(
@@ -212,6 +218,7 @@ def new_record(
         diagnostics=None,
         extra=None,
         environment=environment,
+        plugins=plugins if plugins is not None else [],
         runner=runner,
         resumes=[],
         started_at=started_at,
@@ -267,6 +274,7 @@ def read_record(path: Path) -> Record:
         data = _upgrade_v1(data)
     if data.get("schema") != SCHEMA:
         raise ValueError(f"{path}: not an {SCHEMA} record (schema {data.get('schema')!r})")
+    data.setdefault("plugins", None)  # written before plug-ins were recorded
     return data  # type: ignore[return-value]
 
 

@@ -38,6 +38,15 @@ class ConfigError(ValueError):
         self.key = key
 
 
+class RegistrationError(ConfigError):
+    """A registration refused: ``name`` is taken (``existing``: the module that registered it
+    first), or the class is not what the registry holds (``problem`` says why)."""
+
+    def __init__(self, kind: str, name: str, problem: str, existing: str | None = None) -> None:
+        super().__init__(f"{kind} {name!r} {problem}")
+        self.kind, self.name, self.problem, self.existing = kind, name, problem, existing
+
+
 class ConfigErrors(ConfigError):
     """Several configuration errors found at once; ``errors`` holds them, one line each."""
 
@@ -227,22 +236,42 @@ def check_fields(
     return checked, errors
 
 
+def _origin(factory: Any) -> str:
+    """``module.QualifiedName`` of a factory."""
+    qualname = getattr(factory, "__qualname__", type(factory).__name__)
+    return f"{getattr(factory, '__module__', '?')}.{qualname}"
+
+
 class Registry(Generic[T]):
     """Maps names to factories (classes or functions) of one kind of object.
 
     ``context`` names constructor arguments that the framework supplies (for methods, the number
-    of tasks); they are not hyper-parameters and are not validated as such.
+    of tasks); they are not hyper-parameters and are not validated as such. ``check`` says what
+    is wrong with a factory (not the registry's base class, a required attribute missing), or
+    ``None``; a registration it objects to, or of a taken name, raises
+    :class:`RegistrationError`.
     """
 
-    def __init__(self, kind: str, context: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        kind: str,
+        context: tuple[str, ...] = (),
+        check: Callable[[Any], str | None] | None = None,
+    ) -> None:
         self.kind = kind
         self.context = context
+        self.check = check
         self._entries: dict[str, Callable[..., T]] = {}
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def decorator(factory: Callable[..., T]) -> Callable[..., T]:
-            if name in self._entries and self._entries[name] is not factory:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            old = self._entries.get(name)
+            if old is not None and old is not factory and _origin(old) != _origin(factory):
+                where = getattr(old, "__module__", "?")  # a module run again replaces its own
+                raise RegistrationError(self.kind, name, f"is already registered by {where}", where)
+            problem = self.check(factory) if self.check is not None else None
+            if problem:
+                raise RegistrationError(self.kind, name, f"({_origin(factory)}): {problem}")
             self._entries[name] = factory
             if isinstance(factory, type):
                 factory.name = name  # type: ignore[attr-defined]

@@ -34,6 +34,7 @@ import yaml
 
 from mtlbench import benchmark as benchmarks
 from mtlbench.labels import trial_labels
+from mtlbench.plugins import Plugin, load, parse
 from mtlbench.registry import ConfigError, coerce
 from mtlbench.run.options import ExecutorOptions, benchmark_resources, parse_executor
 from mtlbench.run.slurm.resources import Resources
@@ -68,6 +69,7 @@ SPEC_KEYS = {
     "data_root",
     "report_formats",
     "tune",
+    "plugins",
 }
 BENCH_KEYS = {"protocol", "grid", "stl", "methods", "resources", "data_root", "seeds", "tune"}
 
@@ -98,6 +100,7 @@ class Sweep:
     grid_keys: set[str] = field(default_factory=set)  # settings the spec gives as lists
     tuning: list[TunePlan] = field(default_factory=list)  # one per tuned benchmark and method
     seeding: dict[str, SeedPlan] = field(default_factory=dict)  # sequential benchmarks' plans
+    plugins: tuple[Plugin, ...] = ()  # `plugins:` (imported as the spec loads), `--plugin`
 
     def stages(self) -> list[Stage]:
         """The trials in the stages they run in (:func:`mtlbench.trial.split_stages`)."""
@@ -390,6 +393,26 @@ class _BenchContext:
                 self.problem(f"method {method!r}: {message}", own or shared or method_line)
 
 
+def _plugins(raw: dict[str, Any], path: Path | None, problems: _Problems) -> tuple[Plugin, ...]:
+    """The spec's ``plugins:`` (module names, or ``.py`` files relative to the spec's folder),
+    imported now, so that the names they register validate; each problem with its line."""
+    value = raw.get("plugins")
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        problems.add("plugins must be a list of module names or .py files", line_of(raw, "plugins"))
+        return ()
+    out = []
+    for index, ref in enumerate(value):
+        try:
+            plugin = parse(str(ref), path.parent if path else None)
+            load([plugin])
+            out.append(plugin)
+        except ConfigError as error:
+            problems.add(str(error), item_line(value, index) or line_of(raw, "plugins"))
+    return tuple(out)
+
+
 def parse_spec(raw: Any, path: Path | None = None) -> Sweep:
     """Validate a spec (as read by :func:`load_spec`, or a plain mapping) and resolve its
     trials; raises :class:`SpecError` listing every problem, each with the line it comes from."""
@@ -403,6 +426,10 @@ def parse_spec(raw: Any, path: Path | None = None) -> Sweep:
             problems.add(
                 f"unknown key {key!r} (valid: {', '.join(sorted(SPEC_KEYS))})", line_of(raw, key)
             )
+    before = len(problems.lines)
+    plugins = _plugins(raw, path, problems)
+    if len(problems.lines) > before:  # its names would be unknown: say only what is wrong
+        problems.raise_if_any()
     name = raw.get("name") or (path.stem if path else "sweep")
     seeds = _seeds(raw.get("seeds", [0]), raw, "seeds", problems)
     benches = raw.get("benchmarks")
@@ -451,4 +478,5 @@ def parse_spec(raw: Any, path: Path | None = None) -> Sweep:
         grid_keys=grid_keys,
         tuning=tuning,
         seeding=seeding,
+        plugins=plugins,
     )

@@ -19,7 +19,7 @@ import socket
 import statistics
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +35,7 @@ from mtlbench.gradients import GradientEngine
 from mtlbench.method import Method
 from mtlbench.method import create as create_method
 from mtlbench.metrics import delta_m_both
+from mtlbench.plugins import Plugin, active, load, provenance
 from mtlbench.records import (
     DeltaM,
     Record,
@@ -381,8 +382,12 @@ def peak_memory(device: torch.device) -> dict[str, Any]:
     return {"peak_bytes": rss, "kind": "process_peak_rss"}
 
 
-def _start_record(resolved: ResolvedTrial, sweep: str | None, device: torch.device) -> Record:
-    """A fresh ``running`` record of ``resolved``."""
+def _start_record(
+    resolved: ResolvedTrial, sweep: str | None, device: torch.device, given: Sequence[Plugin]
+) -> Record:
+    """A fresh ``running`` record of ``resolved``; its ``plugins``: the installed and ``given``
+    plug-ins (:func:`mtlbench.plugins.provenance`)."""
+    load(given)
     config: dict[str, Any] = resolved.to_dict()
     config["data_root"] = resolved.data_root
     config["device"] = str(device)
@@ -394,6 +399,7 @@ def _start_record(resolved: ResolvedTrial, sweep: str | None, device: torch.devi
         environment=describe(device),
         runner={"host": socket.gethostname(), "pid": os.getpid()},
         started_at=utc_now(),
+        plugins=provenance(active(given)),
         metric_info=metric_info(
             [m for m in bench_cls.metrics if resolved.task is None or m.task == resolved.task]
         ),
@@ -427,15 +433,17 @@ def run_trial(
     checkpoint: Path | None = None,
     progress: bool = False,
     on_epoch: Callable[[int], None] | None = None,
+    plugins: Sequence[Plugin] = (),
 ) -> Record:
     """Run one resolved trial and return its record, also written to ``results_dir`` (where the
     STL references are looked up) when given. ``checkpoint`` enables per-epoch checkpoints and
-    resume. Never raises for a failure inside training: the record says ``failed`` (with the
+    resume; ``plugins``: the given plug-ins (imported here; named in the record with the installed
+    ones). Never raises for a failure inside training: the record says ``failed`` (with the
     traceback) or ``diverged`` (with the epoch and step)."""
     results_dir = Path(results_dir) if results_dir is not None else None
     ckpt = Checkpoint(checkpoint, resolved.trial_id) if checkpoint is not None else None
     dev = pick_device(device)
-    record = _start_record(resolved, sweep, dev)
+    record = _start_record(resolved, sweep, dev, plugins)
     resuming = ckpt is not None and ckpt.exists()
     if resuming:
         _mark_resumed(record, _earlier_record(results_dir, resolved.trial_id))

@@ -15,3 +15,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("slurm") is not None:
             item.add_marker(pytest.mark.xdist_group("slurm"))
+
+
+# The plug-in fixture package (tests/test_plugins.py installs it): its modules are no tests.
+collect_ignore = ["plugin_fixture"]

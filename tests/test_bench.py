@@ -42,6 +42,7 @@ COLUMNS = [
     "peer",
     "ratio_to_peer",
     "peer_update_rel_diff",
+    "plugin",  # the plug-in whose method it is (None: a built-in)
 ]
 
 

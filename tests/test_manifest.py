@@ -15,6 +15,7 @@ from mtlbench.benchmark import BENCHMARKS
 from mtlbench.benchmark import names as benchmark_names
 from mtlbench.method import METHODS
 from mtlbench.method import names as method_names
+from mtlbench.plugins import Plugin
 
 PLUGIN = '''
 """A method outside mtlbench's tree, as a plug-in would give it."""
@@ -112,13 +113,13 @@ def test_an_edited_or_added_file_makes_the_entry_stale(plugin, tmp_path):
 
 def test_a_plugin_source_is_listed_and_rebuilt_when_edited(plugin, tmp_path):
     path = tmp_path / "m.json"
-    catalog = manifest.load(["fc_probe_plugin"], path=path)
+    catalog = manifest.load([Plugin("fc_probe_plugin")], path=path)
     probe = catalog.methods["_manifest_probe"]
     assert (probe.summary, probe.cost, probe.needs) == ("first summary", "O(K)", "gramian")
     assert probe.doc == "Equal weights (a test's plug-in).\n\nSecond paragraph."
     _forget("fc_probe_plugin")
     plugin.write_text(plugin.read_text().replace("first summary", "second summary"))
-    catalog = manifest.load(["fc_probe_plugin"], path=path)
+    catalog = manifest.load([Plugin("fc_probe_plugin")], path=path)
     assert catalog.methods["_manifest_probe"].summary == "second summary"
     assert set(catalog.methods) == {*method_names(), "_manifest_probe"}
 
@@ -149,7 +150,7 @@ def test_the_cache_lives_in_the_user_cache_folder(monkeypatch, tmp_path):
 
 def test_sources_put_plugins_after_the_built_ins():
     assert manifest.sources() == ["mtlbench.methods", "mtlbench.datasets"]
-    assert manifest.sources(["my_pkg.methods", "mtlbench.methods"]) == [
+    assert manifest.sources([Plugin("my_pkg.methods"), Plugin("mtlbench.methods")]) == [
         "mtlbench.methods",
         "mtlbench.datasets",
         "my_pkg.methods",

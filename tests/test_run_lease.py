@@ -23,7 +23,7 @@ import pytest
 import tiny_benchmark  # noqa: F401  (registers the "_tiny" benchmark)
 from mtlbench.records import read_record, record_path
 from mtlbench.run import lease as lease_mod
-from mtlbench.run.base import ELSEWHERE, checkpoint_path
+from mtlbench.run.base import ELSEWHERE, TrialTask, checkpoint_path
 from mtlbench.run.lease import Lease, LeaseInfo, LeaseLost, lease_path, read_lease
 from mtlbench.run.slurm.executor import TrialRunner
 from mtlbench.run.state import pending, trial_states
@@ -124,7 +124,7 @@ def test_an_array_task_leaves_a_claimed_trial_alone(tmp_path):
     try:
         _fake_lease(results, trial.trial_id, pid=owner.pid)
         runner = TrialRunner(str(results), "s", "cpu", {"_tiny": 1})
-        assert runner(trial) == ELSEWHERE
+        assert runner(TrialTask(trial)) == ELSEWHERE
         assert not record_path(results, trial.trial_id).exists()
         [state] = trial_states(results, [trial])
         assert state.status == "running" and f"pid {owner.pid} on this host" in state.detail
@@ -133,7 +133,7 @@ def test_an_array_task_leaves_a_claimed_trial_alone(tmp_path):
         owner.wait()
     [state] = trial_states(results, [trial])
     assert state.status == "pending"  # the owner is gone: nothing ran, nothing is held
-    assert runner(trial) == "done"
+    assert runner(TrialTask(trial)) == "done"
     assert not lease_path(results, trial.trial_id).exists()
     assert not checkpoint_path(results, trial.trial_id).exists()
 

@@ -36,7 +36,7 @@ import tiny_benchmark  # noqa: F401  (registers the "_tiny" benchmark)
 from mtlbench import cli
 from mtlbench.records import read_record, record_path, write_record
 from mtlbench.registry import ConfigError
-from mtlbench.run.base import ELSEWHERE, Batch, checkpoint_path, make_executor
+from mtlbench.run.base import ELSEWHERE, Batch, TrialTask, checkpoint_path, make_executor
 from mtlbench.run.slurm.executor import SlurmExecutor, TrialRunner
 from mtlbench.run.slurm.held import read_held
 from mtlbench.run.slurm.ledger import iter_ledger, ledger_path, read_ledger, write_ledger
@@ -294,7 +294,7 @@ def test_ledger_refuses_a_trial_that_is_queued_or_running(tmp_path, fake_squeue,
     class FakeExecutor:
         def map_array(self, fn, trials):
             assert isinstance(fn, TrialRunner)
-            submitted_batches.append([t.trial_id for t in trials])
+            submitted_batches.append([t.trial.trial_id for t in trials])  # TrialTasks
             return [
                 SimpleNamespace(
                     job_id=f"20_{i}",
@@ -372,14 +372,15 @@ def test_checkpoint_requeues_the_same_trial_and_resumes_bit_identically(tmp_path
             checkpoint=checkpoint_path(results, resolved.trial_id),
             on_epoch=preempt_after_epoch_2,
         )
-    delayed = runner.checkpoint(resolved)  # what submitit pickles for the requeued job
-    assert delayed.function is runner and delayed.args == (resolved,)
+    task = TrialTask(resolved)
+    delayed = runner.checkpoint(task)  # what submitit pickles for the requeued job
+    assert delayed.function is runner and delayed.args == (task,)
     assert delayed.result() == "done"
     record = read_record(record_path(results, resolved.trial_id))
     assert record["metrics"] == full["metrics"] and record["curves"] == full["curves"]
     assert not checkpoint_path(results, resolved.trial_id).exists()
     # a job that starts for a trial already done does not train it again
-    assert runner(resolved) == ELSEWHERE
+    assert runner(task) == ELSEWHERE
     assert (
         read_record(record_path(results, resolved.trial_id))["started_at"] == record["started_at"]
     )

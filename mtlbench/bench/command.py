@@ -9,7 +9,9 @@ from typing import Any
 
 import torch
 
+from mtlbench import plugins
 from mtlbench.bench.run import run_bench
+from mtlbench.cli import add_plugin_option
 from mtlbench.method import names
 from mtlbench.registry import ConfigError
 
@@ -76,6 +78,7 @@ def default_out(workload: str) -> Path:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    given = plugins.parse_all(args.plugin)
     try:
         tasks = (
             [int(t) for t in args.tasks.split(",")]
@@ -111,6 +114,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         jacobian_chunk=args.jacobian_chunk,
         memory=args.memory,
+        plugins=given,
     )
     print(format_table(rows))
     out = Path(args.out) if args.out else default_out(args.workload)
@@ -157,4 +161,5 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", help="CSV path (default results/bench/bench-<workload>.csv, read by the report)"
     )
+    add_plugin_option(p)
     p.set_defaults(handler=cmd_bench)

@@ -19,6 +19,7 @@ from mtlbench.bench.workloads import WORKLOADS, Workload
 from mtlbench.environment import synchronize
 from mtlbench.gradients import GradientEngine, jacobian
 from mtlbench.method import GradientMethod, GramianWeighting, Method
+from mtlbench.plugins import Plugin, load
 from mtlbench.step import TrainingStep
 
 
@@ -150,11 +151,14 @@ def _status_kib(field: str) -> int:
     raise OSError(f"no {field} in /proc/self/status")
 
 
-def _rss_growth(workload_name: str, k: int, sizes: dict[str, int], spec: Spec) -> int | None:
+def _rss_growth(
+    workload_name: str, k: int, sizes: dict[str, int], spec: Spec, plugins: tuple[Plugin, ...]
+) -> int | None:
     """Bytes by which this (fresh) process's resident memory peaks above its level before two
-    training steps; None where Linux's /proc cannot reset the peak."""
+    training steps (``plugins`` imported first); None where /proc cannot reset the peak."""
     import ctypes
 
+    load(plugins)
     torch.set_num_threads(1)
     workload = WORKLOADS[workload_name](k, **sizes)
     contender = make_contender(workload, spec, torch.device("cpu"))
@@ -170,7 +174,9 @@ def _rss_growth(workload_name: str, k: int, sizes: dict[str, int], spec: Spec) -
     return (_status_kib("VmHWM") - before) * 1024
 
 
-def cpu_step_memory(workload_name: str, k: int, sizes: dict[str, int], spec: Spec) -> int | None:
+def cpu_step_memory(
+    workload_name: str, k: int, sizes: dict[str, int], spec: Spec, plugins: tuple[Plugin, ...] = ()
+) -> int | None:
     """Extra peak memory of a step on the CPU (Linux): the peak resident memory over two steps
     above the level before them, in a fresh process per contender (glibc keeps freed memory,
     so one process's figures cannot be split between methods). Includes the optimizer state
@@ -180,4 +186,4 @@ def cpu_step_memory(workload_name: str, k: int, sizes: dict[str, int], spec: Spe
 
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(_rss_growth, workload_name, k, sizes, spec).result()
+        return pool.submit(_rss_growth, workload_name, k, sizes, spec, plugins).result()

@@ -22,6 +22,7 @@ from mtlbench.bench.spec import Spec
 from mtlbench.bench.workloads import WORKLOADS, Workload
 from mtlbench.environment import pick_device
 from mtlbench.method import METHODS, GramianWeighting, names
+from mtlbench.plugins import Plugin, active, describe, load, owner, provenance
 from mtlbench.registry import ConfigError, unknown
 
 
@@ -141,6 +142,12 @@ def _check(
         raise ConfigError(f"--jacobian-chunk must be >= 1, got {chunk}")
 
 
+def _plugin(method: str, given: Sequence[Plugin]) -> str | None:
+    """The plug-in whose code defines ``method`` (``module (dist version, sha256 ...)``)."""
+    found = owner(METHODS.get(method).__module__, active(given))
+    return describe(provenance([found])[0]) if found is not None else None
+
+
 def run_bench(
     workload_name: str,
     tasks: Sequence[int],
@@ -157,6 +164,7 @@ def run_bench(
     jacobian_chunk: int | None = None,
     memory: bool = False,
     progress: Callable[[str], None] = print,
+    plugins: Sequence[Plugin] = (),
 ) -> list[dict[str, Any]]:
     """Bench ``methods`` (LS always first) on ``workload_name`` for each K in ``tasks``.
 
@@ -168,7 +176,9 @@ def run_bench(
     (``"torchjd"``) adds that library's steps for the methods it shares
     (:mod:`mtlbench.bench.peers`). ``memory`` on the CPU: measure each contender's extra peak
     memory in a fresh process (:func:`cpu_step_memory`); on CUDA it is always measured
-    in-process."""
+    in-process. ``plugins``: the given plug-ins (imported, also in the memory processes); each
+    row's ``plugin`` names the one whose method it is (module, version, digest)."""
+    load(plugins)
     _check(workload_name, methods, reps, warmup, jacobian_chunk)
     if peers:
         for peer in peers:
@@ -191,9 +201,11 @@ def run_bench(
         interleave(contenders, batch, reps, warmup, dev)
         if memory and dev.type == "cpu":
             for c in contenders:
-                extra = cpu_step_memory(workload_name, k, sizes, c.spec)
+                extra = cpu_step_memory(workload_name, k, sizes, c.spec, tuple(plugins))
                 c.peaks[:] = [] if extra is None else [extra]
         block = [_row(workload, c, contenders[0], dev) for c in contenders]
+        for row, c in zip(block, contenders, strict=True):
+            row["plugin"] = _plugin(c.spec.method, plugins)
         _compare(block, contenders, workload, dev)
         rows += block
         progress(f"{workload_name} K={k}: done ({len(contenders)} contenders)")

@@ -10,6 +10,7 @@ returns ``{trial_id: status}`` for the trials it ran: ``done``, ``diverged`` or 
 from __future__ import annotations
 
 import importlib
+import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from mtlbench.plugins import Plugin, load
 from mtlbench.run.lease import ELSEWHERE, Lease, LeaseLost
 from mtlbench.run.options import ExecutorOptions, executor_options
 from mtlbench.run.progress import EpochReporter
@@ -30,7 +32,15 @@ from mtlbench.trial import ResolvedTrial, split_stages
 if TYPE_CHECKING:
     from mtlbench.sweep import Sweep
 
-__all__ = ["ELSEWHERE", "Batch", "Executor", "make_executor", "run_one", "tidy_checkpoints"]
+__all__ = [
+    "ELSEWHERE",
+    "Batch",
+    "Executor",
+    "TrialTask",
+    "make_executor",
+    "run_one",
+    "tidy_checkpoints",
+]
 
 # kind -> "module:class"; imported on demand, so that `kind: local` never loads submitit
 EXECUTORS = {
@@ -50,14 +60,17 @@ def run_one(
     device: str,
     threads: int,
     run: str | None = None,
+    plugins: tuple[Plugin, ...] = (),
 ) -> str:
     """Claim ``resolved``, run it to its record and release it; returns the record's status, or
-    :data:`ELSEWHERE` when another process holds the trial or has finished it.
+    :data:`ELSEWHERE` when another process holds the trial or has finished it. ``plugins``: the
+    sweep's given plug-ins (imported first, named in the record).
 
     While it runs, its progress file says which epoch it reached (``run`` tags it as this
     sweep's); a lease lost to another process stops it before the next epoch, without a record.
     A trial that ends ``done`` loses its checkpoint; the trainer removes it for the others.
     """
+    load(plugins)
     results = Path(results)
     tid = resolved.trial_id
     claim = Lease.claim(results, tid, JobStates().active)
@@ -81,6 +94,7 @@ def run_one(
                 device=device,
                 checkpoint=checkpoint_path(results, tid),
                 on_epoch=on_epoch,
+                plugins=plugins,
             )
         except LeaseLost:
             return ELSEWHERE
@@ -103,16 +117,46 @@ def tidy_checkpoints(results: Path, trials: Iterable[ResolvedTrial]) -> int:
     return removed
 
 
+def _unpack_task(plugins: tuple[Plugin, ...], trial: bytes) -> TrialTask:
+    load(plugins)  # first: the trial may hold a plug-in's objects (its benchmark's protocol)
+    return TrialTask(pickle.loads(trial), plugins)  # noqa: S301 - our own pickle
+
+
+@dataclass(frozen=True)
+class TrialTask:
+    """One trial as it travels to the process that runs it (a spawned pool worker, a Slurm
+    array task), with the sweep's given plug-ins: unpickling imports them before the trial,
+    whose protocol may be a class of a file plug-in that only they can import."""
+
+    trial: ResolvedTrial
+    plugins: tuple[Plugin, ...] = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_unpack_task, (self.plugins, pickle.dumps(self.trial)))
+
+    def run(
+        self, results: str | Path, sweep: str | None, device: str, threads: int, run: str | None
+    ) -> str:
+        """:func:`run_one` of the trial, its plug-ins imported."""
+        return run_one(self.trial, results, sweep, device, threads, run, self.plugins)
+
+
 @dataclass(frozen=True)
 class Batch:
     """What an executor runs: the sweep's name and results folder, the trials to run in
     :class:`~mtlbench.trial.Stage` s (in run order; each stage finishes before the next
-    starts), and each benchmark's checked Slurm resources."""
+    starts), each benchmark's checked Slurm resources, and the plug-ins given to the sweep
+    (``plugins:``, ``--plugin``), which every process that runs a trial imports."""
 
     name: str
     results: Path
     stages: tuple[Stage, ...]
     resources: Mapping[str, Resources] = field(default_factory=dict)
+    plugins: tuple[Plugin, ...] = ()
+
+    def task(self, trial: ResolvedTrial) -> TrialTask:
+        """``trial`` with the batch's plug-ins, ready to send to another process."""
+        return TrialTask(trial, self.plugins)
 
     @property
     def trials(self) -> list[ResolvedTrial]:
@@ -124,7 +168,7 @@ class Batch:
         """``trials`` of ``sweep`` (default: all of them) in their stages."""
         chosen = sweep.trials if trials is None else trials
         stages = tuple(split_stages(chosen))
-        return cls(sweep.name, Path(sweep.results), stages, dict(sweep.resources))
+        return cls(sweep.name, Path(sweep.results), stages, dict(sweep.resources), sweep.plugins)
 
 
 class Executor(ABC):

@@ -85,7 +85,8 @@ class SweepRun:
         return [stage for stage in kept if len(stage)]
 
     def batch(self, stages: list[Stage]) -> Batch:
-        return Batch(self.sweep.name, self.results, tuple(stages), dict(self.sweep.resources))
+        sweep = self.sweep
+        return Batch(sweep.name, self.results, tuple(stages), dict(sweep.resources), sweep.plugins)
 
     def describe(self) -> str:
         """The dry run: the trials left, stage by stage, the tuning budget, and what the

@@ -15,10 +15,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 
 from mtlbench.registry import ConfigError
-from mtlbench.run.base import Batch, Executor, run_one
+from mtlbench.run.base import Batch, Executor, TrialTask, run_one
 from mtlbench.run.options import ExecutorOptions
 from mtlbench.run.progress import ProgressView
-from mtlbench.trial import ResolvedTrial
 
 
 def threads_per_worker(workers: int) -> int:
@@ -54,19 +53,22 @@ class LocalExecutor(Executor):
                 args = (str(batch.results), batch.name, self.device, threads_per_worker(workers))
                 if workers == 1:
                     for trial in stage:
-                        statuses[trial.trial_id] = run_one(trial, *args, run=run)
+                        statuses[trial.trial_id] = run_one(trial, *args, run, batch.plugins)
                         view.finish(trial.trial_id, statuses[trial.trial_id])
                 else:
-                    statuses.update(self._pool(list(stage), workers, args, run, view))
+                    tasks = [batch.task(t) for t in stage]
+                    statuses.update(self._pool(tasks, workers, args, run, view))
         return statuses
 
     @staticmethod
     def _pool(
-        stage: list[ResolvedTrial], workers: int, args: tuple, run: str, view: ProgressView
+        tasks: list[TrialTask], workers: int, args: tuple, run: str, view: ProgressView
     ) -> dict[str, str]:
+        """Each task in a spawned worker (which imports the task's plug-ins: a fresh process
+        has only the built-ins and the installed plug-ins)."""
         statuses: dict[str, str] = {}
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(run_one, t, *args, run=run): t for t in stage}
+            futures = {pool.submit(TrialTask.run, t, *args, run): t.trial for t in tasks}
             for future in as_completed(futures):
                 trial = futures[future]
                 try:

@@ -35,7 +35,7 @@ from typing import Any
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from mtlbench.registry import ConfigError
-from mtlbench.run.base import Batch, Executor, run_one
+from mtlbench.run.base import Batch, Executor, TrialTask
 from mtlbench.run.options import ExecutorOptions, SlurmOptions, executor_options
 from mtlbench.run.slurm.batches import Array, Gate, split, submit_batches
 from mtlbench.run.slurm.ledger import ledger_lock, read_ledger, write_ledger
@@ -69,13 +69,14 @@ class TrialRunner(Checkpointable):
         self.threads = threads  # per benchmark
         self.run = run or None  # tags the progress files for the submitter's view
 
-    def __call__(self, trial: ResolvedTrial) -> str:
-        threads = self.threads.get(trial.benchmark, 1)
-        return run_one(trial, self.results, self.sweep, self.device, threads, run=self.run)
+    def __call__(self, task: TrialTask) -> str:
+        """Run ``task`` (its plug-ins were imported when the job unpickled it)."""
+        threads = self.threads.get(task.trial.benchmark, 1)
+        return task.run(self.results, self.sweep, self.device, threads, self.run)
 
-    def checkpoint(self, trial: ResolvedTrial) -> Any:
+    def checkpoint(self, task: TrialTask) -> Any:
         """Requeue the same trial; the state is in the trainer's checkpoint on disk."""
-        return DelayedSubmission(self, trial)
+        return DelayedSubmission(self, task)
 
 
 @dataclass
@@ -256,7 +257,8 @@ class SlurmExecutor(Executor):
         threads = {b: group.threads for b in group.benchmarks}
         runner = TrialRunner(str(results), batch.name, self.device, threads, run)
         try:
-            jobs = self._executor(folder, params).map_array(runner, todo)
+            tasks = [batch.task(t) for t in todo]  # the plug-ins travel with each trial
+            jobs = self._executor(folder, params).map_array(runner, tasks)
         except Exception as error:  # noqa: BLE001 - sbatch's refusal, said plainly
             text = str(error).strip() or type(error).__name__
             raise ConfigError(
