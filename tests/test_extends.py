@@ -38,6 +38,9 @@ from mtlbench.run.driver import SweepRun
 from mtlbench.run.local import LocalExecutor
 from mtlbench.sweep import SpecError, load_spec
 
+# one worker runs the module, so that the leaderboard below is run once (--dist loadgroup)
+pytestmark = pytest.mark.xdist_group("extends")
+
 BENCH = "_tiny_stl"
 BASE = {
     "name": "tinyboard",
