@@ -224,10 +224,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from mtlbench.sweep import load_spec
 
     given = plugins.parse_all(args.plugin)  # before the spec's names are validated
-    sweep = load_spec(args.spec)
+    only = [m.strip() for item in args.only or [] for m in item.split(",") if m.strip()]
+    if args.only is not None and not only:
+        raise ConfigError("--only needs method names (repeatable, or a comma-separated list)")
+    sweep = load_spec(args.spec, only=only or None, results=args.results)
     sweep.plugins += tuple(p for p in given if p not in sweep.plugins)
-    if args.results:
-        sweep.results = Path(args.results)
     options = sweep.executor.override(kind=args.executor, workers=args.workers)
     driver = SweepRun(sweep, make_executor(options, device=args.device), args.retry_failed)
     if args.dry_run:
@@ -238,7 +239,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if sweep.report is not None and not args.no_report:
         from mtlbench.report import build_report
 
-        index = build_report(sweep.results, ensure_writable(sweep.report), sweep.report_formats)
+        # a sweep that extends a leaderboard reports its methods beside the leaderboard's
+        folders = [sweep.base.results, sweep.results] if sweep.base else [sweep.results]
+        index = build_report(folders, ensure_writable(sweep.report), sweep.report_formats)
         print(f"report: {index}")
     return 0 if succeeded(statuses) else 1
 
@@ -251,15 +254,29 @@ def cmd_report(args: argparse.Namespace) -> int:
     from mtlbench.report import SkippedRecordWarning, build_report
 
     plugins.parse_all(args.plugin)
-    results = Path(args.results)
-    if not results.is_dir():
-        raise ConfigError(f"no results folder at {results}: run a sweep or `mtlbench run` first")
-    out = ensure_writable(Path(args.out) if args.out else Path("reports") / results.name)
+    folders = [Path(r) for r in args.results]
+    for results in folders:
+        if not results.is_dir():
+            raise ConfigError(
+                f"no results folder at {results}: run a sweep or `mtlbench run` first"
+            )
+    if args.timing_reference and not Path(args.timing_reference).is_dir():
+        raise ConfigError(
+            f"no results folder at {args.timing_reference} (--timing-reference): run LS there "
+            "first, e.g. mtlbench sweep SPEC --only ls --results FOLDER"
+        )
+    name = "+".join(f.name for f in folders)
+    out = ensure_writable(Path(args.out) if args.out else Path("reports") / name)
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SkippedRecordWarning)
         index = build_report(
-            results, out, formats, task_avg=args.task_avg, published=args.published
+            folders if len(folders) > 1 else folders[0],
+            out,
+            formats,
+            task_avg=args.task_avg,
+            published=args.published,
+            timing_reference=args.timing_reference,
         )
     skipped = [w for w in caught if issubclass(w.category, SkippedRecordWarning)]
     for w in skipped:
@@ -270,8 +287,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(f"report: {index}")
     if skipped and args.strict:
         print(
-            f"mtlbench: error: {len(skipped)} file(s) under {results} are not valid records "
-            "(--strict)",
+            f"mtlbench: error: {len(skipped)} file(s) under "
+            f"{', '.join(map(str, folders))} are not valid records (--strict)",
             file=sys.stderr,
         )
         return 1
@@ -315,6 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="run a sweep spec (skips finished trials)")
     p.add_argument("spec", help="sweep YAML file")
     p.add_argument("--results", help="override the spec's results folder")
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="METHOD",
+        help="run only these methods (repeatable, or a comma list) with the spec's protocol, "
+        "tuning and seeds, into a folder of their own (--results), reading the references "
+        "from the spec's results: nothing of the spec's runs again (docs/tuning.md)",
+    )
     p.add_argument("--executor", help="override the spec's executor kind (local, slurm)")
     p.add_argument("--workers", type=int, help="local executor: processes")
     p.add_argument("--device", default="auto")
@@ -325,8 +350,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_plugin_option(p)
 
     p = sub.add_parser("report", help="render leaderboards and plots from stored records")
-    p.add_argument("results", help="results folder (records)")
-    p.add_argument("--out", help="report folder (default reports/<results name>)")
+    p.add_argument(
+        "results",
+        nargs="+",
+        help="results folder (records); several: one leaderboard per benchmark, when they are "
+        "the same comparison (a leaderboard and a sweep run against it with --only)",
+    )
+    p.add_argument(
+        "--timing-reference",
+        metavar="FOLDER",
+        help="LS runs on this machine: the time x LS of runs made elsewhere than the "
+        "leaderboard's LS (docs/reports.md)",
+    )
+    p.add_argument("--out", help="report folder (default reports/<results names joined by +>)")
     p.add_argument("--format", default="md", help="comma-separated: md,tex,csv,html")
     p.add_argument("--task-avg", action="store_true", help="also the task-averaged Δm%%")
     p.add_argument("--published", action="store_true", help="show the LDC-MTL paper's numbers")

@@ -89,6 +89,19 @@ def slurm_info() -> dict[str, str | None] | None:
     return info
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``), or None:
+    what the report compares before it divides one machine's time by another's."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip() or None
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def describe(device: torch.device) -> dict[str, Any]:
     from mtlbench import __version__
 
@@ -102,6 +115,7 @@ def describe(device: torch.device) -> dict[str, Any]:
         "device_name": torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else platform.processor() or "cpu",
+        "cpu_model": cpu_model(),
         "threads": torch.get_num_threads(),
         "git_commit": git_commit(),
         "slurm": slurm_info(),

@@ -25,7 +25,9 @@ from typing import Any
 import pandas as pd
 
 from mtlbench.benchmark import Benchmark, Metric, Reference
+from mtlbench.extends import reference_roots
 from mtlbench.records import REPLICATE_KEYS, load_results
+from mtlbench.registry import ConfigError
 
 # Protocol keys that do not change what an STL reference means: the optimisation schedule (a
 # method may bring its own learning rate) and the selection rule.
@@ -53,6 +55,8 @@ def stl_references(rows: pd.DataFrame, metrics: Sequence[Metric]) -> dict[str, R
     ``details`` holds ``kind`` ("stl"), ``key`` (the data protocol), ``trials`` (task -> trial
     ids), ``n`` (task -> records) and ``std`` (metric -> standard deviation over seeds)."""
     stl = rows[(rows["mode"] == "stl") & (rows["status"] == "done")]
+    if "stage" in stl:  # a tuned reference's tuning runs are not the reference: its finals are
+        stl = stl[stl["stage"] != "tune"]
     out: dict[str, Reference | str] = {}
     if stl.empty:
         return out
@@ -98,6 +102,23 @@ def _mean_std(runs: pd.DataFrame, column: str) -> tuple[float, float]:
     return mean, float(vals.std()) if len(vals) > 1 else math.nan
 
 
+def reference_rows(results_dir: Path) -> pd.DataFrame:
+    """The records frame the STL references of ``results_dir`` come from: its own records, and
+    the single-task records of the leaderboard it extends
+    (:func:`mtlbench.extends.reference_roots`: a sweep run against a committed leaderboard does
+    not run them again)."""
+    own, *bases = reference_roots(Path(results_dir))
+    frames = [load_results(own)]
+    for base in bases:
+        if not base.is_dir():
+            raise ConfigError(
+                f"{results_dir} extends {base}, which does not exist: its references are there"
+            )
+        rows = load_results(base)
+        frames.append(rows[rows["mode"] == "stl"])
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
 def stl_reference(
     results_dir: Path, bench: type[Benchmark], protocol: Mapping[str, Any] | None = None
 ) -> Reference | None:
@@ -107,7 +128,7 @@ def stl_reference(
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         return None
-    rows = load_results(results_dir)
+    rows = reference_rows(results_dir)
     refs = stl_references(rows[rows["benchmark"] == bench.name], bench.metrics)
     if protocol is not None:
         found = refs.get(data_key(protocol))

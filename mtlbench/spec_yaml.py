@@ -3,9 +3,21 @@ line it comes from (``mtlbench.sweep``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+from mtlbench.registry import ConfigError
+
+
+class SpecError(ConfigError):
+    """A sweep spec with problems; the message lists every one, with its line; ``problems``
+    holds them, one line each (``FILE: line N: message``)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems if problems is not None else [message]
 
 
 class LineLoader(yaml.SafeLoader):
@@ -73,3 +85,19 @@ def setting_line(nodes: list[Any], key: str | None) -> int | None:
             if spelled == key or spelled.rpartition(".")[2] == name:
                 return line
     return None
+
+
+def read_spec(path: Path) -> Any:
+    """A spec file's YAML, with its lines (:class:`LineLoader`); raises :class:`ConfigError`
+    when the file cannot be read and :class:`SpecError` when it is not YAML."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"cannot read sweep spec {path}: {error.strerror or error}") from None
+    try:
+        return yaml.load(text, Loader=LineLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise SpecError(f"{path}:{where}: malformed YAML: {problem}") from None

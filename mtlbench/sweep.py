@@ -26,23 +26,25 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mtlbench import benchmark as benchmarks
+from mtlbench import extends
 from mtlbench.labels import trial_labels
+from mtlbench.method import names as method_names
 from mtlbench.plugins import Plugin, load, parse
 from mtlbench.registry import ConfigError, coerce
 from mtlbench.run.options import ExecutorOptions, benchmark_resources, parse_executor
 from mtlbench.run.slurm.resources import Resources
 from mtlbench.seed_plan import SeedPlan, parse_seed_plan
 from mtlbench.spec_yaml import (
-    LineLoader,
+    SpecError,
     item_line,
     line_of,
+    read_spec,
     setting_line,
     strip_lines,
 )
@@ -74,15 +76,6 @@ SPEC_KEYS = {
 BENCH_KEYS = {"protocol", "grid", "stl", "methods", "resources", "data_root", "seeds", "tune"}
 
 
-class SpecError(ConfigError):
-    """A sweep spec with problems; the message lists every one, with its line; ``problems``
-    holds them, one line each (``FILE: line N: message``)."""
-
-    def __init__(self, message: str, problems: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.problems = problems if problems is not None else [message]
-
-
 @dataclass
 class Sweep:
     """A checked sweep spec: its trials (the final runs of tuned methods join them once their
@@ -101,6 +94,7 @@ class Sweep:
     tuning: list[TunePlan] = field(default_factory=list)  # one per tuned benchmark and method
     seeding: dict[str, SeedPlan] = field(default_factory=dict)  # sequential benchmarks' plans
     plugins: tuple[Plugin, ...] = ()  # `plugins:` (imported as the spec loads), `--plugin`
+    base: extends.BaseLink | None = None  # the leaderboard it extends (mtlbench.extends)
 
     def stages(self) -> list[Stage]:
         """The trials in the stages they run in (:func:`mtlbench.trial.split_stages`)."""
@@ -138,21 +132,46 @@ def _grid(settings: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*options)]
 
 
-def load_spec(path: str | Path) -> Sweep:
-    """Read and validate a sweep spec file; raises :class:`SpecError` listing every problem."""
+def load_spec(
+    path: str | Path, *, only: Sequence[str] | None = None, results: str | Path | None = None
+) -> Sweep:
+    """Read and validate a sweep spec file; raises :class:`SpecError` listing every problem.
+    ``only``: run these methods alone against the spec as a base, as a spec with ``extends``
+    does (:func:`_derived`); ``results``: the results folder, instead of the spec's."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise ConfigError(f"cannot read sweep spec {path}: {error.strerror or error}") from None
-    try:
-        raw = yaml.load(text, Loader=LineLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise SpecError(f"{path}:{where}: malformed YAML: {problem}") from None
-    return parse_spec(raw, path)
+    raw = read_spec(path)
+    derived = isinstance(raw, dict) and (only is not None or "extends" in raw)
+    sweep = _derived(raw, path, only) if derived else parse_spec(raw, path)
+    sweep.results = Path(results) if results is not None else sweep.results
+    if sweep.base is not None and sweep.results.resolve() == sweep.base.results.resolve():
+        raise SpecError(
+            f"{path}: the results folder {sweep.results} is the base's own: a sweep that "
+            "extends a leaderboard writes into a folder of its own (give results, or --results)"
+        )
+    return sweep
+
+
+def _derived(raw: dict[str, Any], path: Path, only: Sequence[str] | None) -> Sweep:
+    """The sweep of a spec that ``extends`` another, or of a spec run ``--only`` some methods:
+    those methods under the base spec's comparison, without the base's single-task references
+    (read from the base's records: :mod:`mtlbench.extends`)."""
+    problems = _Problems(str(path))
+    base_path, overrides = extends.split(raw, path, only, problems.add)
+    own_plugins = _plugins(raw, path, problems) if "extends" in raw else ()  # their methods
+    extends.check_methods(overrides, method_names(), problems.add)
+    problems.raise_if_any()
+    base_raw = read_spec(base_path)
+    if isinstance(base_raw, dict) and "extends" in base_raw:
+        raise SpecError(f"{base_path}: extends another spec: extend the leaderboard's own spec")
+    base = parse_spec(base_raw, base_path)  # the base's own problems, with the base's lines
+    merged = extends.merge(base_raw, overrides, base.name)
+    merged.pop("plugins", None)  # each spec's files are relative to its own folder: set below
+    sweep = parse_spec(merged, path)
+    sweep.plugins = base.plugins + tuple(p for p in own_plugins if p not in base.plugins)
+    sweep.trials = [t for t in sweep.trials if t.mode != "stl"]
+    sweep.tuning = [p for p in sweep.tuning if p.method != STL]
+    sweep.base = extends.BaseLink.of(base_path, base.results, base_raw)
+    return sweep
 
 
 class _Problems:

@@ -14,36 +14,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
-import tiny_benchmark
-from mtlbench.benchmark import BENCHMARKS, tensor_batches
+import tiny_benchmark  # noqa: F401  (registers _tiny_stl)
+from mtlbench.benchmark import BENCHMARKS
 from mtlbench.references import stl_reference
 from mtlbench.run.tuning import Scorer
 from mtlbench.trainer import run_trial
 from mtlbench.trial import TrialConfig, resolve
-
-
-class TinyWithoutPublished(tiny_benchmark.Tiny):
-    """``_tiny`` without published values (its Δm% needs the suite's own STL runs) and with a
-    test split of its own (``_tiny`` evaluates every split on its training data)."""
-
-    name = "_tiny_stl"
-
-    def reference(self):
-        return None
-
-    def batches(self, split, epoch=0):
-        if split != "test":
-            return super().batches(split, epoch)
-        x, y = self.data
-        g = torch.Generator().manual_seed(7)
-        shifted = (x + 0.5 * torch.randn(x.shape, generator=g), y)
-        return tensor_batches(shifted, self.protocol.batch_size, False, g)
-
-
-if "_tiny_stl" not in BENCHMARKS:
-    BENCHMARKS.register("_tiny_stl")(TinyWithoutPublished)
 
 
 def _stl_folder(root: Path) -> Path:

@@ -1,5 +1,6 @@
 """A tiny synthetic 2-task regression benchmark for the framework's tests (not registered by
-the package: tests import this module, which registers ``_tiny``)."""
+the package: tests import this module, which registers ``_tiny``, and ``_tiny_stl``: the same
+without published values, so that its Δm% needs the suite's own STL runs)."""
 
 from __future__ import annotations
 
@@ -98,3 +99,25 @@ class Tiny(Benchmark):
 
 if "_tiny" not in BENCHMARKS:
     BENCHMARKS.register("_tiny")(Tiny)
+
+
+class TinyWithoutPublished(Tiny):
+    """``_tiny`` without published values (its Δm% needs the suite's own STL runs) and with a
+    test split of its own (``_tiny`` evaluates every split on its training data)."""
+
+    name = "_tiny_stl"
+
+    def reference(self):
+        return None
+
+    def batches(self, split, epoch=0):
+        if split != "test":
+            return super().batches(split, epoch)
+        x, y = self.data
+        g = torch.Generator().manual_seed(7)
+        shifted = (x + 0.5 * torch.randn(x.shape, generator=g), y)
+        return tensor_batches(shifted, self.protocol.batch_size, False, g)
+
+
+if "_tiny_stl" not in BENCHMARKS:
+    BENCHMARKS.register("_tiny_stl")(TinyWithoutPublished)

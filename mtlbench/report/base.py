@@ -103,6 +103,9 @@ class Board:
     notes: list[str] = field(default_factory=list)
     ls: str | None = None
     significance: Significance | None = None
+    timing: dict[str, str] = field(default_factory=dict)  # variant -> time × LS not against
+    # its own benchmark's LS on its machine (mtlbench.report.timing: not comparable, or the
+    # timing reference's)
 
 
 def tie_round(values: Any) -> Any:

@@ -16,11 +16,15 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
+
 import mtlbench.report.sections as sections
 from mtlbench.registry import ConfigError
 from mtlbench.report.load import Results, read_results
+from mtlbench.report.merge import read_folders
 from mtlbench.report.page import Report
 from mtlbench.report.published import load_published
+from mtlbench.report.timing import timing_runs
 
 FORMATS = ("md", "tex", "csv", "html")
 
@@ -42,7 +46,7 @@ def _check_out(out_dir: Path) -> None:
         ) from error
 
 
-def _load(results_dir: Path) -> Results:
+def _load(folders: Sequence[Path]) -> Results:
     """:func:`read_results`, with the records kept out of Python's cyclic garbage collector.
 
     The parsed records (about 30 dicts and lists each, acyclic, alive until the report is
@@ -55,7 +59,7 @@ def _load(results_dir: Path) -> Results:
     enabled = gc.isenabled()
     gc.disable()
     try:
-        results = read_results(results_dir)
+        results = read_folders(folders)
     finally:
         if enabled:
             gc.enable()
@@ -64,51 +68,65 @@ def _load(results_dir: Path) -> Results:
 
 
 def build_report(
-    results_dir: str | Path,
+    results_dir: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     formats: Sequence[str] = ("md",),
     *,
     task_avg: bool = False,
     published: bool = False,
+    timing_reference: str | Path | None = None,
 ) -> Path:
     """Write the report of ``results_dir`` into ``out_dir``; return the index page
     (``index.md``; ``index.html`` beside it when ``html`` is among ``formats``).
 
-    ``formats``: any of md, tex, csv, html (``tex``: every table as a booktabs fragment under
-    ``tables/``; ``csv``: every table's numbers under ``tables/``). ``task_avg``: add the
-    task-averaged Δm% beside the metric-averaged one. ``published``: compare with the LDC-MTL
-    paper's numbers. Each JSON file that is not a valid record is named in a
-    :class:`SkippedRecordWarning` (and on the page). Raises :class:`ConfigError` for a missing or
-    empty results folder, an unwritable report folder or an unknown format.
+    ``results_dir``: a results folder, or several that are the same comparison (one leaderboard
+    per benchmark with every folder's methods: :mod:`mtlbench.report.merge`). ``formats``: any
+    of md, tex, csv, html (``tex``: every table as a booktabs fragment under ``tables/``;
+    ``csv``: every table's numbers under ``tables/``). ``task_avg``: add the task-averaged Δm%
+    beside the metric-averaged one. ``published``: compare with the LDC-MTL paper's numbers.
+    ``timing_reference``: a folder of LS runs on the machine where other runs ran, for their
+    time × LS (:mod:`mtlbench.report.timing`). Each JSON file that is not a valid record is
+    named in a :class:`SkippedRecordWarning` (and on the page). Raises :class:`ConfigError` for
+    a missing or empty results folder, folders that are not the same comparison, an unwritable
+    report folder or an unknown format.
     """
     formats = [f.strip().lower() for f in formats if f.strip()]
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ConfigError(f"unknown report format {bad[0]!r}. Valid: {', '.join(FORMATS)}")
-    results_dir, out_dir = Path(results_dir), Path(out_dir)
-    if not results_dir.is_dir():
-        raise ConfigError(f"results folder {results_dir} does not exist (or is not a folder)")
-    results = _load(results_dir)
+    given = [results_dir] if isinstance(results_dir, (str, Path)) else list(results_dir)
+    folders = [Path(f) for f in given]
+    out_dir = Path(out_dir)
+    for folder in [*folders, *([Path(timing_reference)] if timing_reference else [])]:
+        if not folder.is_dir():
+            raise ConfigError(f"results folder {folder} does not exist (or is not a folder)")
+    if not folders:
+        raise ConfigError("no results folder given")
+    timing = timing_runs(read_results(timing_reference).frame) if timing_reference else None
+    results = _load(folders)
     try:
-        return _write(results, results_dir, out_dir, formats, task_avg, published)
+        return _write(results, out_dir, formats, task_avg, published, timing, timing_reference)
     finally:
         gc.unfreeze()
 
 
 def _write(
     results: Results,
-    results_dir: Path,
     out_dir: Path,
     formats: list[str],
     task_avg: bool,
     published: bool,
+    timing: pd.DataFrame | None,
+    timing_reference: str | Path | None,
 ) -> Path:
     """The report folder of ``results`` (:func:`build_report` after loading)."""
 
+    prefix = f"{results.root}/" if len(results.roots) <= 1 else ""
     for line in results.skipped:
-        warnings.warn(f"skipped {results_dir}/{line}", SkippedRecordWarning, stacklevel=3)
+        warnings.warn(f"skipped {prefix}{line}", SkippedRecordWarning, stacklevel=3)
     _check_out(out_dir)
-    report = Report(results, out_dir, formats, task_avg)
+    name = f"--timing-reference {timing_reference}" if timing_reference else ""
+    report = Report(results, out_dir, formats, task_avg, timing, name)
     try:
         sections.intro(report)
         sections.across(report)
@@ -126,7 +144,7 @@ def _write(
     index = out_dir / "index.md"
     index.write_text(report.doc.markdown(), encoding="utf-8")
     if "html" in formats:
-        title = f"mtlbench report: {results_dir.name}"
+        title = "mtlbench report: " + " + ".join(root.name for root in results.roots)
         (out_dir / "index.html").write_text(report.doc.html(title), encoding="utf-8")
     return index
 

@@ -8,7 +8,8 @@
   lowest rank, :func:`mtlbench.metrics.mean_rank`), averaged over metrics.
 * **Time × LS**: each run's per-step median (``timing.step_median_s``) or total training time
   (``timing.train_s``) divided by the mean of LS's runs on the same benchmark (the LS variant
-  with the most runs), then averaged over seeds.
+  with the most runs) and the same machine (:mod:`mtlbench.report.timing`), then averaged over
+  seeds.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from mtlbench.report.benchmarks import bench_info
 from mtlbench.report.missing import missing_runs, status_notes
 from mtlbench.report.reference import Choice, choose
 from mtlbench.report.significance import board_significance
+from mtlbench.report.timing import time_ratios
 from mtlbench.report.variants import best_variant, prepare
 
 FRONT = ["benchmark", "method", "base_method", "role", "n", "runs"]
@@ -66,21 +68,16 @@ def _delta_m(done: pd.DataFrame, choice: Choice, ranked: list[Col], notes: list[
         )
 
 
-def _time_ratios(done: pd.DataFrame, notes: list[str]) -> str | None:
-    """Per-run time relative to LS into ``_step_x`` / ``_total_x``; returns LS's label."""
+def _ls_label(done: pd.DataFrame, notes: list[str]) -> str | None:
+    """LS's variant on this benchmark (the one with the most runs), the denominator of time."""
     ls_variants = done[done["method"] == "ls"]["variant"].value_counts()
-    ls_label = str(ls_variants.index[0]) if len(ls_variants) else None
-    ls_step = ls_total = math.nan
-    if ls_label is None:
+    if not len(ls_variants):
         if not done.empty:
             notes.append("no time × LS: no done LS run on this benchmark")
-    else:
-        ls = done[done["variant"] == ls_label]
-        ls_step, ls_total = ls["step_median_s"].mean(), ls["train_s"].mean()
-        if len(ls_variants) > 1:
-            notes.append(f"time × LS is relative to {ls_label} (the LS variant with most runs)")
-    done["_step_x"] = done["step_median_s"] / ls_step
-    done["_total_x"] = done["train_s"] / ls_total
+        return None
+    ls_label = str(ls_variants.index[0])
+    if len(ls_variants) > 1:
+        notes.append(f"time × LS is relative to {ls_label} (the LS variant with most runs)")
     return ls_label
 
 
@@ -180,8 +177,11 @@ def compute_board(
     task_avg: bool = False,
     info: BenchInfo | None = None,
     methods: Iterable[str] = (),
+    timing_ls: pd.DataFrame | None = None,
+    timing_name: str = "the timing reference",
 ) -> Board:
-    """:func:`leaderboard` as a :class:`Board` (``df`` already :func:`prepare`-d)."""
+    """:func:`leaderboard` as a :class:`Board` (``df`` already :func:`prepare`-d);
+    ``timing_ls``: LS runs of a timing reference (:func:`mtlbench.report.timing.time_ratios`)."""
     rows = df[df["benchmark"] == benchmark]
     info = info or bench_info(benchmark, df)
     mtl = rows[rows["mode"] != "stl"]
@@ -192,7 +192,8 @@ def compute_board(
     if unknown_dir and choice.shown is not None:
         notes.append(f"Δm% and ranks leave out {', '.join(unknown_dir)} (direction unknown)")
     _delta_m(done, choice, info.ranked, notes)
-    ls_label = _time_ratios(done, notes)
+    ls_label = _ls_label(done, notes)
+    timing = time_ratios(done, ls_label, notes, timing_ls, timing_name)
     table = _aggregate(done, mtl, info.metrics, benchmark)
     if not task_avg:
         table = table.drop(columns=[c for c in ("delta_m_task", "delta_m_task_std") if c in table])
@@ -202,13 +203,15 @@ def compute_board(
     if absent:
         notes.append(f"no test runs on {benchmark}: {', '.join(absent)}")
     table = _assemble(table, benchmark, absent, choice.shown, info.metrics)
+    if timing:  # only then: a leaderboard timed on one machine keeps its columns
+        table["time_x_ls_note"] = table["method"].map(timing).fillna("")
     notes += status_notes(mtl, done, table)
     missing = missing_runs(rows)
     sig = board_significance(done, ls_label)
     if not sig.replicates:  # the toy's starting points are not seeds: no such columns
         table = table.join(sig.table, on="method")
     board = Board(benchmark, table, done, info.metrics, choice.shown, missing, notes, ls_label)
-    board.significance = sig
+    board.significance, board.timing = sig, timing
     return board
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 
 from mtlbench.records import SCHEMA, Record, rows_frame, scan, to_row
 from mtlbench.registry import ConfigError
+from mtlbench.report.timing import machine
 
 
 @dataclass
@@ -39,6 +40,13 @@ class Results:
     bench_notes: list[str] = field(default_factory=list)
     records: dict[str, list[Record]] = field(default_factory=dict)  # by benchmark, for notes
     tuning_runs: int = 0  # records of tuning trials (stage "tune"): counted, not tabled
+    roots: list[Path] = field(default_factory=list)  # every folder read (:func:`combine`)
+    origins: list[str] = field(default_factory=list)  # where records came from, for the page
+
+    @property
+    def label(self) -> str:
+        """The folders read, for the page: ``results/multimnist + results/mine``."""
+        return " + ".join(str(r) for r in self.roots) if len(self.roots) > 1 else str(self.root)
 
 
 def _bench_files(root: Path) -> list[Path]:
@@ -111,12 +119,13 @@ def read_results(results_dir: str | Path) -> Results:
     for rid, (row, (_, rec)) in enumerate(zip(rows, found.records, strict=True)):
         row["rid"] = rid
         row["tuning"] = _tuning(rec)
+        row["machine"] = machine(rec)
     curves = {rid: _curves(rec) for rid, (_, rec) in enumerate(found.records)}
     frame = _one_per_trial(rows_frame(rows))
     n = len(frame)
     tuning = frame["stage"] == "tune"
     frame = frame[~tuning].reset_index(drop=True)
-    results = Results(root, frame, curves, skipped, duplicates=len(rows) - n)
+    results = Results(root, frame, curves, skipped, duplicates=len(rows) - n, roots=[root])
     results.tuning_runs = int(tuning.sum())
     for _, rec in found.records:
         bench = str((rec.get("config") or {}).get("benchmark") or "?")
@@ -163,3 +172,40 @@ def read_bench_csv(paths: Sequence[Path], root: Path) -> tuple[pd.DataFrame | No
     if not tables:
         return None, notes
     return pd.concat(tables, ignore_index=True), notes
+
+
+def combine(parts: Sequence[Results]) -> Results:
+    """Several folders' :class:`Results` as one: rows and curves (row ids renumbered), records,
+    skipped files and bench tables; paths are prefixed with their folder. A trial id found in
+    two folders is kept once (:func:`_one_per_trial`)."""
+    frames, curves, skipped, records = [], {}, [], {}
+    offset = 0
+    for part in parts:
+        frame = part.frame.copy()
+        frame["path"] = part.root.as_posix() + "/" + frame["path"].astype(str)
+        frame["rid"] = frame["rid"] + offset
+        frames.append(frame)
+        curves.update({rid + offset: c for rid, c in part.curves.items()})
+        offset += max(part.curves, default=-1) + 1
+        skipped += [f"{part.root.as_posix()}/{line}" for line in part.skipped]
+        for bench, recs in part.records.items():
+            records.setdefault(bench, []).extend(recs)
+    for bench, recs in records.items():  # one per trial id, its done record first
+        ordered = sorted(recs, key=lambda r: r.get("status") == "done", reverse=True)
+        records[bench] = list({str(r.get("trial_id")): r for r in reversed(ordered)}.values())
+    frame = pd.concat(frames, ignore_index=True)
+    kept = _one_per_trial(frame)
+    tables = [p.bench_table for p in parts if p.bench_table is not None]
+    return Results(
+        parts[0].root,
+        kept,
+        curves,
+        skipped,
+        duplicates=sum(p.duplicates for p in parts) + len(frame) - len(kept),
+        bench_table=pd.concat(tables, ignore_index=True) if tables else None,
+        bench_notes=[note for p in parts for note in p.bench_notes],
+        records=records,
+        tuning_runs=sum(p.tuning_runs for p in parts),
+        roots=[root for p in parts for root in p.roots],
+        origins=[origin for p in parts for origin in p.origins],
+    )

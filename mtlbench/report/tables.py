@@ -19,6 +19,7 @@ from mtlbench.report.render import (
     fmt_pm,
     marks,
 )
+from mtlbench.report.timing import NOT_COMPARABLE
 
 MAX_METRIC_COLUMNS = 12  # wider benchmarks (CelebA, QM9) get a separate per-metric table
 SUMMARY = ("delta_m", "delta_m_task", "mean_rank")
@@ -82,10 +83,23 @@ def _summary_cells(board: pd.DataFrame, task_avg: bool) -> list[list[Cell]]:
             cells += uncertainty_cells(r)
         rank = mark["mean_rank"][i] if "mean_rank" in mark else ""
         cells.append(Cell(fmt_pm(r.get("mean_rank"), None, decimals=2), rank))
-        cells.append(Cell(fmt_pm(r.get("step_x_ls"), r.get("step_x_ls_std"), decimals=2)))
-        cells.append(Cell(fmt_pm(r.get("total_x_ls"), r.get("total_x_ls_std"), decimals=2)))
+        cells += time_cells(r)
         out.append(cells)
     return out
+
+
+def time_cells(r: pd.Series) -> list[Cell]:
+    """time/step × LS and total time × LS of a row; ``not comparable`` where the row's runs
+    ran on another machine than LS's and no timing reference stands in
+    (:mod:`mtlbench.report.timing`)."""
+    if str(r.get("time_x_ls_note") or "") == NOT_COMPARABLE and not _finite_number(
+        r.get("step_x_ls")
+    ):
+        return [Cell(NOT_COMPARABLE), Cell(NOT_COMPARABLE)]
+    return [
+        Cell(fmt_pm(r.get("step_x_ls"), r.get("step_x_ls_std"), decimals=2)),
+        Cell(fmt_pm(r.get("total_x_ls"), r.get("total_x_ls_std"), decimals=2)),
+    ]
 
 
 UNCERTAINTY_HEADERS = ["95% CI", "P(impr.)", "vs best", "vs LS"]

@@ -178,6 +178,7 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
         ("train_tasks", ""),
         ("diverged_epoch", math.nan),
         ("rid", -1),
+        ("machine", ""),
     ):
         if col not in df:
             df[col] = default

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mtlbench import benchmark as benchmarks
+from mtlbench import extends, references
+from mtlbench.registry import ConfigError
 from mtlbench.run.base import Batch, Executor, tidy_checkpoints
 from mtlbench.run.lease import ELSEWHERE
 from mtlbench.run.progress import summary
@@ -49,6 +51,30 @@ def require_data(stages: list[Stage]) -> None:
             raise benchmarks.DataUnavailable(f"{name} data not ready: " + " | ".join(missing))
 
 
+def require_base(sweep: Sweep) -> None:
+    """For a sweep that extends a leaderboard (:mod:`mtlbench.extends`): raise
+    :class:`ConfigError` unless the base's results folder holds the single-task references of
+    every benchmark that needs them (no published reference), for the sweep's data protocol."""
+    if sweep.base is None:
+        return
+    base = sweep.base.results
+    if not base.is_dir():
+        raise ConfigError(
+            f"the base results folder {base} of {sweep.base.spec} does not exist: the references "
+            "are read from there (check out or run the base leaderboard first)"
+        )
+    first = {t.benchmark: t for t in sweep.trials}
+    for name, trial in sorted(first.items()):
+        cls = benchmarks.get(name)
+        if cls(trial.protocol, trial.data_root).reference() is not None:
+            continue  # published: nothing to read from the base
+        if references.stl_reference(base, cls, trial.protocol.to_dict()) is None:
+            raise ConfigError(
+                f"{base} has no single-task references of {name} for this protocol (a done stl "
+                f"record of every task): run the base sweep {sweep.base.spec} first"
+            )
+
+
 class SweepRun:
     """One ``mtlbench sweep`` of ``sweep`` on ``executor`` (see the module docstring)."""
 
@@ -57,6 +83,12 @@ class SweepRun:
         self.executor = executor
         self.retry_failed = retry_failed
         self._todo: list[Stage] | None = None
+        self._base_checked = False
+
+    def _check_base(self) -> None:
+        if not self._base_checked:
+            require_base(self.sweep)
+            self._base_checked = True
 
     @property
     def results(self) -> Path:
@@ -65,6 +97,7 @@ class SweepRun:
     def plan(self) -> list[Stage]:
         """The stages left to run (read once; :meth:`run` plans again only for new trials)."""
         if self._todo is None:
+            self._check_base()
             self._advance()
             self._todo = self._pending(set())
         return self._todo
@@ -115,6 +148,9 @@ class SweepRun:
         """Run the sweep to the end (see the module docstring); returns ``{trial_id: status}``
         for every trial handed to the executor, and says the summary through ``echo``."""
         echo = echo or _say
+        self._check_base()
+        if self.sweep.base is not None:  # the folder names its base before anything runs
+            extends.claim(self.results, self.sweep.base)
         todo = self.plan()
         tidy_checkpoints(self.results, self.sweep.trials)
         require_data(todo)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from mtlbench import benchmark as benchmarks
 from mtlbench import references
 from mtlbench.metrics import delta_m_metric_avg
-from mtlbench.records import load_results, read_record, record_path
+from mtlbench.records import read_record, record_path
 from mtlbench.registry import ConfigError
 from mtlbench.selection import selection_reference, selection_score
 from mtlbench.trial import ResolvedTrial, StagedTrial
@@ -40,7 +40,8 @@ def _signed_val(record: Mapping[str, Any], metric: str) -> float:
 
 
 class Scorer:
-    """Validation scores of tuning records; references resolved once per results folder."""
+    """Validation scores of tuning records; references resolved once per results folder (its
+    own STL records, or those of the leaderboard it extends: :mod:`mtlbench.extends`)."""
 
     def __init__(self, results: Path) -> None:
         self.results = Path(results)
@@ -54,7 +55,7 @@ class Scorer:
         if published is not None:
             return published
         if self._rows is None:
-            self._rows = load_results(self.results)
+            self._rows = references.reference_rows(self.results)
         rows = self._rows[self._rows["benchmark"] == bench.name]
         found = references.stl_references(rows, bench.metrics).get(
             references.data_key(cfg["protocol"])
