@@ -13,7 +13,8 @@ from typing import Any
 def trial_labels(configs: dict[str, dict[str, Any]], keys: Iterable[str] = ()) -> dict[str, str]:
     """What tells each trial apart, by trial id: ``benchmark method [task] seed=S`` and the
     settings named in ``keys`` (a spec's grid) or whose values differ among the trials of the
-    same benchmark, method and task, e.g. ``toy ls seed=0 start=3``.
+    same benchmark, method and task, e.g. ``toy ls seed=0 start=3``; a tuning trial of a
+    widening round ends in ``round=2`` (docs/tuning.md).
 
     ``configs`` maps trial ids to resolved configs (``ResolvedTrial.to_dict()``, or a record's
     ``config``), so that a status view of records can label them the same way.
@@ -33,6 +34,8 @@ def trial_labels(configs: dict[str, dict[str, Any]], keys: Iterable[str] = ()) -
             head = (config.get("benchmark"), config.get("method"), config.get("task"))
             text = " ".join(str(h) for h in head if h) + f" seed={config.get('seed')}"
             labels[trial_id] = " ".join([text, *(f"{k}={values[k]}" for k in shown)])
+            if config.get("stage") == "tune" and (config.get("tuning") or {}).get("round"):
+                labels[trial_id] += f" round={config['tuning']['round']}"  # a widening round
     return labels
 
 

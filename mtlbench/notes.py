@@ -195,13 +195,18 @@ def tuning_status(records: Iterable[Record]) -> dict[str, str]:
         for r in records
         if stage_of(r) == "final"
     }
+    second = Counter(
+        r["config"]["method"] for r in tuning if (r["config"].get("tuning") or {}).get("round")
+    )
     out = {}
     for method in sorted({r["config"]["method"] for r in records}):
         if method in tags:
             t = tags[method]
+            widened = f", {second[method]} of them widening the range" if second[method] else ""
             out[method] = (
                 f"tuned: {counts[method]} tuning trials ({t.get('sampler')}, budget "
-                f"{t.get('budget')} x {len(t.get('seeds') or [])} seed(s), on {t.get('metric')})"
+                f"{t.get('budget')} x {len(t.get('seeds') or [])} seed(s), on {t.get('metric')}"
+                f"{widened})"
             )
         elif counts[method]:
             out[method] = NO_FINAL + _tuning_outcome(

@@ -18,7 +18,13 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+#: The end of a range a selected value sits at ("high": its largest values).
+Side = Literal["low", "high"]
+#: A log-uniform value within this share of its range's ends (in log scale) is at an edge: the
+#: report marks it, and a tuning block with ``widen`` searches beyond it (docs/tuning.md).
+EDGE_SHARE = 0.1
 
 
 class Space:
@@ -106,6 +112,24 @@ class LogUniform(Space):
 
     def finite(self) -> bool:
         return False
+
+    def position(self, value: float, default: Any = None) -> float:
+        """Where ``value`` lies in the range, in log scale: 0 at ``low``, 1 at ``high``."""
+        scale = self._scale(default)
+        return math.log(value / (self.low * scale)) / math.log(self.high / self.low)
+
+    def beyond(self, side: Side, factor: float) -> LogUniform:
+        """The band a widening round searches (:mod:`mtlbench.tune_widen`): from the range's
+        ``high`` end to ``factor`` times it, or from ``low / factor`` to ``low``."""
+        if side == "high":
+            return LogUniform(self.high, self.high * factor, self.points, self.relative)
+        return LogUniform(self.low / factor, self.low, self.points, self.relative)
+
+    def widened(self, side: Side, factor: float) -> LogUniform:
+        """The range with ``factor`` more on ``side``: what a widened tuning searched."""
+        if side == "high":
+            return LogUniform(self.low, self.high * factor, self.points, self.relative)
+        return LogUniform(self.low / factor, self.high, self.points, self.relative)
 
     def describe(self) -> str:
         unit = " x default" if self.relative else ""

@@ -35,12 +35,13 @@ from typing import Any, Literal
 from mtlbench import benchmark as benchmarks
 from mtlbench.method import METHODS
 from mtlbench.registry import ConfigError
-from mtlbench.space import PROTOCOL_SPACE, Space
+from mtlbench.space import PROTOCOL_SPACE, Side, Space
 from mtlbench.trial import STL, ResolvedTrial, StagedTrial, TrialConfig, resolve, staged
+from mtlbench.tune_widen import beyond_space, edge_sides, parse_widen
 
 Sampler = Literal["grid", "random", "stratified"]
 SAMPLERS = ("grid", "random", "stratified")
-TUNE_KEYS = {"budget", "sampler", "metric", "seeds", "seed", "methods"}
+TUNE_KEYS = {"budget", "sampler", "metric", "seeds", "seed", "methods", "widen"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,16 +59,21 @@ class TuneSpec:
     seeds: tuple[int, ...] = (0,)
     seed: int = 0
     methods: tuple[str, ...] | None = None
+    widen: float | None = None  # the factor of one widening round (mtlbench.tune_widen)
 
     def tag(self) -> dict[str, Any]:
-        """What a final run records about its tuning (and its id hashes)."""
-        return {
+        """What a final run records about its tuning (and its id hashes; ``widen`` only when
+        set, so that the ids of specs without it do not move)."""
+        out: dict[str, Any] = {
             "budget": self.budget,
             "sampler": self.sampler,
             "metric": self.metric,
             "seeds": list(self.seeds),
             "seed": self.seed,
         }
+        if self.widen is not None:
+            out["widen"] = {"factor": self.widen}
+        return out
 
 
 def _int_list(value: Any) -> bool:
@@ -106,6 +112,10 @@ def parse_tune(raw: Any) -> TuneSpec:
         isinstance(methods, list) and all(isinstance(m, str) for m in methods)
     ):
         problems.append("methods must be a list of method names")
+    widen, widen_problems = parse_widen(raw.get("widen"))
+    problems += widen_problems
+    if widen is not None and sampler == "grid":
+        problems.append("widen needs sampler random or stratified: a grid's values are fixed")
     if problems:
         raise ConfigError("tune: " + "; ".join(problems))
     return TuneSpec(
@@ -115,6 +125,7 @@ def parse_tune(raw: Any) -> TuneSpec:
         seeds=tuple(seeds),
         seed=seed,
         methods=tuple(methods) if methods is not None else None,
+        widen=widen,
     )
 
 
@@ -245,6 +256,10 @@ class TunePlan:
     problem: str | None = None  # why no configuration could be selected
     task: str | None = None
     seeding: dict[str, Any] | None = None  # the final runs' sequential seed plan (its tag)
+    space: dict[str, Space] = field(default_factory=dict)  # what the first round sampled
+    defaults: dict[str, Any] = field(default_factory=dict)  # the values relative spaces scale
+    rounds: list[int] = field(default_factory=list)  # each configuration's round (1 or 2)
+    widened: dict[str, Side] | None = None  # None: not decided; {}: no second round
 
     @property
     def n_trials(self) -> int:
@@ -276,7 +291,8 @@ def plan_tuning(
     fixed_keys = {_bare(k) for k in fixed}
     space = {k: v for k, v in method_space(method).items() if _bare(k) not in fixed_keys}
     stream = f"{benchmark}/{method}" + (f"/{task}" if task else "")
-    configs = sample_configs(space, tune, _defaults(base), stream)
+    defaults = _defaults(base)
+    configs = sample_configs(space, tune, defaults, stream)
     trials = [[staged(trial(s, {**fixed, **c}), "tune") for s in tune.seeds] for c in configs]
     return TunePlan(
         benchmark,
@@ -288,13 +304,54 @@ def plan_tuning(
         list(final_seeds),
         data_root,
         task=task,
+        space=space,
+        defaults={k: defaults.get(k) for k in space},
+        rounds=[1] * len(configs),
     )
+
+
+def widen_round(plan: TunePlan, index: int) -> list[StagedTrial]:
+    """Decide the widening round of ``plan``, whose first round selected ``index``
+    (:mod:`mtlbench.tune_widen`): when a log-uniform setting's selected value sits at an edge,
+    add ``budget`` configurations drawn beyond it (the other settings at their selected values)
+    and their tuning trials, tagged ``{round: 2, widened: {key: side}}``; returns those trials
+    (none when nothing sits at an edge, or the block has no ``widen``). Decided once."""
+    if plan.widened is not None or plan.tune.widen is None:
+        return []
+    plan.widened = edge_sides(plan.space, plan.configs, index, plan.defaults)
+    if not plan.widened:
+        return []
+    band = beyond_space(plan.space, plan.widened, plan.tune.widen)
+    kept = {k: v for k, v in plan.configs[index].items() if k not in band}
+    stream = f"{plan.benchmark}/{plan.method}" + (f"/{plan.task}" if plan.task else "")
+    drawn = sample_configs(band, plan.tune, plan.defaults, f"{stream}/widen")
+    tag = {"round": 2, "widened": dict(plan.widened), "factor": plan.tune.widen}
+    added = []
+    for config in drawn:
+        settings = {**plan.fixed, **kept, **config}
+        trials = [
+            staged(
+                resolve(
+                    TrialConfig(plan.benchmark, plan.method, s, settings, plan.task, plan.data_root)
+                ),
+                "tune",
+                tag,
+            )
+            for s in plan.tune.seeds
+        ]
+        plan.configs.append({**kept, **config})
+        plan.trials.append(trials)
+        plan.rounds.append(2)
+        added += trials
+    return added
 
 
 def final_trials(plan: TunePlan, index: int) -> list[StagedTrial]:
     """The selected configuration with the sweep's seeds, marked ``stage: final``."""
     settings = {**plan.fixed, **plan.configs[index]}
     tuning = {**plan.tune.tag(), "selected": dict(sorted(plan.configs[index].items()))}
+    if plan.widened:  # a second round ran: the range searched, and the selection's round
+        tuning.update(widened=dict(plan.widened), round=plan.rounds[index])
     return [
         staged(
             replace(
@@ -376,9 +433,15 @@ def describe_budget(plans: Sequence[TunePlan]) -> str:
             state = f"selected {plan.configs[plan.selected]}"
         elif plan.problem:
             state = f"no selection: {plan.problem}"
+        widen = ""
+        if t.widen is not None and plan.widened is None:
+            widen = f"; {t.budget} more if the selection is at an edge (widen x{t.widen:g})"
+        elif plan.widened:
+            sides = ", ".join(f"{k} {side}" for k, side in plan.widened.items())
+            widen = f", of which {t.budget} in a widening round ({sides}, x{t.widen:g})"
         lines.append(
             f"  {plan.label}: {len(plan.configs)} configs x {len(t.seeds)} "
-            f"seed(s) = {plan.n_trials} tuning trials ({t.sampler}, {t.metric}); then "
+            f"seed(s) = {plan.n_trials} tuning trials ({t.sampler}, {t.metric}{widen}); then "
             f"{len(plan.final_seeds)} final trial(s), {state}"
         )
     return "\n".join(lines)

@@ -164,7 +164,49 @@ def test_yeast_metrics_by_hand() -> None:
     assert v["hamming_loss"] == pytest.approx(2 / (4 * 14))
     # micro F1 over all classes: tp 5, fp 1, fn 1
     assert v["micro_f1"] == pytest.approx(5 / 6, rel=1e-6)
-    assert [m.name for m in make_yeast().metrics] == [f"acc_{c}" for c in CLASSES]
+    # balanced accuracy: class1 (tpr 1/2, tnr 1/2); class2 has no negative and class3 no
+    # positive, so the one defined rate is the value
+    assert v["bacc_class1"] == 0.5 and v["bacc_class2"] == 1.0 and v["bacc_class3"] == 1.0
+    assert [m.name for m in make_yeast().metrics] == [f"bacc_{c}" for c in CLASSES]
+
+
+def test_yeast_balanced_accuracy_golden_values() -> None:
+    """A hand-made confusion per class (tp, fp, fn, tn), each value worked out by hand."""
+    # columns: class a, a constant "no" (b), all wrong (c), no positive (d)
+    counts = torch.tensor(
+        [
+            [3.0, 0.0, 0.0, 0.0],  # tp
+            [2.0, 0.0, 6.0, 1.0],  # fp
+            [1.0, 6.0, 4.0, 0.0],  # fn
+            [14.0, 94.0, 0.0, 9.0],  # tn
+        ],
+        dtype=torch.float64,
+    )
+    bacc = yeast.balanced_accuracy(*counts)
+    # a: tpr 3/4, tnr 14/16 -> 13/16; b: 6 % positives, all predicted "no": accuracy 0.94, yet
+    # 0.5 like every constant predictor; c: 0; d: its tpr is 0/0, so its tnr 9/10 alone
+    expected = [0.8125, 0.5, 0.0, 0.9]
+    assert bacc.tolist() == pytest.approx(expected, abs=1e-12)
+
+
+def test_yeast_evaluator_imbalanced_class_golden_values() -> None:
+    """20 genes, class1 with 4 positives: tp 3, fn 1, fp 2, tn 14 -> accuracy 17/20, balanced
+    accuracy (3/4 + 14/16) / 2 = 0.8125, F1 2*3 / (2*3 + 2 + 1) = 2/3; class2 with one positive
+    and a constant "no": accuracy 0.95, balanced accuracy 0.5 (issue 21: 0.9401 and 0.9835)."""
+    y = torch.zeros(20, 14)
+    y[:4, 0] = 1.0
+    y[0, 1] = 1.0
+    logits = -torch.ones(20, 14)
+    logits[[0, 1, 2, 4, 5], 0] = 1.0  # predicted positive: 3 of the 4 positives, 2 negatives
+    ev = MultiLabelEvaluator()
+    for rows in (slice(0, 7), slice(7, 20)):  # two batches: the counts accumulate
+        ev.update(list(logits[rows].split(1, dim=1)), (torch.zeros(20, 103)[rows], y[rows]))
+    v = ev.compute()
+    assert v["acc_class1"] == pytest.approx(0.85)
+    assert v["bacc_class1"] == pytest.approx(0.8125)
+    assert v["f1_class1"] == pytest.approx(2 / 3, rel=1e-6)
+    assert v["acc_class2"] == pytest.approx(0.95) and v["bacc_class2"] == 0.5
+    assert v["macro_bacc"] == pytest.approx((0.8125 + 0.5 + 12 * 1.0) / 14)
 
 
 def test_yeast_training_step_and_model() -> None:

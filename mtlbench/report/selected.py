@@ -28,12 +28,10 @@ import pandas as pd
 
 from mtlbench.method import METHODS
 from mtlbench.report.variants import fmt_setting, parse, selected_keys
-from mtlbench.space import PROTOCOL_SPACE, Choice, IntRange, LogUniform, Space
+from mtlbench.space import EDGE_SHARE, PROTOCOL_SPACE, Choice, IntRange, LogUniform, Space
 from mtlbench.trial import TrialConfig, resolve
 
 COLUMNS = ["benchmark", "method", "base_method", "setting", "selected", "untuned", "range", "edge"]
-#: A log-uniform value within this share of its range's ends (in log scale) is at an edge.
-EDGE_SHARE = 0.1
 SCOPES = ("protocol", "method", "policies")  # the prefixes of a trial's override keys
 
 
@@ -165,12 +163,22 @@ def _range_edge(space: Space | None, x: float, default: Any) -> str:
         scale = _number(default) if space.relative else 1.0
         if scale is None or scale <= 0 or x <= 0:
             return ""
-        where = math.log(x / (space.low * scale)) / math.log(space.high / space.low)
+        where = space.position(x, scale if space.relative else None)
         if where >= 1 - EDGE_SHARE:
             return "in the top tenth of its range"
         if where <= EDGE_SHARE:
             return "in the bottom tenth of its range"
     return ""
+
+
+def searched_space(space: Space | None, key: str, tag: Mapping[str, Any]) -> Space | None:
+    """The range a final run's tuning searched for ``key``: the declared ``space``, widened by
+    the tag's factor on the side its widening round searched (docs/tuning.md)."""
+    side = (tag.get("widened") or {}).get(key)
+    factor = (tag.get("widen") or {}).get("factor")
+    if isinstance(space, LogUniform) and side in ("low", "high") and _number(factor):
+        return space.widened(side, float(factor))
+    return space
 
 
 def _key_order(key: str) -> tuple[int, str]:
@@ -204,9 +212,11 @@ def selected_configs(
         keys = sorted(selected_keys(row["tuning"], cache), key=_key_order)
         defaults = untuned_values(row, keys, cache)
         for key in keys:
-            space = declared_space(str(row["method"]), key)
+            space = searched_space(declared_space(str(row["method"]), key), key, tag)
             default = defaults.get(key)
             text = describe_range(space, default, tag.get("sampler"))
+            if key in (tag.get("widened") or {}):
+                text += f" (widened x{tag['widen']['factor']:g} in a second round)"
             if outside(space, chosen[key], default):
                 text += " (the value lies outside: the space changed since the sweep ran)"
             out.append(

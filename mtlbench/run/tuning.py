@@ -1,5 +1,6 @@
 """The tuning stage, run: each tuning trial's validation score from its record, the selected
-configuration of each tuned method, and its final runs added to the sweep.
+configuration of each tuned method (after its widening round, when its first round selected a
+value at an edge: :mod:`mtlbench.tune_widen`), and its final runs added to the sweep.
 
 The plan (the tune block, the spaces, the sampled configurations and their trials) is
 :mod:`mtlbench.tune`, below the spec model; this module reads records, so it sits with the
@@ -23,7 +24,7 @@ from mtlbench.records import read_record, record_path
 from mtlbench.registry import ConfigError
 from mtlbench.selection import selection_reference, selection_score
 from mtlbench.trial import ResolvedTrial, StagedTrial
-from mtlbench.tune import TunePlan, final_trials
+from mtlbench.tune import TunePlan, final_trials, widen_round
 
 if TYPE_CHECKING:
     from mtlbench.sweep import Sweep
@@ -120,26 +121,43 @@ def select(plan: TunePlan, results: Path, scorer: Scorer | None = None) -> int |
     return min(range(len(scores)), key=scores.__getitem__)
 
 
-def finalize(sweep: Sweep) -> list[StagedTrial]:
-    """Add to ``sweep.trials`` the final runs of every plan whose tuning has finished, reading
-    the records in ``sweep.results``; returns the trials added. A plan's selection is made
-    once: a plan already selected is left as it is."""
+def _advance(plan: TunePlan, results: Path, scorer: Scorer) -> list[StagedTrial]:
+    """What the records decide for one plan now: nothing (a trial still to run), the trials of
+    its widening round (:func:`mtlbench.tune.widen_round`, when its first round selected a value
+    at an edge), and its selection and final runs once every round has finished. A resumed
+    sweep whose widening round is already on record gets both at once."""
     added: list[StagedTrial] = []
-    scorer = Scorer(sweep.results)
-    for plan in sweep.tuning:
-        if plan.selected is not None:
-            continue
+    while plan.selected is None:
         try:
-            index = select(plan, sweep.results, scorer)
+            index = select(plan, results, scorer)
         except ConfigError as error:
             plan.problem = str(error)
-            continue
+            return added
         if index is None:
-            continue
+            return added
         plan.problem = None
+        widening = widen_round(plan, index)
+        if widening:
+            added += widening
+            continue  # select again: its records may already be there
         plan.selected = index
         plan.final = final_trials(plan, index)
-        known = {t.trial_id for t in sweep.trials}
-        added.extend(t for t in plan.final if t.trial_id not in known)
+        added += plan.final
+    return added
+
+
+def finalize(sweep: Sweep) -> list[StagedTrial]:
+    """Add to ``sweep.trials`` what the records in ``sweep.results`` decide for every plan: the
+    trials of a widening round, and the final runs of every plan whose tuning has finished;
+    returns the trials added. A plan's selection is made once: a plan already selected is left
+    as it is."""
+    added: list[StagedTrial] = []
+    scorer = Scorer(sweep.results)
+    known = {t.trial_id for t in sweep.trials}
+    for plan in sweep.tuning:
+        for trial in _advance(plan, sweep.results, scorer):
+            if trial.trial_id not in known:
+                known.add(trial.trial_id)
+                added.append(trial)
     sweep.trials.extend(added)
     return added
