@@ -334,6 +334,24 @@ def test_directions_come_from_the_records_metric_info(tmp_path: Path):
     assert ranks["uw"] == 1.0 and ranks["ls"] == 2.0
 
 
+def test_records_of_an_earlier_metric_definition_are_tabled_as_recorded(tmp_path: Path):
+    """A registered benchmark whose metrics changed since its records were made (Yeast's acc_*
+    became bacc_*): the table is the records' metric_info, ranked by its declared directions,
+    and the page says that the installation's benchmark scores other metrics."""
+    old = info(old_err=False)  # `_tiny` scores mse_a, mse_b today
+    records = [
+        record("_tiny", m, s, {"old_err": v + s / 100}, metrics_info=old)
+        for m, v in (("ls", 0.9), ("uw", 0.2))
+        for s in range(2)
+    ]
+    results = write_all(tmp_path / "r", records)
+    board = leaderboard(read_results(results).frame, "_tiny").set_index("method")
+    assert board.loc["uw", "mean_rank"] == 1.0 and board.loc["ls", "mean_rank"] == 2.0
+    md = build_report(results, tmp_path / "report").read_text()
+    assert "these records score _tiny with `old_err`" in md
+    assert "scores `mse_a`, `mse_b`" in md and "old_err ↓" in md
+
+
 def _version1(rec: Record) -> dict[str, Any]:
     """The same record as version 1 wrote it (no metric_info, no resumes)."""
     old = {k: v for k, v in rec.items() if k not in ("metric_info", "resumes")}

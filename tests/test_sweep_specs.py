@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import tiny_benchmark  # noqa: F401  (registers the "_tiny" benchmark some specs here name)
 from mtlbench import benchmark as benchmarks
 from mtlbench import cli
 from mtlbench.registry import ConfigError

@@ -50,6 +50,9 @@ def bench_info(
         why = f" ({type(error).__name__}: {first_line(error)})"
         return _from_records(name, frame, metric_info, why)
     cols = [Col(m.name, m.task, m.higher_is_better, m.unit) for m in cls.metrics]
+    recorded = records_metric_info(name, frame) if metric_info is None else list(metric_info)
+    if recorded and {str(m["name"]) for m in recorded} != {c.name for c in cols}:
+        return _earlier_metrics(name, frame, recorded, cols)
     info = BenchInfo(name, cols, True)
     try:
         info.published = cls(cls.default_protocol()).reference()
@@ -59,6 +62,27 @@ def bench_info(
             f"({type(error).__name__}: {first_line(error)})"
         )
     return info
+
+
+def _earlier_metrics(
+    name: str, frame: pd.DataFrame, recorded: list[dict[str, Any]], current: list[Col]
+) -> BenchInfo:
+    """Records made before the benchmark's metrics changed (Yeast's ``acc_*`` became
+    ``bacc_*``): their table is the records' own ``metric_info``, said so, never re-labelled."""
+    info = _from_records(name, frame, recorded, "")
+    info.notes = [
+        f"these records score {name} with {_names(recorded)}; this installation's {name} "
+        f"scores {_names([{'name': c.name} for c in current])}: the table uses the records' "
+        "`metric_info` (run the sweep again for the current metrics)"
+    ]
+    return info
+
+
+def _names(info: Sequence[dict[str, Any]], shown: int = 3) -> str:
+    names = [f"`{m['name']}`" for m in info]
+    return ", ".join(names[:shown]) + (
+        f" and {len(names) - shown} more" if len(names) > shown else ""
+    )
 
 
 def _from_records(
