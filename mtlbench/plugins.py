@@ -29,7 +29,7 @@ import importlib
 import importlib.util
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
@@ -295,3 +295,28 @@ def describe(info: PluginInfo) -> str:
     """One line: ``module (distribution version, sha256 0123456789ab)``."""
     where = f"{info['distribution']} {info['version']}" if info["distribution"] else info["source"]
     return f"{info['module']} ({where}, sha256 {info['sha256'][:12]})"
+
+
+def spec_plugins(
+    raw: dict[str, Any], path: Path | None, problem: Callable[[str, int | None], None]
+) -> tuple[Plugin, ...]:
+    """A sweep spec's ``plugins:`` (module names, or ``.py`` files relative to the spec's
+    folder), imported now, so that the names they register validate; each problem is given to
+    ``problem`` with its line in the spec."""
+    from mtlbench.spec_yaml import item_line, line_of
+
+    value = raw.get("plugins")
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        problem("plugins must be a list of module names or .py files", line_of(raw, "plugins"))
+        return ()
+    out = []
+    for index, ref in enumerate(value):
+        try:
+            plugin = parse(str(ref), path.parent if path else None)
+            load([plugin])
+            out.append(plugin)
+        except ConfigError as error:
+            problem(str(error), item_line(value, index) or line_of(raw, "plugins"))
+    return tuple(out)

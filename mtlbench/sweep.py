@@ -35,7 +35,7 @@ from mtlbench import benchmark as benchmarks
 from mtlbench import extends
 from mtlbench.labels import trial_labels
 from mtlbench.method import names as method_names
-from mtlbench.plugins import Plugin, load, parse
+from mtlbench.plugins import Plugin, spec_plugins
 from mtlbench.registry import ConfigError, coerce
 from mtlbench.run.options import ExecutorOptions, benchmark_resources, parse_executor
 from mtlbench.run.slurm.resources import Resources
@@ -157,7 +157,7 @@ def _derived(raw: dict[str, Any], path: Path, only: Sequence[str] | None) -> Swe
     (read from the base's records: :mod:`mtlbench.extends`)."""
     problems = _Problems(str(path))
     base_path, overrides = extends.split(raw, path, only, problems.add)
-    own_plugins = _plugins(raw, path, problems) if "extends" in raw else ()  # their methods
+    own_plugins = spec_plugins(raw, path, problems.add) if "extends" in raw else ()  # their methods
     extends.check_methods(overrides, method_names(), problems.add)
     problems.raise_if_any()
     base_raw = read_spec(base_path)
@@ -412,26 +412,6 @@ class _BenchContext:
                 self.problem(f"method {method!r}: {message}", own or shared or method_line)
 
 
-def _plugins(raw: dict[str, Any], path: Path | None, problems: _Problems) -> tuple[Plugin, ...]:
-    """The spec's ``plugins:`` (module names, or ``.py`` files relative to the spec's folder),
-    imported now, so that the names they register validate; each problem with its line."""
-    value = raw.get("plugins")
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        problems.add("plugins must be a list of module names or .py files", line_of(raw, "plugins"))
-        return ()
-    out = []
-    for index, ref in enumerate(value):
-        try:
-            plugin = parse(str(ref), path.parent if path else None)
-            load([plugin])
-            out.append(plugin)
-        except ConfigError as error:
-            problems.add(str(error), item_line(value, index) or line_of(raw, "plugins"))
-    return tuple(out)
-
-
 def parse_spec(raw: Any, path: Path | None = None) -> Sweep:
     """Validate a spec (as read by :func:`load_spec`, or a plain mapping) and resolve its
     trials; raises :class:`SpecError` listing every problem, each with the line it comes from."""
@@ -446,7 +426,7 @@ def parse_spec(raw: Any, path: Path | None = None) -> Sweep:
                 f"unknown key {key!r} (valid: {', '.join(sorted(SPEC_KEYS))})", line_of(raw, key)
             )
     before = len(problems.lines)
-    plugins = _plugins(raw, path, problems)
+    plugins = spec_plugins(raw, path, problems.add)
     if len(problems.lines) > before:  # its names would be unknown: say only what is wrong
         problems.raise_if_any()
     name = raw.get("name") or (path.stem if path else "sweep")

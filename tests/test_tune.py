@@ -509,7 +509,13 @@ def test_tuned_references_run_first_and_the_methods_wait_for_them(tmp_path):
     assert [s.kind for s in sweep.ready_stages()] == ["stl-tune"]  # ls's tuning waits
     assert sweep.waiting() == {"_tiny"}
     executor = CountingExecutor()
-    statuses = run_stages(sweep, executor)
+    said: list[str] = []
+    statuses = SweepRun(sweep, executor).run(progress=False, echo=said.append)
+    # 2 tasks x 4 reference draws to run now; ls's 4 draws wait (nothing was finished before)
+    assert said[0].startswith(
+        "sweep tuned: 12 trials, 0 already finished, 8 to run "
+        "(4 more once the single-task references are tuned)"
+    )
     assert set(statuses.values()) == {"done"} and pending(sweep) == []
     assert [[s.kind for s in b.stages] for b in executor.batches] == [
         ["stl-tune"],

@@ -156,9 +156,11 @@ class SweepRun:
         require_data(todo)
         left = sum(len(stage) for stage in todo)
         total = len(self.sweep.trials)
+        held = total - sum(len(stage) for stage in self.sweep.ready_stages())
+        after = f" ({held} more once the single-task references are tuned)" if held else ""
         echo(
-            f"sweep {self.sweep.name}: {total} trials, {total - left} already finished, "
-            f"{left} to run -> {self.results}"
+            f"sweep {self.sweep.name}: {total} trials, {total - held - left} already finished, "
+            f"{left} to run{after} -> {self.results}"
         )
         statuses: dict[str, str] = {}
         while todo:
