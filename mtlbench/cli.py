@@ -389,6 +389,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("mtlbench.data_cli", "check, fixture or prepare a benchmark's data"),
     "bench": ("mtlbench.bench", "per-step time and memory of methods relative to LS"),
     "check": ("mtlbench.check_cli", "the conformance kit on a method or a benchmark"),
+    "new": ("mtlbench.scaffold", "a plug-in package for your own method or benchmark"),
 }
 
 # The ``add_command`` functions loaded for this call (the command's own, see _load_extensions).
