@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_slurm import slurm  # noqa: F401  (the fixture: skips, or fails under CI, without Slurm)
 
 import mtlbench.datasets  # noqa: F401  (the built-ins, registered before any snapshot)
 import mtlbench.methods  # noqa: F401
@@ -197,7 +198,11 @@ def test_the_same_files_uninstalled_run_in_a_spawned_sweep(tmp_path, monkeypatch
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_a_slurm_job_imports_installed_and_given_plugins(installed, tmp_path, slurm):
+def test_a_slurm_job_imports_installed_and_given_plugins(
+    installed,
+    tmp_path,
+    slurm,  # noqa: F811  (the fixture)
+):
     """One array task: the installed benchmark (found by the job through its entry point on
     the shared path) and a method from a file given in ``plugins:`` (carried in the task)."""
     (tmp_path / "halves.py").write_text(
@@ -225,17 +230,6 @@ def test_a_slurm_job_imports_installed_and_given_plugins(installed, tmp_path, sl
     assert _named(record, "mtlbench_plugin_fixture.benchmark")["version"] == VERSION
     halves = next(p for p in record["plugins"] if p["source"].endswith("halves.py"))
     assert halves["sha256"] == _sha256(tmp_path / "halves.py")
-
-
-@pytest.fixture
-def slurm():
-    from test_slurm import slurm_problem
-
-    problem = slurm_problem()
-    if problem is not None:
-        if os.environ.get("MTLBENCH_REQUIRE_SLURM") == "1":
-            pytest.fail(f"MTLBENCH_REQUIRE_SLURM=1 but {problem}")
-        pytest.skip(problem)
 
 
 # -- bad plug-ins: one line, exit 2, nothing written --------------------------------------------

@@ -675,7 +675,11 @@ def test_a_slurm_sweep_and_a_local_sweep_on_one_folder_run_each_trial_once(
     assert local.returncode == 0 and on_slurm.returncode == 0, out_local + out_slurm
 
     def ran_and_left(out: str) -> tuple[int, int]:
-        line = [x for x in out.splitlines() if x.startswith("sweep plan: ") and "=" in x][-1]
+        summaries = [x for x in out.splitlines() if x.startswith("sweep plan: ") and "=" in x]
+        if not summaries:  # every trial had finished before this sweep planned (a slow start)
+            assert re.search(r"already finished, 0 to run", out), out
+            return 0, 0
+        line = summaries[-1]
         left = re.search(r"; (\d+) left to another process$", line)
         head = line.split(";")[0]
         return sum(int(n) for n in re.findall(r"=(\d+)", head)), int(left[1]) if left else 0

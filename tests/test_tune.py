@@ -385,35 +385,42 @@ _CLI = (
 )
 
 
+def _write_spec(raw: dict, results: Path, protocol: dict) -> Path:
+    """``raw`` with ``_tiny``'s ``protocol`` and one local worker, as ``<results>.yaml``."""
+    import yaml
+
+    raw["benchmarks"]["_tiny"]["protocol"] = protocol
+    raw["executor"] = {"kind": "local", "workers": 1}
+    path = results.parent / f"{results.name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _sweep_process(path: Path):
+    """``mtlbench sweep PATH`` in a fresh Python, in a session of its own (killed as a group)."""
+    import subprocess
+    import sys
+
+    code = _CLI.format(tests=str(ROOT / "tests"))
+    cmd = [sys.executable, "-c", code, "sweep", str(path), "--device", "cpu", "-q"]
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+
+
 @pytest.mark.slow
 def test_tuned_sweep_killed_with_sigkill_resumes(tmp_path):
     """``mtlbench sweep`` on a tuned spec, killed with SIGKILL in its tuning stage, run again:
     every trial once, and the same selection and final records as an uninterrupted sweep."""
     import signal
-    import subprocess
-    import sys
     import time
 
     import yaml
 
     def spec(results: Path) -> Path:
-        raw = _spec(results)
-        raw["benchmarks"]["_tiny"]["protocol"] = {"epochs": 8, "n": 128}
-        raw["executor"] = {"kind": "local", "workers": 1}
-        path = results.parent / f"{results.name}.yaml"
-        path.write_text(yaml.safe_dump(raw))
-        return path
+        return _write_spec(_spec(results), results, {"epochs": 8, "n": 128})
 
-    def sweep(path: Path) -> subprocess.Popen:
-        code = _CLI.format(tests=str(ROOT / "tests"))
-        cmd = [sys.executable, "-c", code, "sweep", str(path), "--device", "cpu", "-q"]
-        return subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
+    sweep = _sweep_process
 
     results = tmp_path / "killed"
     path = spec(results)
@@ -616,31 +623,14 @@ def test_sequential_sweep_killed_with_sigkill_resumes_without_running_a_seed_twi
     with SIGKILL once 3 runs are done, run again: the same records as an uninterrupted sweep,
     every trial once (one record per trial id, no seed run twice)."""
     import signal
-    import subprocess
-    import sys
     import time
-
-    import yaml
 
     def spec(results: Path) -> Path:
         raw = _sequential(results, 1e-12)
         raw["seeds"]["max"] = 4
-        raw["benchmarks"]["_tiny"]["protocol"] = {"epochs": 6, "n": 128}
-        raw["executor"] = {"kind": "local", "workers": 1}
-        path = results.parent / f"{results.name}.yaml"
-        path.write_text(yaml.safe_dump(raw))
-        return path
+        return _write_spec(raw, results, {"epochs": 6, "n": 128})
 
-    def sweep(path: Path) -> subprocess.Popen:
-        code = _CLI.format(tests=str(ROOT / "tests"))
-        cmd = [sys.executable, "-c", code, "sweep", str(path), "--device", "cpu", "-q"]
-        return subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
+    sweep = _sweep_process
 
     def done(folder: Path) -> int:
         return sum(r["status"] == "done" for r in iter_records(folder)) if folder.is_dir() else 0
