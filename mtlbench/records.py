@@ -11,10 +11,16 @@ no registered benchmark to compute Δm% or ranks) and ``resumes``. Version 1 rec
 installation has it registered. ``plugins`` (added within version 2) names the plug-ins loaded
 (:class:`~mtlbench.plugins.PluginInfo`: module, distribution, version, sha256 of the files),
 beside ``environment.git_commit`` of the built-ins; ``None`` in records written before it.
+
+A record may also be stored gzipped, ``<trial_id>.json.gz`` (``gzip results/NAME/*.json``): the
+committed leaderboards are, since their dense evaluation curves are mostly repeated digits (a
+sixth of the size). Everything here reads both forms; a trial written again is written plain
+and its ``.gz`` removed, so a folder never holds two records of one trial.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -179,12 +185,20 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 
 def record_path(results_dir: Path, trial_id: str) -> Path:
-    return Path(results_dir) / f"{trial_id}.json"
+    """The trial's record file: ``<trial_id>.json``, or ``<trial_id>.json.gz`` where only that
+    one exists (a gzipped, committed record)."""
+    plain = Path(results_dir) / f"{trial_id}.json"
+    if not plain.exists():
+        packed = plain.with_name(plain.name + ".gz")
+        if packed.exists():
+            return packed
+    return plain
 
 
 def write_record(results_dir: Path, record: Record | dict[str, Any]) -> Path:
-    path = record_path(results_dir, record["trial_id"])
+    path = Path(results_dir) / f"{record['trial_id']}.json"
     atomic_write_json(path, record)
+    path.with_name(path.name + ".gz").unlink(missing_ok=True)  # one record per trial
     return path
 
 
@@ -265,8 +279,9 @@ def read_record(path: Path) -> Record:
     reason when the file is not a valid record."""
     try:
         with open(path, "rb") as f:  # not Path(path).read_bytes(): a Path per file costs
-            data = json.loads(f.read())  # a third of `mtlbench status` on 20,000 records
-    except (OSError, ValueError) as error:
+            raw = f.read()  # a third of `mtlbench status` on 20,000 records
+        data = json.loads(gzip.decompress(raw) if str(path).endswith(".gz") else raw)
+    except (OSError, ValueError, EOFError) as error:  # gzip: BadGzipFile is an OSError
         raise ValueError(f"{path}: not readable JSON ({type(error).__name__})") from error
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not an {SCHEMA} record")
@@ -299,13 +314,13 @@ class Scan:
 
 
 def record_files(root: Path) -> Iterator[Path]:
-    """The ``*.json`` files under ``root`` that may be records (hidden files and the
-    ``checkpoints`` / ``references`` folders skipped), in sorted order."""
+    """The ``*.json`` and ``*.json.gz`` files under ``root`` that may be records (hidden files,
+    the ``checkpoints`` and ``references`` folders skipped), in sorted order."""
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in NOT_RECORDS)
         base = Path(folder)
         for name in sorted(files):
-            if name.endswith(".json") and not name.startswith("."):
+            if name.endswith((".json", ".json.gz")) and not name.startswith("."):
                 yield base / name
 
 

@@ -122,3 +122,40 @@ def test_to_row_derives_convergence_for_records_written_before_it_was_stored():
     assert (row["best_val_epoch"], row["selected_at_end"]) == (4, True)
     record["selection"].update(best_val_epoch=1, selected_at_end=False)  # stored wins
     assert (to_row(record)["best_val_epoch"], to_row(record)["selected_at_end"]) == (1, False)
+
+
+def test_gzipped_records_are_records_and_count_as_finished(tmp_path: Path):
+    """Committed leaderboards store ``gzip``-ed records (results/README.md): every reader takes
+    them, a sweep over their folder finds nothing to run, and a trial written again replaces
+    its ``.gz`` (one record per trial)."""
+    import gzip
+
+    from mtlbench.cli import main
+    from mtlbench.records import record_path, write_record
+    from mtlbench.run.state import pending, trial_status
+    from mtlbench.sweep import load_spec
+
+    results = tmp_path / "results"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"name: packed\nresults: {results}\nmethods: [ls]\nexecutor: {{kind: local, workers: 1}}\n"
+        "benchmarks:\n  toy:\n    protocol: {epochs: 2, steps_per_epoch: 5}\n"
+    )
+    assert main(["sweep", str(spec), "--device", "cpu", "-q", "--no-report"]) == 0
+    (plain,) = results.glob("*.json")
+    packed = plain.with_name(plain.name + ".gz")
+    packed.write_bytes(gzip.compress(plain.read_bytes()))  # what `gzip results/x/*.json` does
+    plain.unlink()
+    trial_id = plain.name.removesuffix(".json")
+
+    assert record_path(results, trial_id) == packed
+    assert read_record(packed)["status"] == trial_status(results, trial_id) == "done"
+    assert [p.name for p, _ in scan(results).records] == [packed.name]
+    assert pending(load_spec(spec)) == []
+    assert len(load_results(results)) == 1
+
+    write_record(results, read_record(packed))
+    assert [p.name for p in results.glob("*.json*")] == [plain.name]
+
+    packed.write_bytes(b"\x1f\x8b not gzip")
+    assert "not readable JSON" in scan(results).skipped[0][1]
