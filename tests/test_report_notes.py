@@ -119,3 +119,38 @@ def test_reference_spread_by_the_delta_method_and_the_untuned_reference_flag():
     assert untuned_reference(rows)
     assert not untuned_reference(rows.assign(tuning=['{"budget": 2}', '{"budget": 2}']))
     assert not untuned_reference(rows.assign(tuning=[None, None]))
+
+
+def test_the_reference_line_names_each_tasks_runs_and_tuned_configuration():
+    """Issue 21, item 1: the report names the reference's selected configuration; a reference
+    of 20 seeds per task is summarised (seeds 0-19) instead of 20 trial ids."""
+    import json
+
+    import pandas as pd
+
+    from mtlbench.report.reference import stl_runs
+
+    tag = {"budget": 6, "sampler": "stratified", "metric": "val_delta_m", "seeds": [100]}
+    rows = pd.DataFrame(
+        [
+            {
+                "trial_id": f"b-stl-a-s{s}",
+                "mode": "stl",
+                "task": "a",
+                "seed": s,
+                "tuning": json.dumps({**tag, "selected": {"protocol.lr": 0.0042}}),
+            }
+            for s in range(20)
+        ]
+        + [
+            {"trial_id": f"b-stl-b-s{s}", "mode": "stl", "task": "b", "seed": s, "tuning": None}
+            for s in (0, 2)
+        ]
+        + [{"trial_id": "b-ls-s0", "mode": "mtl", "task": None, "seed": 0, "tuning": None}]
+    )
+    trials = {"a": [f"b-stl-a-s{s}" for s in range(20)], "b": ["b-stl-b-s0", "b-stl-b-s2"]}
+    text = stl_runs(rows, trials)
+    assert text.startswith("(tuned on validation data like the methods: budget 6 x 1 seed(s)")
+    assert "a: 20 runs (seeds 0-19), tuned: lr 0.0042;" in text
+    assert "b-stl-a-s7" not in text  # more than 3: summarised
+    assert text.endswith("b: 2 runs (seeds 0, 2): b-stl-b-s0, b-stl-b-s2")

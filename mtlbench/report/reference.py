@@ -16,6 +16,7 @@ import pandas as pd
 
 from mtlbench import references
 from mtlbench.report.base import BenchInfo, Board, Col, RefInfo
+from mtlbench.report.variants import fmt_setting
 
 
 @dataclass
@@ -189,3 +190,44 @@ def reference_caveats(board: Board, rows: pd.DataFrame) -> str:
             'reference\'s handicap (docs/tuning.md, "The references are tuned like every method").'
         )
     return text
+
+
+def stl_runs(rows: pd.DataFrame, trials: dict[str, list[str]]) -> str:
+    """Per task, the single-task runs a reference averages and, where the references were tuned
+    (issue 21), the configuration their tuning stage selected on validation data: ``class1: 20
+    runs (seeds 0-19), lr 0.0016 tuned``. The trial ids themselves are listed up to 3 per task
+    (more are in the records and the per-run table); ``rows``: the benchmark's records frame,
+    ``trials``: the reference's trial ids per task."""
+    stl = rows[
+        (rows["mode"] == "stl") & rows["trial_id"].isin([t for v in trials.values() for t in v])
+    ]
+    parts = []
+    for task, ids in trials.items():
+        runs = stl[stl["task"] == task]
+        seeds = sorted(int(s) for s in runs["seed"].dropna())
+        span = (
+            f"seeds {seeds[0]}-{seeds[-1]}"
+            if len(seeds) > 3 and seeds == list(range(seeds[0], seeds[-1] + 1))
+            else "seeds " + ", ".join(map(str, seeds))
+        )
+        text = f"{task}: {len(ids)} run{'s' if len(ids) != 1 else ''} ({span})"
+        tags = runs["tuning"].dropna().unique() if "tuning" in runs else []
+        if len(tags) == 1:
+            chosen = json.loads(tags[0]).get("selected") or {}
+            text += ", tuned: " + ", ".join(
+                f"{k.rpartition('.')[2]} {fmt_setting(v)}" for k, v in sorted(chosen.items())
+            )
+        if len(ids) <= 3:
+            text += ": " + ", ".join(ids)
+        parts.append(text)
+    tags = stl["tuning"].dropna() if "tuning" in stl else []
+    if len(tags):
+        tag = json.loads(tags.iloc[0])
+        parts[0] = (
+            f"(tuned on validation data like the methods: budget {tag.get('budget')} x "
+            f"{len(tag.get('seeds') or [0])} seed(s), {tag.get('sampler')}, on {tag.get('metric')}"
+            + (", widened once where a selection sat at an edge" if tag.get("widen") else "")
+            + ") "
+            + parts[0]
+        )
+    return "; ".join(parts)

@@ -14,7 +14,7 @@ from mtlbench.report.base import Board
 from mtlbench.report.leaderboard import cross_benchmark
 from mtlbench.report.page import Report
 from mtlbench.report.published import published_comparison
-from mtlbench.report.reference import reference_caveats
+from mtlbench.report.reference import reference_caveats, stl_runs
 from mtlbench.report.render import MISSING
 from mtlbench.report.selected import selected_configs, tried_values
 from mtlbench.report.tables import (
@@ -125,9 +125,9 @@ def _reference_text(report: Report, bench: str) -> None:
     if ref is not None:
         text = f"Reference ({ref.kind}): {ref.source}."
         if ref.kind == "stl":
-            prov = "; ".join(f"{t}: {', '.join(ids)}" for t, ids in ref.trials.items())
-            text += f" Trials: {prov}." + reference_caveats(
-                report.boards[bench], report.df[report.df["benchmark"] == bench]
+            rows = report.df[report.df["benchmark"] == bench]
+            text += f" Runs per task: {stl_runs(rows, ref.trials)}." + reference_caveats(
+                report.boards[bench], rows
             )
         report.doc.p(text)
     rows = report.df[(report.df["benchmark"] == bench) & (report.df["mode"] != "stl")]
