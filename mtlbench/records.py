@@ -12,10 +12,8 @@ installation has it registered. ``plugins`` (added within version 2) names the p
 (:class:`~mtlbench.plugins.PluginInfo`: module, distribution, version, sha256 of the files),
 beside ``environment.git_commit`` of the built-ins; ``None`` in records written before it.
 
-A record may also be stored gzipped, ``<trial_id>.json.gz`` (``gzip results/NAME/*.json``): the
-committed leaderboards are, since their dense evaluation curves are mostly repeated digits (a
-sixth of the size). Everything here reads both forms; a trial written again is written plain
-and its ``.gz`` removed, so a folder never holds two records of one trial.
+A record may be stored gzipped, ``<trial_id>.json.gz``, as the committed leaderboards are (results/
+README.md); everything reads both forms, and a trial written again replaces its ``.gz``.
 """
 
 from __future__ import annotations
