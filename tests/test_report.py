@@ -318,7 +318,24 @@ def test_stored_delta_m_is_only_cross_checked(tmp_path: Path):
     results = write_all(tmp_path / "results", records)
     md = build_report(results, tmp_path / "report").read_text()
     assert "2 of 2 records carry a stored Δm% that differs" in md
+    assert "e.g. computed against another reference" in md
     assert "123.00" not in md
+
+
+def test_a_stored_delta_m_against_an_earlier_reference_is_explained(tmp_path: Path):
+    """Sequential seeding adds reference seeds after a method's run has stored its Δm%: the
+    note names the earlier state of the reference instead of a generic cause."""
+    records = synthetic_records()
+    for r in records:
+        if r["config"]["method"] == "uw":
+            r["delta_m"] = {
+                "metric_avg": 123.0,
+                "task_avg": 123.0,
+                "reference": {"values": {"seg_acc": 0.5}, "source": "mean of 1 stl record"},
+            }
+    results = write_all(tmp_path / "results", records)
+    md = build_report(results, tmp_path / "report").read_text()
+    assert "(largest gap" in md and "2 of them against an earlier state of the reference" in md
 
 
 def test_directions_come_from_the_records_metric_info(tmp_path: Path):

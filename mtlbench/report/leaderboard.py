@@ -61,10 +61,21 @@ def _delta_m(done: pd.DataFrame, choice: Choice, ranked: list[Col], notes: list[
     diff = (stored[both] - done.loc[both, "_dm"]).abs()
     bad = diff > 1e-6 * np.maximum(1.0, done.loc[both, "_dm"].abs())
     if bad.any():
+        # A reference whose seeds grew after a run finished (sequential seeding, issue 21)
+        # names fewer records in the source the run stored than the reference of today.
+        current = {r.source for r in choice.refs.values() if r is not None}
+        sources = done.loc[bad[bad].index, "stored_reference_source"].dropna()
+        earlier = int((~sources.isin(current)).sum())
+        why = (
+            f"{earlier} of them against an earlier state of the reference, built from other "
+            "single-task records than today's, as when its seeds grew after they ran"
+            if earlier
+            else "e.g. computed against another reference"
+        )
         notes.append(
             f"{int(bad.sum())} of {int(both.sum())} records carry a stored Δm% that differs from "
-            f"the recomputed one (largest gap {diff.max():.3g}; e.g. computed against another "
-            "reference); the table shows the recomputed values"
+            f"the recomputed one (largest gap {diff.max():.3g}; {why}); the table shows the "
+            "recomputed values"
         )
 
 
