@@ -195,39 +195,31 @@ def reference_caveats(board: Board, rows: pd.DataFrame) -> str:
 def stl_runs(rows: pd.DataFrame, trials: dict[str, list[str]]) -> str:
     """Per task, the single-task runs a reference averages and, where the references were tuned
     (issue 21), the configuration their tuning stage selected on validation data: ``class1: 20
-    runs (seeds 0-19), lr 0.0016 tuned``. The trial ids themselves are listed up to 3 per task
-    (more are in the records and the per-run table); ``rows``: the benchmark's records frame,
-    ``trials``: the reference's trial ids per task."""
-    stl = rows[
-        (rows["mode"] == "stl") & rows["trial_id"].isin([t for v in trials.values() for t in v])
-    ]
+    runs (seeds 0-19), tuned: lr 0.0016``, after one phrase on the tuning budget. The
+    trial ids are listed up to 3 per task (more are in the records and the per-run table);
+    ``rows``: the benchmark's records frame, ``trials``: the reference's trial ids per task."""
+    stl = rows[rows["trial_id"].isin([t for ids in trials.values() for t in ids])]
+    tags = stl["tuning"].dropna() if "tuning" in stl else pd.Series(dtype=object)
     parts = []
     for task, ids in trials.items():
         runs = stl[stl["task"] == task]
         seeds = sorted(int(s) for s in runs["seed"].dropna())
-        span = (
-            f"seeds {seeds[0]}-{seeds[-1]}"
-            if len(seeds) > 3 and seeds == list(range(seeds[0], seeds[-1] + 1))
-            else "seeds " + ", ".join(map(str, seeds))
-        )
-        text = f"{task}: {len(ids)} run{'s' if len(ids) != 1 else ''} ({span})"
-        tags = runs["tuning"].dropna().unique() if "tuning" in runs else []
-        if len(tags) == 1:
-            chosen = json.loads(tags[0]).get("selected") or {}
+        consecutive = len(seeds) > 3 and seeds == list(range(seeds[0], seeds[-1] + 1))
+        span = f"{seeds[0]}-{seeds[-1]}" if consecutive else ", ".join(map(str, seeds))
+        text = f"{task}: {len(ids)} run{'s' if len(ids) != 1 else ''} (seeds {span})"
+        chosen = tags[runs.index.intersection(tags.index)].unique()
+        if len(chosen) == 1:
+            selected = sorted((json.loads(chosen[0]).get("selected") or {}).items())
             text += ", tuned: " + ", ".join(
-                f"{k.rpartition('.')[2]} {fmt_setting(v)}" for k, v in sorted(chosen.items())
+                f"{k.rpartition('.')[2]} {fmt_setting(v)}" for k, v in selected
             )
-        if len(ids) <= 3:
-            text += ": " + ", ".join(ids)
-        parts.append(text)
-    tags = stl["tuning"].dropna() if "tuning" in stl else []
-    if len(tags):
-        tag = json.loads(tags.iloc[0])
-        parts[0] = (
-            f"(tuned on validation data like the methods: budget {tag.get('budget')} x "
-            f"{len(tag.get('seeds') or [0])} seed(s), {tag.get('sampler')}, on {tag.get('metric')}"
-            + (", widened once where a selection sat at an edge" if tag.get("widen") else "")
-            + ") "
-            + parts[0]
-        )
-    return "; ".join(parts)
+        parts.append(text + (": " + ", ".join(ids) if len(ids) <= 3 else ""))
+    if not len(tags):
+        return "; ".join(parts)
+    tag = json.loads(tags.iloc[0])
+    widen = ", one widening round where a selection sat at an edge" if tag.get("widen") else ""
+    return (
+        f"(tuned on validation data like the methods: budget {tag.get('budget')} x "
+        f"{len(tag.get('seeds') or [0])} seed(s), {tag.get('sampler')}, on {tag.get('metric')}"
+        f"{widen}) " + "; ".join(parts)
+    )
