@@ -439,9 +439,12 @@ def describe_budget(plans: Sequence[TunePlan]) -> str:
         elif plan.widened:
             sides = ", ".join(f"{k} {side}" for k, side in plan.widened.items())
             widen = f", of which {t.budget} in a widening round ({sides}, x{t.widen:g})"
+        finals = f"{len(plan.final_seeds)} final trial(s)"
+        if plan.seeding:  # sequential: the first wave, then more while the CI is too wide
+            finals = f"{len(plan.final_seeds)} to {plan.seeding['max']} final trial(s)"
         lines.append(
             f"  {plan.label}: {len(plan.configs)} configs x {len(t.seeds)} "
             f"seed(s) = {plan.n_trials} tuning trials ({t.sampler}, {t.metric}{widen}); then "
-            f"{len(plan.final_seeds)} final trial(s), {state}"
+            f"{finals}, {state}"
         )
     return "\n".join(lines)

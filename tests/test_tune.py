@@ -196,6 +196,15 @@ def test_stages_order_stl_tune_then_the_rest(tmp_path):
     assert {t.stage for t in tune} == {"tune"} and len(tune) == 6  # 3 configs x 1 seed x 2
     assert {t.method for t in rest} == {"mgda"}  # untuned; finals join after selection
     assert "_tiny/famo: 3 configs x 1 seed(s) = 3 tuning trials" in describe_budget(sweep.tuning)
+    assert "then 2 final trial(s), selection pending" in describe_budget(sweep.tuning)
+
+
+def test_dry_run_budget_gives_the_range_of_sequential_final_seeds(tmp_path):
+    """With sequential seeds the finals are the first wave, then more up to ``max``."""
+    spec = _spec(tmp_path)
+    spec["seeds"] = {"min": 2, "max": 7, "step": 2, "until": {"ci_halfwidth": 1.0}}
+    budget = describe_budget(parse_spec(spec).tuning)
+    assert "then 2 to 7 final trial(s), selection pending" in budget
 
 
 # -- end to end -----------------------------------------------------------------------------------
