@@ -183,3 +183,17 @@ def test_an_option_that_is_not_the_papers_is_named_on_a_methods_only_variant(tmp
     ]
     index = build_report(write_all(tmp_path / "r", runs), tmp_path / "out", ["md"]).read_text()
     assert "| ldc_mtl [router_warmup=10] " in index and "| ls " in index
+
+
+def test_declared_space_reads_a_method_before_anything_imported_the_built_ins():
+    """A fresh interpreter that imports only the report module still finds FAMO's declared
+    space (the registry fills on first use, not as a side effect of another import)."""
+    import subprocess
+    import sys
+
+    code = (
+        "from mtlbench.report.selected import declared_space as d;"
+        "print(d('famo', 'method.gamma'), d('no_such_method', 'method.x'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "Choice(values=(0.0, 0.001, 0.01)) None"

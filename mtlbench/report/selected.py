@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from mtlbench.method import METHODS
+from mtlbench.method import METHODS, names
 from mtlbench.report.variants import fmt_setting, parse, selected_keys
 from mtlbench.space import EDGE_SHARE, PROTOCOL_SPACE, Choice, IntRange, LogUniform, Space
 from mtlbench.trial import TrialConfig, resolve
@@ -49,8 +49,10 @@ def declared_space(method: str, key: str) -> Space | None:
     if scope == "protocol":
         return PROTOCOL_SPACE.get(key)
     try:
+        if method not in names():  # imports the built-ins and the installed plug-ins first
+            return None
         return METHODS.get(method).search_space.get(bare)
-    except Exception:  # an unknown method, or one whose module fails to import here
+    except Exception:  # a method whose module fails to import here
         return None
 
 
