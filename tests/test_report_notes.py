@@ -121,6 +121,31 @@ def test_reference_spread_by_the_delta_method_and_the_untuned_reference_flag():
     assert not untuned_reference(rows.assign(tuning=[None, None]))
 
 
+def test_reference_caveat_gives_the_range_of_spreads_or_one_value_when_they_agree():
+    """The caveat beside the reference: s.e. 4.0 at v = (0.4, 0.5) (the test above) and 5.0 at
+    v = (0.5, 0.5) (dΔm/db_a = -100, 100 * 0.1 / 2 = 5) read ±4-5; one method alone reads ±4."""
+    import pandas as pd
+
+    from mtlbench.report.base import Board, Col, RefInfo
+    from mtlbench.report.reference import reference_caveats
+
+    cols = [Col("mse_a", "a", False), Col("mse_b", "b", False)]
+    ref = RefInfo(
+        "stl", {"mse_a": 0.5, "mse_b": 0.5}, "s", {"mse_a": 0.1, "mse_b": 0.0}, {"a": 4, "b": 4}
+    )
+    table = pd.DataFrame(
+        {"role": ["reference", "method", "method"], "mse_a": [0.5, 0.4, 0.5], "mse_b": 0.5}
+    )
+    rows = pd.DataFrame({"mode": ["stl"], "tuning": [None]})
+    empty = pd.DataFrame()
+
+    def caveat(t: pd.DataFrame) -> str:
+        return reference_caveats(Board("b", t, empty, cols, ref, empty), rows)
+
+    assert "moves every method's Δm% alike by ±4-5 points (one standard error" in caveat(table)
+    assert "alike by ±4 points (one standard error" in caveat(table.iloc[:2])
+
+
 def test_the_reference_line_names_each_tasks_runs_and_tuned_configuration():
     """Issue 21, item 1: the report names the reference's selected configuration; a reference
     of 20 seeds per task is summarised (seeds 0-19) instead of 20 trial ids."""

@@ -179,9 +179,11 @@ def reference_caveats(board: Board, rows: pd.DataFrame) -> str:
     spreads = [x for x in spreads if x == x]
     text = ""
     if spreads:
+        low, high = f"{min(spreads):.2g}", f"{max(spreads):.2g}"
         text += (
             f" The reference's own spread over its seeds moves every method's Δm% alike by "
-            f"±{min(spreads):.2g}-{max(spreads):.2g} points (one standard error, delta method): "
+            f"±{low if low == high else f'{low}-{high}'} points (one standard error, delta "
+            "method): "
             "absolute Δm% values carry it, differences between methods do not."
         )
     if untuned_reference(rows):
