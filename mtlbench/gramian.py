@@ -30,7 +30,7 @@ graph's shape metadata are unavailable) the whole pass runs above, as one reduce
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -86,11 +86,15 @@ class Plan:
     rules: tuple[LayerRule, ...] = ()
 
 
-def _vmap_level() -> int:
-    """The nesting level of the innermost legacy ``vmap`` (the one ``is_grads_batched`` runs)."""
+def _next_vmap_level() -> int:
+    """The level of the next legacy ``vmap`` opened on this thread (the one ``is_grads_batched``
+    runs). Taken before the backward pass and handed to the hooks: on CUDA the engine runs them
+    on its device thread, whose vmap nesting is 0 whatever the caller's (a level read there
+    left the gradients batched: "Batching rule not implemented for aten::alias", found by
+    benchmarks/gpu_check.py on an H200, 2026-12-04)."""
     level = torch._C._vmapmode_increment_nesting()
     torch._C._vmapmode_decrement_nesting()
-    return level - 1
+    return level
 
 
 def _depths(root: Node, leaves: set[Node]) -> dict[Node, int]:
@@ -224,12 +228,13 @@ def plan(losses: Tensor, params: Sequence[Tensor], chunk_size: int | None = None
     return best
 
 
-def _reduce_hooks(params: Sequence[Tensor], k: int, total: Tensor) -> list:
-    """Hooks that add each parameter's K x P_p gradient block's Gramian into ``total`` and hand
-    autograd a stride-0 zero in its place, so that the block is freed at once."""
+def _reduce_hook(k: int, total: Tensor, level: int) -> Callable[[Tensor], Tensor]:
+    """A hook that adds a parameter's K x P_p gradient block (batched at vmap ``level``) into
+    ``total``'s Gramian and hands autograd a stride-0 zero in its place, so that the block is
+    freed at once."""
 
     def reduce(grad: Tensor) -> Tensor:
-        block = torch._remove_batch_dim(grad, _vmap_level(), k, 0)
+        block = torch._remove_batch_dim(grad, level, k, 0)
         if block.is_contiguous():
             add_gramian64(block.reshape(k, -1), total)
         else:  # in eight slices: a reshape would copy the whole block at once
@@ -237,10 +242,16 @@ def _reduce_hooks(params: Sequence[Tensor], k: int, total: Tensor) -> list:
                 add_gramian64(part.reshape(k, -1), total)
         return grad.reshape(-1)[:1].mul(0).expand(grad.shape)
 
+    return reduce
+
+
+def _reduce_hooks(params: Sequence[Tensor], k: int, total: Tensor, level: int) -> list:
+    """:func:`_reduce_hook` registered on each of ``params``."""
+    reduce = _reduce_hook(k, total, level)
     return [p.register_hook(reduce) for p in params]
 
 
-def _rule_hooks(rules: Sequence[LayerRule], k: int, total: Tensor) -> list:
+def _rule_hooks(rules: Sequence[LayerRule], k: int, total: Tensor, level: int) -> list:
     """Pre-hooks on the rule layers' nodes that add ``<delta_a, M delta_b>`` into ``total``
     from the K output cotangents (:mod:`mtlbench.gramian_rules`); the cotangents pass on
     unchanged.
@@ -253,7 +264,7 @@ def _rule_hooks(rules: Sequence[LayerRule], k: int, total: Tensor) -> list:
     def hook(rule: LayerRule):
         def accumulate(grads: tuple[Tensor | None, ...]) -> None:
             if grads[0] is not None:
-                delta = torch._remove_batch_dim(grads[0], _vmap_level(), k, 0)
+                delta = torch._remove_batch_dim(grads[0], level, k, 0)
                 step = max(1, math.ceil(delta.shape[2] / RULE_SLICES))
                 for start in range(0, delta.shape[2], step):
                     rule.accumulate(delta[:, :, start : start + step].to(total.dtype), total)
@@ -299,7 +310,9 @@ def gramian(
     total = torch.zeros(k, k, dtype=torch.float64, device=losses.device)
     blocks = [p for p in above if id(p) not in rules]
     eye = torch.eye(k, device=losses.device, dtype=losses.dtype)
-    handles = _reduce_hooks(blocks, k, total) + _rule_hooks(list(rules.values()), k, total)
+    level = _next_vmap_level()
+    handles = _reduce_hooks(blocks, k, total, level)
+    handles += _rule_hooks(list(rules.values()), k, total, level)
     try:
         inputs: list[Tensor | GradientEdge] = [*blocks, *([] if cut is None else [cut.edge])]
         grads = torch.autograd.grad(

@@ -328,9 +328,9 @@ def test_layer_rules_give_j_jt(every_rule: dict[int, int], chunk: int) -> None:
     reduced: list[set[int]] = []
     reduce_hooks = gramian_module._reduce_hooks
 
-    def recorded(ps, k, total):  # type: ignore[no-untyped-def]
+    def recorded(ps, k, total, level):  # type: ignore[no-untyped-def]
         reduced.append({id(p) for p in ps})
-        return reduce_hooks(ps, k, total)
+        return reduce_hooks(ps, k, total, level)
 
     cuts = separators(losses, params)
     assert len(cuts) >= 3
@@ -430,3 +430,35 @@ def test_layer_rules_skip_shared_weights_and_free_the_graph(every_rule: dict[int
     got = gramian(losses_(), params, cut=None)  # retain_graph=False
     torch.testing.assert_close(got, jac @ jac.T, rtol=1e-10, atol=1e-12)
     assert set(every_rule) == set(taken)
+
+
+def test_the_reduce_hook_works_on_another_thread() -> None:
+    """On CUDA the autograd engine runs the Gramian's hooks on its device thread, whose legacy
+    vmap nesting is 0: a level read there left the blocks batched ("Batching rule not implemented
+    for aten::alias", benchmarks/gpu_check.py on an H200, 2026-12-04). The hook takes the level
+    from the caller, so that it gives ``J J^T`` on any thread."""
+    import threading
+
+    k = 3
+    torch.manual_seed(0)
+    block = torch.randn(k, 4, 5, dtype=torch.float64)
+    total = torch.zeros(k, k, dtype=torch.float64)
+    hook = gramian_module._reduce_hook(k, total, gramian_module._next_vmap_level())
+    errors: list[BaseException] = []
+
+    def on_another_thread(batched: torch.Tensor) -> torch.Tensor:
+        def call() -> None:
+            try:
+                hook(batched)
+            except BaseException as error:  # noqa: BLE001 (re-raised on the test's thread)
+                errors.append(error)
+
+        worker = threading.Thread(target=call)
+        worker.start()
+        worker.join()
+        return batched
+
+    torch._vmap_internals._vmap(on_another_thread, 0, 0)(block)
+    assert not errors, errors
+    flat = block.reshape(k, -1)
+    torch.testing.assert_close(total, flat @ flat.T)
