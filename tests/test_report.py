@@ -558,3 +558,15 @@ def test_corrupt_and_duplicate_files_are_counted_not_fatal(tiny_results: Path, t
     assert "1 JSON file(s) skipped: broken.json" in md
     assert "1 record(s) repeat a trial id" in md
     assert "| 3 " in table_line(md, "ls")
+
+
+def test_a_report_of_references_only_renders(tmp_path: Path):
+    """Mid-sweep, before any method's test run: the leaderboard has the STL row and no method
+    row, and the sections after it (runtime, accuracy against cost) say there is nothing yet."""
+    stl = [r for r in synthetic_records() if r["config"]["mode"] == "stl"]
+    results = write_all(tmp_path / "results", stl)
+    md = build_report(results, tmp_path / "report", ["md", "csv"]).read_text()
+    table = pd.read_csv(tmp_path / "report" / "tables" / "leaderboard_synthbench.csv")
+    assert list(table["role"]) == ["reference"]
+    assert {"step_x_ls", "total_x_ls", "delta_m"} <= set(table.columns)
+    assert "No runtime table: no benchmark has both timed runs and a done LS run." in md

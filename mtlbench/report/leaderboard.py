@@ -129,7 +129,10 @@ def _aggregate(done: pd.DataFrame, mtl: pd.DataFrame, cols: list[Col], bench: st
         r["seeds"] = seeds.get(variant, "")
         r["trials"] = trials.get(variant, "")
         out.append(r)
-    return pd.DataFrame(out) if out else pd.DataFrame(columns=FRONT)
+    # the same columns without a row (only references run so far): later sections read them
+    stats = [n for c in [*value_cols.values(), *PER_RUN.values()] for n in (c, f"{c}_std")]
+    columns = [*FRONT, *stats, "step_median_s", "train_s", "seeds", "trials"]
+    return pd.DataFrame(out, columns=columns)
 
 
 def _ranked_and_sorted(table: pd.DataFrame, ranked: list[Col]) -> pd.DataFrame:
