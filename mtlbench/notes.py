@@ -135,7 +135,7 @@ def seeding_note(records: Iterable[Record], rows: Iterable[tuple[str, int, float
     return (
         f"Sequential seeds: {plan['min']} to start, {plan['step']} more per wave while the 95% "
         f"CI of the mean Δm% is wider than ±{plan['until']:g}, at most {plan['max']}: "
-        + ", ".join(parts)
+        + (", ".join(parts) if parts else "no method has a test run yet")
         + "."
     )
 

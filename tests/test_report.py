@@ -564,9 +564,13 @@ def test_a_report_of_references_only_renders(tmp_path: Path):
     """Mid-sweep, before any method's test run: the leaderboard has the STL row and no method
     row, and the sections after it (runtime, accuracy against cost) say there is nothing yet."""
     stl = [r for r in synthetic_records() if r["config"]["mode"] == "stl"]
+    for r in stl:  # as a sequential sweep writes them
+        r["config"]["seeding"] = {"min": 5, "max": 20, "step": 5, "until": 1.0}
     results = write_all(tmp_path / "results", stl)
     md = build_report(results, tmp_path / "report", ["md", "csv"]).read_text()
     table = pd.read_csv(tmp_path / "report" / "tables" / "leaderboard_synthbench.csv")
     assert list(table["role"]) == ["reference"]
     assert {"step_x_ls", "total_x_ls", "delta_m"} <= set(table.columns)
     assert "No runtime table: no benchmark has both timed runs and a done LS run." in md
+    assert "significance tests: no method has a done test run yet" in md
+    assert "at most 20: no method has a test run yet." in md
