@@ -562,7 +562,7 @@ def test_corrupt_and_duplicate_files_are_counted_not_fatal(tiny_results: Path, t
 
 def test_a_report_of_references_only_renders(tmp_path: Path):
     """Mid-sweep, before any method's test run: the leaderboard has the STL row and no method
-    row, and the sections after it (runtime, accuracy against cost) say there is nothing yet."""
+    row; the runtime section, the significance note and the seeding note say no method has run."""
     stl = [r for r in synthetic_records() if r["config"]["mode"] == "stl"]
     for r in stl:  # as a sequential sweep writes them
         r["config"]["seeding"] = {"min": 5, "max": 20, "step": 5, "until": 1.0}

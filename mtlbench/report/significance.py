@@ -59,9 +59,9 @@ def board_significance(runs: pd.DataFrame, ls_label: str | None) -> Significance
         return Significance(
             empty, reason="the runs are starting points, not seeds", replicates=True
         )
-    frame = _per_seed(runs) if len(runs) else pd.DataFrame(columns=["method", "seed", "delta_m"])
     if not len(runs):
         return Significance(empty, reason="no method has a done test run yet")
+    frame = _per_seed(runs)
     if frame.empty:
         return Significance(empty, reason="no Δm% (the benchmark has no reference)")
     counts = frame.groupby("method")["seed"].nunique()
