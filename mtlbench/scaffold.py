@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import re
+import textwrap
 from pathlib import Path
 
 from mtlbench.registry import ConfigError
 
 TEMPLATES = Path(__file__).parent / "templates"
 NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+WIDTH = 100  # mtlbench's own line length; the templates are written to it for short names
 
 # kind -> (entry-point group, summary line, names the module template imports)
 KINDS: dict[str, tuple[str, str, frozenset[str]]] = {
@@ -95,7 +97,61 @@ def _render(template: str, values: dict[str, str]) -> str:
     leftover = re.search(r"\{\{\w+\}\}", text)
     if leftover:  # a template names a key nobody fills: mtlbench's bug, not the user's
         raise RuntimeError(f"template {template} has the unfilled key {leftover.group(0)}")
-    return text
+    return text if template.endswith(".md.tmpl") else reflow(text)
+
+
+def _prose(line: str, docstring_indent: str | None) -> str | None:
+    """The prefix of a prose line: its indent, plus ``# `` for a whole-line comment; inside a
+    docstring (``docstring_indent`` is its opening line's indent), a line at that indent. None
+    for code, a blank line, a list item, a literal block (indented deeper) or closing quotes."""
+    indent = line[: len(line) - len(line.lstrip())]
+    body = line[len(indent) :]
+    if body.startswith("# "):
+        return indent + "# "
+    if indent == docstring_indent and body and body != '"""' and not body.startswith(("- ", "* ")):
+        return indent
+    return None
+
+
+def reflow(text: str, width: int = WIDTH) -> str:
+    """Re-wrap each prose paragraph (whole-line comments, docstring lines) that holds a line
+    longer than ``width``: a long plug-in name, filled into a template, lengthens the lines it
+    lands on. Paragraphs are runs of lines with the same prefix; code, blank lines, list items
+    and the literal blocks of docstrings end them and are never changed. Words are never split,
+    so a single word longer than ``width`` stays whole."""
+    out: list[str] = []
+    paragraph: list[str] = []
+    prefix: str | None = None
+    docstring: str | None = None  # the open docstring's indent
+
+    def flush() -> None:
+        if paragraph and max(map(len, paragraph)) > width:
+            words = " ".join(line[len(prefix) :].strip() for line in paragraph)
+            out.extend(
+                textwrap.wrap(
+                    words, width, initial_indent=prefix, subsequent_indent=prefix,
+                    break_long_words=False, break_on_hyphens=False,
+                )
+            )  # fmt: skip
+        else:
+            out.extend(paragraph)
+        paragraph.clear()
+
+    for line in text.split("\n"):
+        stripped = line.lstrip()
+        opens = docstring is None and stripped.startswith('"""')
+        here = _prose(line, line[: len(line) - len(stripped)] if opens else docstring)
+        if here is None or here != prefix or opens:
+            flush()
+            prefix = here
+        (out if here is None else paragraph).append(line)
+        if line.count('"""') % 2 == 1:
+            docstring = None if docstring is not None else line[: len(line) - len(stripped)]
+        if docstring is None and line.rstrip().endswith('"""'):
+            flush()
+            prefix = None
+    flush()
+    return "\n".join(out)
 
 
 def new_project(kind: str, name: str, folder: str | Path | None = None) -> list[Path]:

@@ -6,6 +6,7 @@ nothing written."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mtlbench.cli import main
-from mtlbench.scaffold import class_name
+from mtlbench.scaffold import TEMPLATES, class_name, reflow
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -166,3 +167,47 @@ def test_class_names_never_shadow_what_the_module_imports():
     assert class_name("objective", "method") == "ObjectiveMethod"  # imports Objective
     assert class_name("benchmark", "benchmark") == "BenchmarkBenchmark"
     assert class_name("sines", "benchmark") == "Sines"
+
+
+@pytest.mark.parametrize("kind", ["method", "benchmark"])
+def test_a_long_name_keeps_the_lines_within_100_columns(kind, tmp_path):
+    """A 48-character name lengthens every line it lands on; the prose is re-wrapped and the
+    code is written so that the name sits alone. Left over 100 columns: only what cannot be
+    broken (the import of the module, the TOML entry point, a single dotted module path)."""
+    name = f"a_rather_long_{kind}_name_from_a_real_lab_v2"[:48]
+    package = _new(kind, name, tmp_path / "pkg")
+    for path in sorted(package.rglob("*")):
+        if path.suffix not in {".py", ".toml"}:
+            continue
+        text = path.read_text()
+        if path.suffix == ".py":
+            ast.parse(text)  # still Python
+        for line in text.splitlines():
+            if len(line) > 100:
+                unbreakable = (
+                    line.startswith("import ")
+                    or line.startswith(f"{name} = ")
+                    or " " not in line.strip()
+                )
+                assert unbreakable, f"{path.name}: {line!r}"
+
+
+def test_reflow_rewraps_only_paragraphs_with_a_long_line():
+    short = "# one two\n# three\nx = 1  # a code line is never touched, however long it is\n"
+    assert reflow(short, width=20) == (
+        "# one two\n# three\nx = 1  # a code line is never touched, however long it is\n"
+    )
+    long = '"""one two three four five six\nseven eight.\n\n    literal block stays\n"""\n'
+    assert reflow(long, width=16) == (
+        '"""one two three\nfour five six\nseven eight.\n\n    literal block stays\n"""\n'
+    )
+
+
+def test_templates_render_unchanged_for_a_short_name():
+    """The templates are written to 100 columns: for a short name, reflow changes nothing."""
+    for template in sorted(TEMPLATES.rglob("*.tmpl")):
+        if template.name.endswith(".md.tmpl"):
+            continue  # Markdown is not re-wrapped (a long line renders the same)
+        text = template.read_text().replace("{{package}}", "mtlbench_mine")
+        text = text.replace("{{name}}", "mine")
+        assert reflow(text) == text, template.name
