@@ -24,6 +24,7 @@ from mtlbench.registry import ConfigError
 TEMPLATES = Path(__file__).parent / "templates"
 NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 WIDTH = 100  # mtlbench's own line length; the templates are written to it for short names
+CODE_SPAN = re.compile(r"``[^`]+``|`[^`]+`")
 
 # kind -> (entry-point group, summary line, names the module template imports)
 KINDS: dict[str, tuple[str, str, frozenset[str]]] = {
@@ -117,8 +118,8 @@ def reflow(text: str, width: int = WIDTH) -> str:
     """Re-wrap each prose paragraph (whole-line comments, docstring lines) that holds a line
     longer than ``width``: a long plug-in name, filled into a template, lengthens the lines it
     lands on. Paragraphs are runs of lines with the same prefix; code, blank lines, list items
-    and the literal blocks of docstrings end them and are never changed. Words are never split,
-    so a single word longer than ``width`` stays whole."""
+    and the literal blocks of docstrings end them and are never changed. Words and inline
+    literals are never split, so one longer than ``width`` stays whole."""
     out: list[str] = []
     paragraph: list[str] = []
     prefix: str | None = None
@@ -127,12 +128,13 @@ def reflow(text: str, width: int = WIDTH) -> str:
     def flush() -> None:
         if paragraph and max(map(len, paragraph)) > width:
             words = " ".join(line[len(prefix) :].strip() for line in paragraph)
-            out.extend(
-                textwrap.wrap(
-                    words, width, initial_indent=prefix, subsequent_indent=prefix,
-                    break_long_words=False, break_on_hyphens=False,
-                )
+            # an inline literal (``...`` or `...`) stays on one line: its spaces are held
+            words = CODE_SPAN.sub(lambda m: m.group(0).replace(" ", "\0"), words)
+            wrapped = textwrap.wrap(
+                words, width, initial_indent=prefix, subsequent_indent=prefix,
+                break_long_words=False, break_on_hyphens=False,
             )  # fmt: skip
+            out.extend(line.replace("\0", " ") for line in wrapped)
         else:
             out.extend(paragraph)
         paragraph.clear()

@@ -197,6 +197,8 @@ def test_reflow_rewraps_only_paragraphs_with_a_long_line():
     assert reflow(short, width=20) == (
         "# one two\n# three\nx = 1  # a code line is never touched, however long it is\n"
     )
+    literal = "# see ``a b c`` here\n"
+    assert reflow(literal, width=12) == "# see\n# ``a b c``\n# here\n"  # the span stays whole
     long = '"""one two three four five six\nseven eight.\n\n    literal block stays\n"""\n'
     assert reflow(long, width=16) == (
         '"""one two three\nfour five six\nseven eight.\n\n    literal block stays\n"""\n'
