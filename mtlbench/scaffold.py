@@ -101,12 +101,11 @@ def _render(template: str, values: dict[str, str]) -> str:
     return text if template.endswith(".md.tmpl") else reflow(text)
 
 
-def _prose(line: str, docstring_indent: str | None) -> str | None:
-    """The prefix of a prose line: its indent, plus ``# `` for a whole-line comment; inside a
-    docstring (``docstring_indent`` is its opening line's indent), a line at that indent. None
-    for code, a blank line, a list item, a literal block (indented deeper) or closing quotes."""
-    indent = line[: len(line) - len(line.lstrip())]
-    body = line[len(indent) :]
+def _prose(indent: str, body: str, docstring_indent: str | None) -> str | None:
+    """The prefix of a prose line (``indent`` + ``body``): its indent, plus ``# `` for a
+    whole-line comment; inside a docstring (``docstring_indent`` is its opening line's indent),
+    a line at that indent. None for code, a blank line, a list item, a literal block (indented
+    deeper) or closing quotes."""
     if body.startswith("# "):
         return indent + "# "
     if indent == docstring_indent and body and body != '"""' and not body.startswith(("- ", "* ")):
@@ -140,15 +139,16 @@ def reflow(text: str, width: int = WIDTH) -> str:
         paragraph.clear()
 
     for line in text.split("\n"):
-        stripped = line.lstrip()
-        opens = docstring is None and stripped.startswith('"""')
-        here = _prose(line, line[: len(line) - len(stripped)] if opens else docstring)
+        body = line.lstrip()
+        indent = line[: len(line) - len(body)]
+        opens = docstring is None and body.startswith('"""')
+        here = _prose(indent, body, indent if opens else docstring)
         if here is None or here != prefix or opens:
             flush()
             prefix = here
         (out if here is None else paragraph).append(line)
         if line.count('"""') % 2 == 1:
-            docstring = None if docstring is not None else line[: len(line) - len(stripped)]
+            docstring = None if docstring is not None else indent
         if docstring is None and line.rstrip().endswith('"""'):
             flush()
             prefix = None
