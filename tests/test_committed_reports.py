@@ -53,11 +53,11 @@ def test_committed_results_are_the_canonical_leaderboards(tmp_path):
         "yeast",
     }
     assert all(r["status"] in {"done", "diverged"} for r in records)
-    # A clone carries every record, so the size is bounded. Four complete re-runs (issue 21) are
-    # about 29 MiB gzipped: the per-epoch curves of 1,000+ runs at 20 seeds each (Yeast 12.4,
-    # qm9-small 10.3); 40 MiB leaves room for one more leaderboard, not for checkpoints.
+    # A clone carries every record, so the size is bounded. The four re-runs of issue 21 are
+    # 1,530 records with dense evaluation curves, 28.9 MiB gzipped (Yeast 12.4, qm9-small 10.3);
+    # 40 MiB leaves room for one more leaderboard, not for checkpoints.
     size = sum(p.stat().st_size for p in (tmp_path / "results").rglob("*") if p.is_file())
-    assert size < 40 * 2**20, f"results/ holds {size / 2**20:.1f} MB (limit 40 MB)"
+    assert size < 40 * 2**20, f"results/ holds {size / 2**20:.1f} MiB (limit 40 MiB)"
 
 
 def test_committed_reports_equal_what_the_command_renders(tmp_path, monkeypatch):
