@@ -69,3 +69,12 @@ def test_committed_reports_equal_what_the_command_renders(tmp_path, monkeypatch)
     for name, path in committed.items():
         if path.suffix in TEXT:
             assert path.read_text() == rendered[name].read_text(), f"reports/{name} is stale"
+
+
+def test_committed_leaderboards_are_converged_and_state_their_power():
+    """Issue 21's 'Done when': the committed leaderboards carry no "not converged" flag, and each
+    of the four states its minimal detectable difference from LS (the toy has no Δm%)."""
+    page = (ROOT / "reports" / "index.md").read_text()
+    assert "**Not converged**" not in page
+    assert page.count("- Converged: ") == 4
+    assert page.count("points are undetectable here") == 4
